@@ -1,0 +1,102 @@
+"""Pure integrate-and-fire math with soft reset (eq. 1 of the paper); the reference for every fast path.
+
+    U_t = V_{t-1} + q_t
+    s_t = 1[U_t >= theta]     (or 1[U_t > theta] with ``strict=True``)
+    V_t = U_t - theta * s_t
+
+Firing rules and exactness. With T = L, theta = gamma and a constant current q (the *expected*
+current, eq. 9), an IF neuron fires ``N = clip(floor(V0/theta + z), 0, T)`` spikes where
+``z = T*q/theta`` under the ``>=`` rule, and ``N = clip(ceil(V0/theta + z) - 1, 0, T)`` under the
+strict ``>`` rule. The three QVM pairs agree with the ANN's level ``M`` at **every** z, boundaries
+(z an integer, z = k + 1/2, z = 0) included:
+
+=========  =====================  ============  ========================================
+rounding   ANN: M = clip(Q(z))    V0            neuron rule -> N
+=========  =====================  ============  ========================================
+floor      floor(z)               0             U >= theta  -> floor(z)
+round      floor(z + 1/2)         theta/2       U >= theta  -> floor(z + 1/2)   (half-up)
+ceil       ceil(z)                theta         U >  theta  -> ceil(z)
+=========  =====================  ============  ========================================
+
+With the usual ``>=`` rule, V0 = theta would give floor(z) + 1 at every integer z (the paper's
+proof of Theorem 3 skips that case); the strict rule removes the off-by-one.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+CURRENTS = ("instant", "expected")
+
+
+def fire(h: torch.Tensor, strict: bool, surrogate_function: Optional[Callable] = None) -> torch.Tensor:
+    """Spikes from ``h = U - theta``: ``h >= 0`` (or ``h > 0`` when strict), in ``h``'s dtype.
+
+    With a surrogate (an SJ surrogate module: heaviside forward ``h >= 0``), the strict rule is
+    ``1 - sg(-h)``: its forward is ``h > 0`` and, for the symmetric surrogates SJ ships, its
+    gradient equals ``sg'(h)``.
+    """
+    if surrogate_function is None:
+        return (h > 0 if strict else h >= 0).to(h.dtype)
+    if strict:
+        return 1.0 - surrogate_function(-h)
+    return surrogate_function(h)
+
+
+def if_step(x: torch.Tensor, v: torch.Tensor, v_threshold, strict: bool = False,
+            surrogate_function: Optional[Callable] = None, detach_reset: bool = False):
+    """One soft-reset IF step.
+
+    Args:
+        x: input current q_t, ``[N, *]``.
+        v: membrane potential V_{t-1}, broadcastable to ``x``.
+        v_threshold: theta, a float or a tensor broadcastable to ``x``.
+    Returns:
+        ``(spike, v)``: s_t in {0, 1} (``x``'s dtype) and V_t, both ``[N, *]``.
+    """
+    u = v + x
+    spike = fire(u - v_threshold, strict, surrogate_function)
+    reset = spike.detach() if detach_reset else spike
+    return spike, u - v_threshold * reset
+
+
+def expected_current(x_seq: torch.Tensor) -> torch.Tensor:
+    """The constant current of eq. 9: the mean of ``x_seq: [T, N, *]`` over T, shape ``[N, *]``.
+
+    Computed as ``x_0 + sum_t (x_t - x_0) / T``, summed in time order, so that a sequence whose
+    steps are all equal (a static input repeated T times) gives exactly ``x_0`` with no rounding.
+    """
+    x0 = x_seq[0]
+    acc = torch.zeros_like(x0)
+    for t in range(1, x_seq.shape[0]):
+        acc = acc + (x_seq[t] - x0)
+    return x0 + acc / x_seq.shape[0]
+
+
+def if_multi_step_ref(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                      current: str = "instant", surrogate_function: Optional[Callable] = None,
+                      detach_reset: bool = False, store_v_seq: bool = False):
+    """T soft-reset IF steps; the differentiable reference every fast path is tested against.
+
+    Args:
+        x_seq: input currents ``[T, N, *]``.
+        v_init: V0, a float or a tensor broadcastable to ``[N, *]``.
+        v_threshold: theta, a float or a tensor broadcastable to ``[N, *]``.
+        current: ``"instant"`` (step t receives ``x_seq[t]``) or ``"expected"`` (every step
+            receives :func:`expected_current` of ``x_seq``, Algorithm 1).
+    Returns:
+        ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``; v is V_T.
+    """
+    if current not in CURRENTS:
+        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    q = expected_current(x_seq) if current == "expected" else None
+    v = torch.zeros_like(x_seq[0]) + v_init
+    spikes, vs = [], []
+    for t in range(x_seq.shape[0]):
+        s, v = if_step(x_seq[t] if q is None else q, v, v_threshold, strict,
+                       surrogate_function, detach_reset)
+        spikes.append(s)
+        if store_v_seq:
+            vs.append(v)
+    return torch.stack(spikes), v, (torch.stack(vs) if store_v_seq else None)

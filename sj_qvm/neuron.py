@@ -1,0 +1,214 @@
+"""QVMIFNode: a thin SpikingJelly ``MemoryModule`` over :mod:`sj_qvm.functional` and :mod:`sj_qvm.ops`."""
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+
+from . import _compat
+from .functional import CURRENTS, if_step
+from .ops.if_loop import if_multi_step_inference, if_multi_step_ref
+from .quant import ROUNDINGS, channel_view, check_positive_finite
+
+STEP_MODES = ("s", "m")
+
+
+class QVMIFNode(_compat.MemoryModule):
+    """Integrate-and-fire neuron with soft reset and a Quantization-Voltage-Matched V0.
+
+    A drop-in for ``neuron.IFNode(v_reset=None)``; it fires binary spikes {0, 1}::
+
+        U_t = V_{t-1} + q_t;   s_t = 1[U_t >= theta];   V_t = U_t - theta * s_t
+
+    Args:
+        v_threshold: theta > 0, a float or a per-channel 1-D tensor (channel = dim 1 of ``[N, C, *]``).
+        v_init: V0, matched to the ANN's rounding so that, with T = L and the expected current,
+            the spike count N equals the ANN level M at every z = T*q/theta, boundaries included:
+
+            * ``"floor"``: V0 = 0, fire on ``U >= theta``  -> N = clip(floor(z), 0, T)
+            * ``"round"``: V0 = theta/2, fire on ``U >= theta`` -> N = clip(floor(z + 1/2), 0, T)
+              (half-up, *not* ``torch.round``'s half-to-even)
+            * ``"ceil"``: V0 = theta, fire on ``U > theta`` (strict) -> N = clip(ceil(z), 0, T).
+              With ``>=`` a V0 = theta neuron would give floor(z) + 1 at integer z.
+            * a float, or a tensor (scalar, per-channel ``[C]`` or per-neuron ``[C, *]``): V0 itself,
+              fire on ``U >= theta``. A tensor that requires grad is learned by BPTT.
+
+            ``v_init`` is a public attribute: a new value takes effect at the next
+            ``functional.reset_net`` (or ``reset()``), whatever the batch size.
+        current: ``"instant"`` (step t receives its own input, streaming, as every SJ node) or
+            ``"expected"`` (multi-step only: each step receives the mean of the T inputs, eq. 9).
+        surrogate_function: SJ surrogate for the spike's gradient (default ``surrogate.Sigmoid()``).
+        detach_reset: detach the reset term from the graph, as in SJ.
+        step_mode: ``"s"`` (input ``[N, *]``) or ``"m"`` (input ``[T, N, *]``, output ``[T, N, *]``).
+        store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset).
+
+    Single-step and multi-step modes give identical spikes. Without autograd (``torch.no_grad``
+    or inputs that need no grad) multi-step mode runs an in-place loop that stores nothing.
+    """
+
+    def __init__(self, v_threshold=1.0, v_init=0.0, current: str = "instant",
+                 surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
+                 store_v_seq: bool = False):
+        super().__init__()
+        if current not in CURRENTS:
+            raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+        if step_mode not in STEP_MODES:
+            raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
+        if current == "expected" and step_mode == "s":
+            raise ValueError("current='expected' needs step_mode='m' (the mean over T needs all T "
+                             "inputs); use current='instant' for single-step mode")
+        self.current = current
+        self.v_threshold = v_threshold
+        self.v_init = v_init
+        self.surrogate_function = (_compat.default_surrogate() if surrogate_function is None
+                                   else surrogate_function)
+        self.detach_reset = bool(detach_reset)
+        self.store_v_seq = bool(store_v_seq)
+        self.step_mode = step_mode
+        # A float sentinel: the next forward materializes V0 at the input's shape.
+        self.register_memory("v", 0.0)
+        if self.store_v_seq:
+            self.register_memory("v_seq", None)
+
+    # -- parameters -------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if name == "v_threshold":
+            self._set_tensor_or_float("_theta", value, "v_threshold", positive=True)
+        elif name == "v_init":
+            if isinstance(value, str):
+                if value not in ROUNDINGS:
+                    raise ValueError(f"v_init must be one of {ROUNDINGS}, a float or a tensor, "
+                                     f"got {value!r}")
+                self._set_tensor_or_float("_v0", None, "v_init")
+                object.__setattr__(self, "_v_init_mode", value)
+            else:
+                self._set_tensor_or_float("_v0", value, "v_init")
+                object.__setattr__(self, "_v_init_mode", None)
+        else:
+            super().__setattr__(name, value)
+
+    def _set_tensor_or_float(self, slot: str, value, name: str, positive: bool = False):
+        for d in (self._parameters, self._buffers):
+            d.pop(slot, None)
+        self.__dict__.pop(slot, None)
+        if value is None:
+            return
+        if isinstance(value, torch.Tensor):
+            if positive:
+                check_positive_finite(value, name)
+            elif not torch.isfinite(value.detach()).all():
+                raise ValueError(f"{name} must be finite")
+            if isinstance(value, torch.nn.Parameter):
+                self.register_parameter(slot, value)
+            else:
+                self.register_buffer(slot, value.detach().clone())
+        elif isinstance(value, Real) and not isinstance(value, bool):
+            if positive:
+                value = check_positive_finite(value, name).item()
+            elif not torch.isfinite(torch.tensor(float(value))):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            object.__setattr__(self, slot, float(value))
+        else:
+            allowed = "a float > 0 or a 1-D tensor" if positive else \
+                f"one of {ROUNDINGS}, a float or a tensor"
+            raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
+
+    @property
+    def v_threshold(self):
+        """theta: a float or a per-channel tensor."""
+        return self._theta
+
+    @property
+    def v_init(self):
+        """V0 as given: ``"floor"``, ``"round"``, ``"ceil"``, a float or a tensor."""
+        return self._v_init_mode if self._v_init_mode is not None else self._v0
+
+    @property
+    def strict(self) -> bool:
+        """Fire on ``U > theta`` (only for ``v_init="ceil"``) instead of ``U >= theta``."""
+        return self._v_init_mode == "ceil"
+
+    def _theta_for(self, x: torch.Tensor):
+        """theta broadcastable over a single-step input ``x: [N, C, *]``."""
+        th = self._theta
+        if isinstance(th, float):
+            return th
+        th = th.to(dtype=x.dtype, device=x.device)
+        if th.ndim == 1 and x.ndim >= 2 and th.numel() != x.shape[1]:
+            raise ValueError(f"per-channel v_threshold has {th.numel()} channels, "
+                             f"but the input has {x.shape[1]} (dim 1 of {tuple(x.shape)})")
+        return channel_view(th, x.ndim)
+
+    def initial_v(self, x: torch.Tensor) -> torch.Tensor:
+        """V0 as a tensor of ``x``'s shape ``[N, *]`` and dtype."""
+        mode = self._v_init_mode
+        if mode is not None:
+            th = self._theta_for(x)
+            v0 = {"floor": 0.0, "round": 0.5, "ceil": 1.0}[mode] * th
+        else:
+            v0 = self._v0
+            if isinstance(v0, torch.Tensor):
+                v0 = v0.to(dtype=x.dtype, device=x.device)
+                if v0.ndim == 1 and x.ndim > 2 and v0.numel() == x.shape[1]:
+                    v0 = channel_view(v0, x.ndim)
+        return torch.zeros_like(x) + v0
+
+    # -- forward ----------------------------------------------------------------------------
+    def _fresh_v(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.v
+        if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+            if isinstance(v, torch.Tensor):
+                raise ValueError(f"input shape {tuple(x.shape)} differs from the state's "
+                                 f"{tuple(v.shape)}; call functional.reset_net(net) between "
+                                 "sequences")
+            v = self.initial_v(x)
+        return v
+
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters(recurse=False))
+            or (isinstance(self.v, torch.Tensor) and self.v.requires_grad))
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.current == "expected":
+            raise ValueError("current='expected' needs step_mode='m'; this node is in "
+                             "step_mode='s'")
+        if x.ndim < 1:
+            raise ValueError(f"single-step input must be [N, *], got a {x.ndim}-d tensor")
+        v = self._fresh_v(x)
+        surrogate = self.surrogate_function if self._needs_grad(x) else None
+        spike, self.v = if_step(x, v, self._theta_for(x), self.strict, surrogate,
+                                self.detach_reset)
+        return spike
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.ndim < 2:
+            raise ValueError(f"multi-step input must be [T, N, *] (at least 2 dims), got "
+                             f"shape {tuple(x_seq.shape)}")
+        v = self._fresh_v(x_seq[0])
+        th = self._theta_for(x_seq[0])
+        if self._needs_grad(x_seq):
+            spike_seq, self.v, v_seq = if_multi_step_ref(
+                x_seq, v, th, self.strict, self.current, self.surrogate_function,
+                self.detach_reset, self.store_v_seq)
+        else:
+            spike_seq, self.v, v_seq = if_multi_step_inference(
+                x_seq, v, th, self.strict, self.current, self.store_v_seq)
+        if self.store_v_seq:
+            self.v_seq = v_seq
+        return spike_seq
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self.single_step_forward(x)
+        if self.step_mode == "m":
+            return self.multi_step_forward(x)
+        raise ValueError(f"step_mode must be one of {STEP_MODES}, got {self.step_mode!r}")
+
+    def extra_repr(self) -> str:
+        th = self._theta
+        th = f"{th:.4g}" if isinstance(th, float) else f"tensor{tuple(th.shape)}"
+        v0 = self.v_init
+        v0 = repr(v0) if not isinstance(v0, torch.Tensor) else f"tensor{tuple(v0.shape)}"
+        return (f"v_threshold={th}, v_init={v0}, current={self.current!r}, "
+                f"detach_reset={self.detach_reset}, step_mode={self.step_mode!r}")

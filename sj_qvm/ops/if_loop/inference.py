@@ -1,0 +1,38 @@
+"""No-grad multi-step IF loop that writes in place and stores nothing for backward.
+
+Same signature and bit-identical spikes and V_T as :func:`..reference.if_multi_step_ref` with
+``surrogate_function=None``: ``U >= theta`` is tested as ``U - theta >= 0`` there, which IEEE
+subtraction makes the same predicate, and ``V - theta * s`` with ``s`` in {0, 1} is exact either way.
+On 2 CPU cores it runs at about 3x a plain ``clone`` of the input (see benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+import torch
+
+from ...functional import CURRENTS, expected_current
+
+
+@torch.no_grad()
+def if_multi_step_inference(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                            current: str = "instant", store_v_seq: bool = False):
+    """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``."""
+    if current not in CURRENTS:
+        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    q = expected_current(x_seq) if current == "expected" else None
+    v = torch.empty_like(x_seq[0])
+    v.copy_(torch.as_tensor(v_init, dtype=v.dtype, device=v.device).expand_as(v))
+    spike_seq = torch.empty_like(x_seq)
+    v_seq = torch.empty_like(x_seq) if store_v_seq else None
+    compare = torch.gt if strict else torch.ge
+    scalar = not isinstance(v_threshold, torch.Tensor)
+    for t in range(x_seq.shape[0]):
+        v.add_(x_seq[t] if q is None else q)
+        spike = compare(v, v_threshold)
+        spike_seq[t].copy_(spike)
+        if scalar:
+            v.sub_(spike_seq[t], alpha=v_threshold)
+        else:
+            v.sub_(spike_seq[t] * v_threshold)
+        if v_seq is not None:
+            v_seq[t].copy_(v)
+    return spike_seq, v, v_seq

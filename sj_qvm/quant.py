@@ -1,0 +1,116 @@
+"""QuantReLU: the ANN side of QVM (eq. 4 of the paper).
+
+    a = gamma / L * clip(Q(x * L / gamma), 0, L),    Q in {floor, round, ceil}
+
+``round`` is round-half-**up**, ``floor(z + 1/2)``; ``torch.round`` rounds halves to even and
+would disagree with a V0 = theta/2 neuron at z = 0.5, 2.5, ...
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+ROUNDINGS = ("floor", "round", "ceil")
+
+
+def check_rounding(rounding: str, name: str = "rounding") -> str:
+    if not isinstance(rounding, str) or rounding not in ROUNDINGS:
+        raise ValueError(f"{name} must be one of {ROUNDINGS}, got {rounding!r}")
+    return rounding
+
+
+def check_levels(levels: int, name: str = "levels") -> int:
+    if isinstance(levels, bool) or not isinstance(levels, int):
+        raise TypeError(f"{name} must be an int >= 1, got {type(levels).__name__} {levels!r}")
+    if levels < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {levels}")
+    return levels
+
+
+def check_positive_finite(value, name: str) -> torch.Tensor:
+    """``value`` (a real number, a sequence or a tensor) as a float tensor, all entries finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, (Real, Sequence, torch.Tensor)):
+        raise TypeError(f"{name} must be a positive finite float or a 1-D tensor of them, "
+                        f"got {type(value).__name__}")
+    t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value,
+                        dtype=torch.get_default_dtype() if not isinstance(value, torch.Tensor)
+                        or not value.is_floating_point() else value.dtype)
+    if t.ndim > 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a scalar or a 1-D per-channel tensor, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not (t > 0).all():
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return t
+
+
+def quantize_level(z: torch.Tensor, rounding: str) -> torch.Tensor:
+    """Q(z) for Q in {floor, round (half-up), ceil}; no clipping, no gradient."""
+    if rounding == "floor":
+        return torch.floor(z)
+    if rounding == "round":
+        return torch.floor(z + 0.5)
+    if rounding == "ceil":
+        return torch.ceil(z)
+    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+
+
+def channel_view(p: torch.Tensor, ndim: int, channel_dim: int = 1) -> torch.Tensor:
+    """Reshape a scalar or per-channel ``[C]`` tensor so it broadcasts over ``[B, C, *]``."""
+    if p.ndim == 0:
+        return p
+    shape = [1] * ndim
+    shape[channel_dim] = p.numel()
+    return p.view(shape)
+
+
+class QuantReLU(nn.Module):
+    """Quantized clip activation with a trainable threshold gamma (QCFS-style training).
+
+    Args:
+        levels: L >= 1, the number of quantization steps; the SNN runs T = L time-steps.
+        rounding: Q, one of ``"floor"``, ``"round"`` (half-up) or ``"ceil"``; the converter gives
+            the matching neuron V0 = 0, theta/2 or theta.
+        threshold: gamma > 0, a float (one learnable scalar) or a 1-D sequence/tensor of per-channel
+            values (channel = dim 1 of the input).
+
+    Shapes: ``x: [B, *]`` -> ``a: [B, *]`` with ``a in {gamma/L * M : M = 0..L}``.
+
+    Training uses a straight-through estimator on Q only: inside [0, gamma] the gradient w.r.t. x is 1,
+    and gamma gets ``M/L - x/gamma`` there and 1 above the clip (as in QCFS, Bu et al. 2022).
+
+    Threshold initialisation: gamma is the largest activation the layer can output. Start it near a
+    high percentile of the pre-activations (``sj_qvm.quantize`` calibrates it from data). Too small a
+    gamma saturates most neurons and its gradient (+1 from every clipped neuron minus the rest) can
+    drive it to zero or below, after which the layer is dead; too large a gamma wastes levels and
+    zeroes small activations. Use a smaller learning rate or no weight decay for gamma if it drifts.
+    """
+
+    def __init__(self, levels: int, rounding: str = "floor", threshold: float = 4.0):
+        super().__init__()
+        self.levels = check_levels(levels)
+        self.rounding = check_rounding(rounding)
+        self.threshold = nn.Parameter(check_positive_finite(threshold, "threshold").clone())
+
+    def gamma(self, ndim: int) -> torch.Tensor:
+        """The threshold gamma, broadcastable over an input of ``ndim`` dims."""
+        return channel_view(self.threshold, ndim)
+
+    def level(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer level ``M = clip(Q(x*L/gamma), 0, L)`` as a float tensor (STE gradient)."""
+        z = x * self.levels / self.gamma(x.ndim)
+        # Forward value is exactly Q(z): (z - z.detach()) is exactly zero, but carries dz.
+        m = quantize_level(z.detach(), self.rounding) + (z - z.detach())
+        return torch.clamp(m, 0, self.levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.level(x) * self.gamma(x.ndim) / self.levels
+
+    def extra_repr(self) -> str:
+        t = self.threshold
+        th = f"{t.item():.4g}" if t.ndim == 0 else f"per-channel[{t.numel()}]"
+        return f"levels={self.levels}, rounding={self.rounding!r}, threshold={th}"
