@@ -124,6 +124,7 @@ def _fold_batchnorm(gm: fx.GraphModule) -> None:
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
     gm.graph.lint()
+    gm.delete_all_unused_submodules()
 
 
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:

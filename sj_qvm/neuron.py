@@ -1,6 +1,7 @@
 """QVMIFNode: a thin SpikingJelly ``MemoryModule`` over :mod:`sj_qvm.functional` and :mod:`sj_qvm.ops`."""
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 import torch
@@ -103,10 +104,10 @@ class QVMIFNode(_compat.MemoryModule):
             else:
                 self.register_buffer(slot, value.detach().clone())
         elif isinstance(value, Real) and not isinstance(value, bool):
-            if positive:
-                value = check_positive_finite(value, name).item()
-            elif not torch.isfinite(torch.tensor(float(value))):
+            if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
+            if positive and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
             object.__setattr__(self, slot, float(value))
         else:
             allowed = "a float > 0 or a 1-D tensor" if positive else \

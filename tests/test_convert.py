@@ -1,0 +1,162 @@
+"""sj_qvm.convert: graph coverage, BatchNorm folding, errors that name the op, the ANN left alone."""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nets import build, cnn
+from sj_qvm import QuantReLU, QVMIFNode, convert
+from sj_qvm._compat import functional
+from sj_qvm.analysis import compare_levels
+from sj_qvm.convert import ConversionError
+
+
+def run(snn, x, T):
+    functional.reset_net(snn)
+    with torch.no_grad():
+        return snn(x.unsqueeze(0).repeat(T, *[1] * x.ndim))
+
+
+def test_structure_thresholds_and_v0():
+    ann = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), QuantReLU(4, "ceil", 2.5),
+                        nn.Flatten(), nn.Linear(4 * 36, 8), QuantReLU(4, "round", [1.0] * 8),
+                        nn.Linear(8, 3))
+    snn = convert(ann, current="instant")
+    nodes = [m for m in snn.modules() if isinstance(m, QVMIFNode)]
+    assert len(nodes) == 2
+    assert nodes[0].v_threshold == 2.5 and nodes[0].v_init == "ceil" and nodes[0].strict
+    assert torch.equal(nodes[1].v_threshold, torch.ones(8)) and nodes[1].v_init == "round"
+    assert all(n.current == "instant" and n.step_mode == "m" for n in nodes)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in snn.modules())  # folded
+    out = run(snn, torch.rand(5, 2, 8, 8), 4)
+    assert out.shape == (4, 5, 3)
+
+
+def test_ann_left_untouched():
+    ann = cnn(4, "round").train()
+    before = copy.deepcopy(ann.state_dict())
+    snn = convert(ann)
+    assert ann.training
+    assert all(torch.equal(before[k], v) for k, v in ann.state_dict().items())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in ann.modules()) == 2
+    assert any(isinstance(m, QuantReLU) for m in ann.modules())
+    assert not any(isinstance(m, QuantReLU) for m in snn.modules())
+
+
+def test_logits_equal_ann_and_any_t_runs():
+    ann, x = build("resnet", 4, "round")
+    snn = convert(ann)
+    torch.testing.assert_close(run(snn, x, 4).mean(0), ann(x), rtol=1e-12, atol=1e-12)
+    for T in (1, 2, 8, 16):
+        assert run(snn, x, T).shape == (T, 32, 10)
+
+
+def test_frame_sequence_input_expected_mode_sees_the_mean():
+    """A [T, B, *] frame sequence: in expected mode the first layer receives the ANN's input (the mean)."""
+    ann, x = build("cnn", 4, "floor")
+    frames = torch.rand(4, *x.shape, dtype=x.dtype)
+    rows = compare_levels(ann, convert(ann), frames.mean(0), frames)
+    assert sum(r.mismatched for r in rows) == 0
+
+
+def test_levels_must_agree_unless_time_steps_given():
+    ann = nn.Sequential(nn.Linear(4, 4), QuantReLU(4), nn.Linear(4, 4), QuantReLU(8))
+    with pytest.raises(ValueError, match="levels differ"):
+        convert(ann)
+    with pytest.warns(UserWarning, match="T = L"):
+        snn = convert(ann, time_steps=8)
+    assert snn.time_steps == 8
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_bad_time_steps_and_current(bad):
+    ann = nn.Sequential(nn.Linear(4, 4), QuantReLU(4))
+    with pytest.raises(ValueError, match="time_steps"):
+        convert(ann, time_steps=bad)
+    with pytest.raises(ValueError, match="current must be one of"):
+        convert(ann, current="mean")
+
+
+class FunctionalRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.q = QuantReLU(4)
+
+    def forward(self, x):
+        return self.q(F.relu(self.fc(x)))
+
+
+@pytest.mark.parametrize("ann,what,hint", [
+    (nn.Sequential(nn.Conv2d(1, 2, 3), QuantReLU(4), nn.MaxPool2d(2)), "MaxPool2d",
+     "replace MaxPool2d by AvgPool2d before training"),
+    (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), QuantReLU(4)), "ReLU", "QuantReLU"),
+    (nn.Sequential(nn.Linear(4, 4), nn.GELU(), QuantReLU(4)), "GELU", "no exact spiking equivalent"),
+    (FunctionalRelu(), "function 'relu'", "replace F.relu"),
+])
+def test_unsupported_ops_raise_with_name_place_and_hint(ann, what, hint):
+    with pytest.raises(ConversionError) as e:
+        convert(ann)
+    msg = str(e.value)
+    assert what in msg and hint in msg and "graph node" in msg
+
+
+def test_no_quantrelu_and_dead_threshold():
+    with pytest.raises(ConversionError, match="no QuantReLU"):
+        convert(nn.Sequential(nn.Linear(2, 2)))
+    ann = nn.Sequential(nn.Linear(2, 2), QuantReLU(4))
+    ann[1].threshold.data.fill_(-0.5)
+    with pytest.raises(ConversionError, match="must be finite and > 0"):
+        convert(ann)
+
+
+def test_untraceable_model_explains():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = QuantReLU(4)
+
+        def forward(self, x):
+            return self.q(x) if x.sum() > 0 else x
+    with pytest.raises(ConversionError, match="torch.fx could not trace"):
+        convert(Branchy())
+
+
+def test_shared_activation_module_gets_one_neuron_layer_per_call():
+    ann, x = build("resnet", 4, "ceil")
+    snn = convert(ann)
+    names = [n for n, m in snn.named_modules() if isinstance(m, QVMIFNode)]
+    assert len(names) == 4 and any("_call1" in n for n in names)
+    assert sum(r.mismatched for r in compare_levels(ann, snn, x)) == 0
+
+
+def test_scaling_by_constant_is_allowed_but_tensor_products_are_not():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.q = nn.Linear(4, 4), QuantReLU(4)
+
+        def forward(self, x):
+            return self.q(self.fc(x) * 0.5)
+
+    class Gated(Scaled):
+        def forward(self, x):
+            return self.q(self.fc(x) * x)
+    convert(Scaled())
+    with pytest.raises(ConversionError, match="mul"):
+        convert(Gated())
+
+
+def test_reset_net_and_repeatability():
+    ann, x = build("cnn", 4, "round")
+    snn = convert(ann, current="instant")
+    a = run(snn, x, 4)
+    b = run(snn, x[:7], 4)
+    assert torch.equal(a[:, :7], b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        functional.set_step_mode(snn, "s")  # converted layers stay multi-step
+    assert torch.equal(run(snn, x, 4), a)

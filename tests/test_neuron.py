@@ -1,0 +1,195 @@
+"""QVMIFNode: a drop-in SpikingJelly IF node with soft reset and a matched V0."""
+import pytest
+import torch
+import torch.nn as nn
+
+from sj_qvm import QVMIFNode
+from sj_qvm._compat import IFNode, SeqToANNContainer, functional, surrogate
+from sj_qvm.functional import if_multi_step_ref, if_step
+from sj_qvm.ops.if_loop import if_multi_step_inference
+
+V_INITS = ["floor", "round", "ceil", 0.3, torch.tensor([0.0, 0.2, 0.4]), ]
+
+
+def _seq(T=5, B=4, C=3, H=2, dtype=torch.float32):
+    return torch.rand(T, B, C, H, H, dtype=dtype) * 1.2 - 0.1
+
+
+@pytest.mark.parametrize("v_init", V_INITS)
+@pytest.mark.parametrize("theta", [0.7, torch.tensor([0.5, 0.9, 1.3])])
+def test_single_step_equals_multi_step(v_init, theta):
+    x_seq = _seq()
+    m = QVMIFNode(theta, v_init, step_mode="m", store_v_seq=True)
+    s = QVMIFNode(theta, v_init, step_mode="s")
+    out_m = m(x_seq)
+    out_s = torch.stack([s(x) for x in x_seq])
+    assert torch.equal(out_m, out_s)
+    assert torch.equal(m.v, s.v)
+    assert torch.equal(m.v_seq[-1], m.v)
+    assert set(out_m.unique().tolist()) <= {0.0, 1.0}
+    assert 0 < out_m.mean() < 1
+
+
+@pytest.mark.parametrize("v_init", V_INITS)
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_inference_path_is_bit_identical_to_reference(v_init, current, dtype):
+    x_seq = _seq(dtype=dtype)
+    node = QVMIFNode(0.6, v_init, current=current, step_mode="m", store_v_seq=True)
+    with torch.no_grad():
+        fast = node(x_seq)
+    v0 = QVMIFNode(0.6, v_init).initial_v(x_seq[0])
+    ref, v, v_seq = if_multi_step_ref(x_seq, v0, 0.6, node.strict, current, store_v_seq=True)
+    assert fast.dtype == dtype
+    assert torch.equal(fast, ref) and torch.equal(node.v, v) and torch.equal(node.v_seq, v_seq)
+    fast2, v2, _ = if_multi_step_inference(x_seq, v0, 0.6, node.strict, current)
+    assert torch.equal(fast2, ref) and torch.equal(v2, v)
+
+
+def test_matches_spikingjelly_ifnode_forward_and_backward():
+    """v_init=0 is exactly SJ's IFNode(v_reset=None), gradients included."""
+    x_seq = _seq().requires_grad_()
+    g = torch.randn_like(x_seq)
+    ours = QVMIFNode(0.8, 0.0, step_mode="m", surrogate_function=surrogate.ATan())
+    sj = IFNode(v_threshold=0.8, v_reset=None, step_mode="m", surrogate_function=surrogate.ATan())
+    out = ours(x_seq)
+    (out * g).sum().backward()
+    grad_ours = x_seq.grad.clone()
+    x_seq.grad = None
+    ref = sj(x_seq)
+    (ref * g).sum().backward()
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(grad_ours, x_seq.grad)
+    assert grad_ours.abs().sum() > 0
+
+
+@pytest.mark.parametrize("v_init", ["floor", "round", "ceil"])
+def test_surrogate_gradient_in_both_current_modes(v_init):
+    x_seq = _seq().requires_grad_()
+    for current in ("instant", "expected"):
+        node = QVMIFNode(0.5, v_init, current=current, step_mode="m")
+        out = node(x_seq)
+        g = torch.randn_like(out)
+        (grad,) = torch.autograd.grad((out * g).sum(), x_seq)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+        if current == "expected":  # every step sees the mean: d/dx_t is the same for all t
+            torch.testing.assert_close(grad, grad[:1].expand_as(grad))
+
+
+def test_strict_rule_gradient_is_the_surrogate_derivative():
+    h = torch.linspace(-1, 1, 11, requires_grad=True)
+    sg = surrogate.Sigmoid()
+    from sj_qvm.functional import fire
+    (g_strict,) = torch.autograd.grad(fire(h, True, sg).sum(), h)
+    (g_plain,) = torch.autograd.grad(fire(h, False, sg).sum(), h)
+    torch.testing.assert_close(g_strict, g_plain)
+    assert torch.equal(fire(h.detach(), True, sg), (h > 0).float())
+
+
+def test_learnable_v0_and_threshold_get_gradients():
+    v0 = nn.Parameter(torch.full((3,), 0.25))
+    theta = nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
+    node = QVMIFNode(theta, v0, step_mode="m")
+    assert {n for n, _ in node.named_parameters()} == {"_theta", "_v0"}
+    node(_seq()).sum().backward()
+    assert v0.grad is not None and v0.grad.abs().sum() > 0
+    assert theta.grad is not None and theta.grad.abs().sum() > 0
+
+
+def test_reset_restores_v0_when_batch_size_changes():
+    node = QVMIFNode(1.0, "round", step_mode="m")
+    node(_seq(B=4))
+    functional.reset_net(node)
+    x = torch.zeros(1, 7, 3, 2, 2)
+    node(x)  # V0 = theta/2 with zero input: no spike, V stays at theta/2
+    assert torch.equal(node.v, torch.full((7, 3, 2, 2), 0.5))
+    tensor_v0 = QVMIFNode(1.0, torch.tensor([0.1, 0.2, 0.3]), step_mode="m")
+    tensor_v0(_seq(B=4))
+    functional.reset_net(tensor_v0)
+    tensor_v0(torch.zeros(1, 9, 3, 2, 2))
+    assert torch.equal(tensor_v0.v[:, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]).expand(9, 3))
+
+
+def test_new_v_init_takes_effect_at_next_reset():
+    node = QVMIFNode(1.0, "floor", step_mode="m")
+    x = torch.full((1, 2, 3), 0.6)
+    assert node(x).sum() == 0
+    node.v_init = "ceil"
+    assert torch.equal(node.v, torch.full((2, 3), 0.6))  # unchanged until reset
+    functional.reset_net(node)
+    assert node(x).sum() == 6  # V0 = 1: 1.6 > 1 fires
+    assert node.v_init == "ceil" and node.strict
+
+
+def test_shape_change_without_reset_is_an_error():
+    node = QVMIFNode(step_mode="s")
+    node(torch.rand(4, 3))
+    with pytest.raises(ValueError, match="reset_net"):
+        node(torch.rand(5, 3))
+
+
+def test_inside_spikingjelly_models():
+    """Works with reset_net, set_step_mode and SeqToANNContainer in an ordinary SJ model."""
+    torch.manual_seed(0)
+    net = nn.Sequential(SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)),
+                        QVMIFNode(0.5, "round"),
+                        SeqToANNContainer(nn.Flatten(), nn.Linear(4 * 8 * 8, 3)))
+    functional.set_step_mode(net, "m")
+    assert net[1].step_mode == "m"
+    x_seq = torch.rand(4, 2, 2, 8, 8)
+    out = net(x_seq)
+    assert out.shape == (4, 2, 3)
+    functional.reset_net(net)
+    again = net(x_seq)
+    assert torch.equal(out, again)
+    out.sum().backward()
+    assert net[0][0].weight.grad.abs().sum() > 0
+    # Single-step drive of the same node gives the same spikes.
+    functional.set_step_mode(net[1], "s")
+    functional.reset_net(net)
+    feats = net[0](x_seq)
+    single = torch.stack([net[1](f) for f in feats])
+    functional.set_step_mode(net[1], "m")
+    functional.reset_net(net)
+    assert torch.equal(single, net[1](feats))
+
+
+def test_if_step_is_the_module_step():
+    x, v = torch.rand(6), torch.rand(6)
+    node = QVMIFNode(0.5, 0.0)
+    node.v = v.clone()
+    s = node(x)
+    s_ref, v_ref = if_step(x, v, 0.5)
+    assert torch.equal(s, s_ref) and torch.equal(node.v, v_ref)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(v_init="half"), "v_init must be one of"),
+    (dict(current="mean"), "current must be one of"),
+    (dict(current="expected"), "step_mode='m'"),
+    (dict(step_mode="x"), "step_mode must be one of"),
+    (dict(v_threshold=0.0), "v_threshold must be > 0"),
+    (dict(v_threshold=-1.0), "v_threshold must be > 0"),
+    (dict(v_threshold=float("inf")), "v_threshold must be finite"),
+    (dict(v_threshold=float("nan")), "v_threshold must be finite"),
+    (dict(v_threshold=torch.tensor([1.0, -1.0])), "v_threshold must be > 0"),
+    (dict(v_init=float("nan")), "v_init must be finite"),
+])
+def test_bad_arguments_rejected_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QVMIFNode(**kwargs)
+
+
+def test_bad_types_and_inputs():
+    with pytest.raises(TypeError, match="v_init"):
+        QVMIFNode(v_init=[0.1])
+    with pytest.raises(TypeError, match="v_threshold"):
+        QVMIFNode(v_threshold="1")
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        QVMIFNode(step_mode="m")(torch.rand(5))
+    node = QVMIFNode(step_mode="m", current="expected")
+    functional.set_step_mode(node, "s")
+    with pytest.raises(ValueError, match="step_mode='m'"):
+        node(torch.rand(3))
+    with pytest.raises(ValueError, match="channels"):
+        QVMIFNode(torch.tensor([1.0, 2.0]))(torch.rand(4, 3))
