@@ -79,3 +79,44 @@ def compare_levels(ann: nn.Module, snn: nn.Module, x: torch.Tensor,
         rows.append(LayerMatch(name, M.numel(), int((diff != 0).sum()),
                                float(theta / T * diff.double().mean())))
     return rows
+
+
+def _batches(n: int, batch_size: int):
+    for i in range(0, n, batch_size):
+        yield slice(i, min(n, i + batch_size))
+
+
+def accuracy_vs_time_steps(ann: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                           time_steps=(1, 2, 4, 8, 16), currents=("instant", "expected"),
+                           batch_size: int = 256, progress: bool = True) -> dict:
+    """ANN accuracy and converted-SNN accuracy for each T and current mode.
+
+    Args:
+        inputs: the ANN's inputs ``[B, *]``; the SNN sees them repeated over T.
+        targets: class indices ``[B]``.
+    Returns:
+        ``{"ann": acc, "snn": {current: {T: acc}}}`` with accuracies in [0, 1].
+    """
+    from tqdm.auto import tqdm
+
+    from .convert import convert
+    ann = ann.eval()
+    with torch.no_grad():
+        pred = torch.cat([ann(inputs[s]).argmax(1) for s in _batches(len(inputs), batch_size)])
+    result = {"ann": (pred == targets).double().mean().item(), "snn": {}}
+    jobs = [(c, T) for c in currents for T in time_steps]
+    L = sorted({m.levels for m in ann.modules() if isinstance(m, QuantReLU)})
+    for current, T in tqdm(jobs, desc="SNN accuracy", disable=not progress, leave=False):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*differs from the QuantReLU levels.*")
+            snn = convert(ann, time_steps=T if [T] != L else None, current=current)
+        correct = 0
+        with torch.no_grad():
+            for s in _batches(len(inputs), batch_size):
+                _compat.reset_net(snn)
+                x = inputs[s]
+                out = snn(x.unsqueeze(0).expand(T, *x.shape)).mean(0)
+                correct += (out.argmax(1) == targets[s]).sum().item()
+        result["snn"].setdefault(current, {})[T] = correct / len(inputs)
+    return result

@@ -1,0 +1,100 @@
+"""The offline digits job: QAT a small CNN on scikit-learn's handwritten digits, convert, compare.
+
+scikit-learn ships the 1,797 8x8 digit images, so this runs anywhere without a download.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+
+from .analysis import accuracy_vs_time_steps, compare_levels
+from .convert import convert
+from .quant import QuantReLU
+
+
+def load_digits_tensors(seed: int = 0, test_fraction: float = 0.2):
+    """``(x_train [N,1,8,8], y_train [N], x_test, y_test)``, pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = int(len(x) * test_fraction)
+    te, tr = perm[:n_test], perm[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def digits_cnn(levels: int = 4, rounding: str = "round", width: int = 16) -> nn.Sequential:
+    """``[B, 1, 8, 8] -> [B, 10]``: two conv-BN-QuantReLU-avgpool stages and a linear classifier."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), QuantReLU(levels, rounding, 2.0),
+        nn.AvgPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width),
+        QuantReLU(levels, rounding, 2.0), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(2 * width * 4, 10))
+
+
+def train_qat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 30,
+              lr: float = 3e-3, batch_size: int = 64, seed: int = 0, progress: bool = True):
+    """Quantization-aware training with Adam and a cosine schedule; returns the model in eval mode."""
+    from tqdm.auto import tqdm
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    loss_fn = nn.CrossEntropyLoss()
+    bar = tqdm(range(epochs), desc="QAT", disable=not progress)
+    for _ in bar:
+        model.train()
+        perm = torch.randperm(len(x), generator=g)
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = loss_fn(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        bar.set_postfix(loss=f"{total / len(x):.3f}")
+    return model.eval()
+
+
+def run_digits(levels: int = 4, rounding: str = "round", epochs: int = 30, seed: int = 0,
+               time_steps=(1, 2, 4, 8, 16), progress: bool = True) -> dict:
+    """Train, convert and evaluate; returns every figure the demo prints."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    x_tr, y_tr, x_te, y_te = load_digits_tensors(seed)
+    ann = train_qat(digits_cnn(levels, rounding), x_tr, y_tr, epochs=epochs, seed=seed,
+                    progress=progress)
+    acc = accuracy_vs_time_steps(ann, x_te, y_te, time_steps, progress=progress)
+    rows = compare_levels(ann, convert(ann, current="expected"), x_te)
+    return {
+        "levels": levels, "rounding": rounding, "epochs": epochs, "test_samples": len(x_te),
+        "ann_accuracy": acc["ann"], "snn_accuracy": acc["snn"],
+        "neurons": sum(r.neurons for r in rows),
+        "mismatched_neurons": sum(r.mismatched for r in rows),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def format_table(res: dict) -> str:
+    Ts = sorted(next(iter(res["snn_accuracy"].values())))
+    lines = [f"digits, L = {res['levels']}, rounding = {res['rounding']}, "
+             f"{res['test_samples']} test images",
+             f"ANN accuracy: {100 * res['ann_accuracy']:.2f}%",
+             "SNN accuracy    " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
+    for current, accs in res["snn_accuracy"].items():
+        lines.append(f"  {current:<14}" + "".join(f"{100 * accs[T]:8.2f}%" for T in Ts))
+    L = res["levels"]
+    lines.append(f"neurons with N != M at T = L = {L} (expected current): "
+                 f"{res['mismatched_neurons']} of {res['neurons']}")
+    exact = res["snn_accuracy"].get("expected", {}).get(L)
+    if exact is not None:
+        same = exact == res["ann_accuracy"]
+        lines.append("SNN accuracy at T = L (expected) " + ("equals" if same else "DIFFERS FROM")
+                     + " the ANN's")
+    lines.append(f"took {res['seconds']:.1f} s")
+    return "\n".join(lines)
