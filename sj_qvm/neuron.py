@@ -8,7 +8,7 @@ import torch
 
 from . import _compat
 from .functional import CURRENTS, if_step
-from .ops.if_loop import if_multi_step_inference, if_multi_step_ref
+from .ops.if_loop import if_multi_step_bptt, if_multi_step_inference
 from .quant import ROUNDINGS, channel_view, check_positive_finite
 
 STEP_MODES = ("s", "m")
@@ -44,7 +44,9 @@ class QVMIFNode(_compat.MemoryModule):
         store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset).
 
     Single-step and multi-step modes give identical spikes. Without autograd (``torch.no_grad``
-    or inputs that need no grad) multi-step mode runs an in-place loop that stores nothing.
+    or inputs that need no grad) multi-step mode runs an in-place loop that stores nothing; with
+    autograd, a loop with a hand-written BPTT backward. Both are tested against
+    :func:`sj_qvm.functional.if_multi_step_ref`.
     """
 
     def __init__(self, v_threshold=1.0, v_init=0.0, current: str = "instant",
@@ -189,7 +191,7 @@ class QVMIFNode(_compat.MemoryModule):
         v = self._fresh_v(x_seq[0])
         th = self._theta_for(x_seq[0])
         if self._needs_grad(x_seq):
-            spike_seq, self.v, v_seq = if_multi_step_ref(
+            spike_seq, self.v, v_seq = if_multi_step_bptt(
                 x_seq, v, th, self.strict, self.current, self.surrogate_function,
                 self.detach_reset, self.store_v_seq)
         else:

@@ -1,0 +1,82 @@
+"""ANNs for event-camera frames, built to convert exactly: QuantReLU activations, average pooling.
+
+Both take the time-averaged frame ``[B, C, H, W]`` (C = 2 polarities) and return logits ``[B, K]``.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .quant import QuantReLU
+
+ARCHS = ("resnet18", "vgg")
+
+
+def _act(levels: int, rounding: str, threshold: float) -> QuantReLU:
+    return QuantReLU(levels, rounding, threshold)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; each activation is its own QuantReLU (its own threshold gamma)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, levels: int, rounding: str, threshold: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = _act(levels, rounding, threshold)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            # Average-pool then 1x1 conv: a strided 1x1 conv would drop 3/4 of the input.
+            self.shortcut = nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+                                          nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.act2 = _act(levels, rounding, threshold)
+
+    def forward(self, x):
+        y = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for ``[B, in_channels, H, W]``: 3x3 stem, stages of 2 blocks, avg-pool head."""
+
+    def __init__(self, in_channels: int = 2, num_classes: int = 11, levels: int = 4,
+                 rounding: str = "round", width: int = 64, threshold: float = 4.0):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
+                                  _act(levels, rounding, threshold), nn.AvgPool2d(2))
+        layers, cin = [], w
+        for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
+            for j in range(2):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(BasicBlock(cin, cout, stride, levels, rounding, threshold))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
+
+
+def vgg(in_channels: int = 2, num_classes: int = 11, levels: int = 4, rounding: str = "round",
+        width: int = 16, threshold: float = 4.0) -> nn.Sequential:
+    """A small VGG-style net for CPU runs: 4 conv-BN-QuantReLU-avgpool stages and a classifier."""
+    layers, cin = [], in_channels
+    for i in range(4):
+        cout = width * 2 ** min(i, 2)
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   _act(levels, rounding, threshold), nn.AvgPool2d(2)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin * 4, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def build_model(arch: str, **kwargs) -> nn.Module:
+    """``arch`` in :data:`ARCHS`; kwargs go to the constructor."""
+    if arch == "resnet18":
+        return ResNet18(**kwargs)
+    if arch == "vgg":
+        return vgg(**kwargs)
+    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
