@@ -160,3 +160,33 @@ def test_reset_net_and_repeatability():
         warnings.simplefilter("error")
         functional.set_step_mode(snn, "s")  # converted layers stay multi-step
     assert torch.equal(run(snn, x, 4), a)
+
+
+class Conv1dNet(nn.Module):
+    """Conv1d, torch.flatten, reshape and a channel cat: every supported graph op at once."""
+
+    def __init__(self, L=4, rounding="floor"):
+        super().__init__()
+        self.c = nn.Conv1d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm1d(4)
+        self.q1 = QuantReLU(L, rounding, 1.0)
+        self.pool = nn.AvgPool1d(2)
+        self.fc = nn.Linear(24, 6)
+        self.q2 = QuantReLU(L, rounding, 1.0)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.pool(self.q1(self.bn(self.c(x))))
+        y = torch.cat([y, y * 0.5], dim=1).reshape(x.shape[0], -1)
+        return self.head(self.drop(self.q2(self.fc(torch.flatten(y, 1)))))
+
+
+@pytest.mark.parametrize("rounding", ["floor", "round", "ceil"])
+def test_conv1d_flatten_reshape_cat(rounding):
+    ann = Conv1dNet(4, rounding).double().eval()
+    x = torch.rand(16, 2, 6, dtype=torch.float64) * 2
+    snn = convert(ann)
+    rows = compare_levels(ann, snn, x)
+    assert sum(r.mismatched for r in rows) == 0 and len(rows) == 2
+    torch.testing.assert_close(run(snn, x, 4).mean(0), ann(x), rtol=1e-12, atol=1e-12)
