@@ -1,0 +1,5 @@
+"""Event datasets: AEDAT readers, event-to-frame integration, DVS128 Gesture and CIFAR10-DVS."""
+from .aedat import EVENT_DTYPE, read_aedat2, read_aedat31
+from .frames import events_to_frames
+
+__all__ = ["EVENT_DTYPE", "read_aedat31", "read_aedat2", "events_to_frames"]
