@@ -55,6 +55,14 @@ def _time_column(t: np.ndarray) -> np.ndarray:
     raise ValueError(f"events['t'] must be integer or float, got dtype {t.dtype}")
 
 
+def _is_sorted(t: np.ndarray) -> bool:
+    for a in range(0, len(t) - 1, _CHUNK):  # cache-sized steps: no N-byte temporary
+        b = min(a + _CHUNK, len(t) - 1)
+        if not np.all(t[a + 1 : b + 1] >= t[a:b]):
+            return False
+    return True
+
+
 def _segments(t: np.ndarray, split_by: str, frames_number: int) -> tuple[np.ndarray, np.ndarray]:
     """Segment bounds ``(j_l, j_r)``, each ``[T]`` int64, for non-empty ``t``."""
     n = len(t)
@@ -74,7 +82,7 @@ def _segments(t: np.ndarray, split_by: str, frames_number: int) -> tuple[np.ndar
         return j_l, j_r
     t_l = np.array([dt * i + t[0] for i in range(frames_number)], dtype=t.dtype)
     t_r = t_l + dt
-    if n < 2 or bool(np.all(t[1:] >= t[:-1])):
+    if _is_sorted(t):
         j_l = np.searchsorted(t, t_l, side="left").astype(np.int64)
         j_r = np.searchsorted(t, t_r, side="left").astype(np.int64)
         empty = j_r <= j_l
@@ -133,7 +141,13 @@ def events_to_frames(
 
 def _count_chunk(x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
     """Per-pixel counts ``[2 * H * W]`` of one cache-sized run of events."""
-    if x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height:
+    if x.dtype.kind == "i" and y.dtype.kind == "i":
+        # Negative coordinates become huge unsigned ones: one max per axis checks both bounds.
+        xu, yu = x.view(x.dtype.str.replace("i", "u")), y.view(y.dtype.str.replace("i", "u"))
+        outside = xu.max() >= width or yu.max() >= height
+    else:
+        outside = x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height
+    if outside:
         raise ValueError(
             f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}] here, "
             f"outside sensor_size (H, W) = ({height}, {width})"
