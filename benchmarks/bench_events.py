@@ -1,0 +1,116 @@
+"""Event pipeline speed against SpikingJelly, in one run.
+
+1. read_aedat31 vs SpikingJelly's load_aedat_v3 on a >= 1M-event AEDAT 3.1 file written to a
+   temporary folder (outputs checked equal).
+2. events_to_frames vs SpikingJelly's integrate_events_by_fixed_frames_number, both splits,
+   T = 4 and 16, on one DVSGesture-sized sample (outputs checked identical).
+3. Frames per second of a full DVSGesture-shaped preprocessing run (synthetic release: read,
+   slice, cache events, integrate, cache frames), with worker processes.
+
+Usage: python benchmarks/bench_events.py [--events 1000000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sj_qvm.datasets import DVSGesture, events_to_frames, read_aedat31
+from sj_qvm.datasets.aedat import EVENT_DTYPE, write_aedat31
+from sj_qvm.datasets.synthetic import write_dvs_gesture
+
+
+def sj_functions():
+    try:
+        from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number, load_aedat_v3
+    except ImportError:
+        from spikingjelly.datasets import integrate_events_by_fixed_frames_number, load_aedat_v3
+    return load_aedat_v3, integrate_events_by_fixed_frames_number
+
+
+def median_seconds(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gesture_like_events(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    events = np.zeros(n, dtype=EVENT_DTYPE)
+    events["t"] = np.sort(rng.integers(0, n * 6, n))  # ~170k events/s, as DVS128 Gesture
+    events["x"] = rng.integers(0, 128, n)
+    events["y"] = rng.integers(0, 128, n)
+    events["p"] = rng.integers(0, 2, n)
+    return events
+
+
+def bench_reader(folder: Path, n: int, repeats: int, load_aedat_v3) -> None:
+    events = gesture_like_events(n)
+    path = folder / "big.aedat"
+    write_aedat31(path, events, packet_events=4096)
+    ours = read_aedat31(path)
+    theirs = load_aedat_v3(str(path))
+    assert np.array_equal(ours, events) and all(np.array_equal(ours[k], theirs[k]) for k in "txyp")
+    fast = median_seconds(lambda: read_aedat31(path), repeats)
+    slow = median_seconds(lambda: load_aedat_v3(str(path)), max(1, repeats // 2))
+    print(f"read_aedat31      {n:>9,} events  {fast * 1e3:8.1f} ms   "
+          f"SJ load_aedat_v3 {slow * 1e3:8.1f} ms   ratio {slow / fast:6.1f}x")
+
+
+def bench_frames(n: int, repeats: int, integrate) -> None:
+    events = gesture_like_events(n, seed=1)
+    columns = {k: events[k] for k in "txyp"}
+    for split_by in ("number", "time"):
+        for frames_number in (4, 16):
+            ours = events_to_frames(events, frames_number, split_by)
+            assert np.array_equal(ours, integrate(columns, split_by, frames_number, 128, 128))
+            fast = median_seconds(lambda: events_to_frames(events, frames_number, split_by), repeats)
+            slow = median_seconds(lambda: integrate(columns, split_by, frames_number, 128, 128), repeats)
+            print(f"events_to_frames  {n:>9,} events  split_by={split_by:6s} T={frames_number:<3d}"
+                  f"{fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {slow / fast:5.2f}x")
+
+
+def bench_preprocessing(folder: Path, workers: int) -> None:
+    start = time.perf_counter()
+    root = write_dvs_gesture(folder / "release", users=tuple(range(1, 9)) + (24, 25),
+                             lightings=("fluorescent", "led", "natural"), events_per_sample=20_000)
+    written = time.perf_counter() - start
+    start = time.perf_counter()
+    train = DVSGesture(root, train=True, frames_number=16, num_workers=workers)
+    test = DVSGesture(root, train=False, frames_number=16, num_workers=workers)
+    seconds = time.perf_counter() - start
+    samples = len(train) + len(test)
+    frames = samples * 16
+    megabytes = sum(p.stat().st_size for p in (root / "DvsGesture").glob("*.aedat")) / 1e6
+    print(f"preprocessing     {samples} samples ({megabytes:.0f} MB AEDAT 3.1, written in {written:.1f} s), "
+          f"T=16, {workers} workers: {seconds:.2f} s = {frames / seconds:,.0f} frames/s "
+          f"({samples / seconds:.0f} samples/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--frame-events", type=int, default=300_000, help="events in one sample")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    load_aedat_v3, integrate = sj_functions()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bench_reader(folder, args.events, args.repeats, load_aedat_v3)
+        bench_frames(args.frame_events, args.repeats, integrate)
+        bench_frames(args.events, args.repeats, integrate)
+        bench_preprocessing(folder, args.workers)
+
+
+if __name__ == "__main__":
+    main()

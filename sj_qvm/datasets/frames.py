@@ -1,0 +1,178 @@
+"""Event-to-frame integration, identical to SpikingJelly's ``integrate_events_by_fixed_frames_number``.
+
+SpikingJelly splits ``N`` events into ``T`` segments ``[j_l, j_r)`` and counts each segment's
+events per (polarity, y, x):
+
+- ``split_by="number"``: ``j_l = (N // T) * i``, ``j_r = j_l + N // T``, the last segment ends at N.
+- ``split_by="time"``: ``dt = (t[-1] - t[0]) // T``; window ``i`` is ``t[0] + dt*i <= t < t[0] +
+  dt*(i+1)``; ``j_l``/``j_r - 1`` are the first/last event index in the window, the last segment
+  ends at N.
+
+SpikingJelly raises ``IndexError`` when a time window holds no event (and so whenever
+``t[-1] - t[0] < T``). Here an empty window gives a zero frame instead; for time-sorted events the
+window's segment is then empty and the last frame starts at the first event at or after its
+window start, so every event is still counted once.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["SPLIT_BY", "FRAME_DTYPE", "check_frame_args", "events_to_frames", "events_to_frames_ref"]
+
+SPLIT_BY = ("number", "time")
+FRAME_DTYPE = np.dtype(np.uint32)
+_CHUNK = 1 << 15  # events per counting step: temporaries stay in cache, no page faults
+
+
+def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
+    """Validate the integration settings; return ``(H, W)``."""
+    if (
+        not isinstance(frames_number, numbers.Integral)
+        or isinstance(frames_number, bool)
+        or frames_number < 1
+    ):
+        raise ValueError(f"frames_number must be an integer >= 1, got {frames_number!r}")
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if (
+        len(sensor_size) != 2
+        or not all(isinstance(s, numbers.Integral) and s >= 1 for s in sensor_size)
+    ):
+        raise ValueError(
+            f"sensor_size must be (height, width) with positive integers, got {sensor_size!r}"
+        )
+    return int(sensor_size[0]), int(sensor_size[1])
+
+
+def _time_column(t: np.ndarray) -> np.ndarray:
+    if t.dtype.kind in "iub":
+        return t.astype(np.int64, copy=False)
+    if t.dtype.kind == "f":
+        return t
+    raise ValueError(f"events['t'] must be integer or float, got dtype {t.dtype}")
+
+
+def _is_sorted(t: np.ndarray) -> bool:
+    for a in range(0, len(t) - 1, _CHUNK):  # cache-sized steps: no N-byte temporary
+        b = min(a + _CHUNK, len(t) - 1)
+        if not np.all(t[a + 1 : b + 1] >= t[a:b]):
+            return False
+    return True
+
+
+def _segments(t: np.ndarray, split_by: str, frames_number: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segment bounds ``(j_l, j_r)``, each ``[T]`` int64, for non-empty ``t``."""
+    n = len(t)
+    arange = np.arange(frames_number, dtype=np.int64)
+    if split_by == "number":
+        step = n // frames_number
+        j_l = arange * step
+        j_r = j_l + step
+        j_r[-1] = n
+        return j_l, j_r
+
+    dt = (t[-1] - t[0]) // frames_number
+    if dt <= 0:  # every window is empty; as for any empty last window, the last frame takes all
+        j_l = np.zeros(frames_number, dtype=np.int64)
+        j_r = np.zeros(frames_number, dtype=np.int64)
+        j_r[-1] = n
+        return j_l, j_r
+    t_l = np.array([dt * i + t[0] for i in range(frames_number)], dtype=t.dtype)
+    t_r = t_l + dt
+    if _is_sorted(t):
+        j_l = np.searchsorted(t, t_l, side="left").astype(np.int64)
+        j_r = np.searchsorted(t, t_r, side="left").astype(np.int64)
+        empty = j_r <= j_l
+        j_r[empty] = j_l[empty]
+        j_r[-1] = n
+        return j_l, j_r
+    # Unsorted timestamps: SpikingJelly's first/last-index semantics, window by window.
+    j_l = np.zeros(frames_number, dtype=np.int64)
+    j_r = np.zeros(frames_number, dtype=np.int64)
+    for i in range(frames_number):
+        inside = np.flatnonzero((t >= t_l[i]) & (t < t_r[i]))
+        if inside.size:
+            j_l[i], j_r[i] = inside[0], inside[-1] + 1
+    if j_r[-1] == 0:  # empty last window: keep the events after the last window start
+        j_l[-1] = n
+    j_r[-1] = n
+    return j_l, j_r
+
+
+def events_to_frames(
+    events,
+    frames_number: int,
+    split_by: str = "number",
+    sensor_size: tuple[int, int] = (128, 128),
+) -> np.ndarray:
+    """Count events into ``frames_number`` frames.
+
+    ``events``: a structured array (or mapping) with fields ``t``, ``x``, ``y``, ``p``, shape
+    ``[N]``; ``sensor_size = (H, W)`` with ``0 <= y < H``, ``0 <= x < W``.
+
+    Returns ``frames: [T, 2, H, W]`` of dtype :data:`FRAME_DTYPE` (uint32: exact for any
+    recording, a quarter of SpikingJelly's float64), channel ``p != 0``,
+    ``frames[i, c, y, x] = #{k in [j_l[i], j_r[i]) : (p_k != 0, y_k, x_k) = (c, y, x)}``.
+    Equal to SpikingJelly's ``integrate_events_by_fixed_frames_number`` wherever that returns;
+    zero frames for its empty-window ``IndexError``; all zeros for ``N = 0``. For time-sorted
+    events (and always with ``split_by="number"``) ``frames.sum() == N``.
+
+    Raises ``ValueError`` for ``frames_number < 1``, an unknown ``split_by``, or events outside
+    ``sensor_size`` (SpikingJelly fails on these too, with a reshape error).
+    """
+    height, width = check_frame_args(frames_number, split_by, sensor_size)
+    t = _time_column(np.asarray(events["t"]))
+    x, y, p = (np.asarray(events[k]) for k in ("x", "y", "p"))
+    if not len(t) == len(x) == len(y) == len(p):
+        raise ValueError(f"events fields differ in length: t {len(t)}, x {len(x)}, y {len(y)}, p {len(p)}")
+    if len(t) == 0:
+        return np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
+    j_l, j_r = _segments(t, split_by, frames_number)
+    counts = np.zeros((frames_number, 2 * height * width), dtype=np.int64)
+    for i, (lo, hi) in enumerate(zip(j_l, j_r)):
+        for a in range(int(lo), int(hi), _CHUNK):
+            b = min(a + _CHUNK, int(hi))
+            counts[i] += _count_chunk(x[a:b], y[a:b], p[a:b], height, width)
+    return counts.astype(FRAME_DTYPE).reshape(frames_number, 2, height, width)
+
+
+def _count_chunk(x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per-pixel counts ``[2 * H * W]`` of one cache-sized run of events."""
+    if x.dtype.kind == "i" and y.dtype.kind == "i":
+        # Negative coordinates become huge unsigned ones: one max per axis checks both bounds.
+        xu, yu = x.view(x.dtype.str.replace("i", "u")), y.view(y.dtype.str.replace("i", "u"))
+        outside = xu.max() >= width or yu.max() >= height
+    else:
+        outside = x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height
+    if outside:
+        raise ValueError(
+            f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}] here, "
+            f"outside sensor_size (H, W) = ({height}, {width})"
+        )
+    index = y.astype(np.intp)
+    index *= width
+    index += x
+    index += (p != 0) * (height * width)
+    return np.bincount(index, minlength=2 * height * width)
+
+
+def events_to_frames_ref(
+    events,
+    frames_number: int,
+    split_by: str = "number",
+    sensor_size: tuple[int, int] = (128, 128),
+) -> np.ndarray:
+    """Reference twin of :func:`events_to_frames`: same segments, one ``np.add.at`` per frame."""
+    height, width = check_frame_args(frames_number, split_by, sensor_size)
+    t = _time_column(np.asarray(events["t"]))
+    x, y, p = (np.asarray(events[k]) for k in ("x", "y", "p"))
+    frames = np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
+    if len(t) == 0:
+        return frames
+    j_l, j_r = _segments(t, split_by, frames_number)
+    for i, (lo, hi) in enumerate(zip(j_l, j_r)):
+        np.add.at(frames[i], ((p[lo:hi] != 0).astype(np.intp), y[lo:hi], x[lo:hi]), 1)
+    return frames

@@ -1,0 +1,93 @@
+"""Synthetic releases: real layouts, determinism, and events a small CNN learns in a few CPU epochs."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sj_qvm.datasets import CIFAR10DVS, DVSGesture, read_aedat2, read_aedat31
+from sj_qvm.datasets.synthetic import write_cifar10_dvs, write_dvs_gesture
+
+
+def test_gesture_layout(tmp_path):
+    root = write_dvs_gesture(tmp_path, users=(5, 23, 24, 29), lightings=("lab", "natural"), events_per_sample=300)
+    folder = root / "DvsGesture"
+    assert (folder / "trials_to_train.txt").read_text().split() == [
+        "user05_lab.aedat", "user05_natural.aedat", "user23_lab.aedat", "user23_natural.aedat"]
+    assert (folder / "trials_to_test.txt").read_text().split() == [
+        "user24_lab.aedat", "user24_natural.aedat", "user29_lab.aedat", "user29_natural.aedat"]
+    lines = (folder / "user24_lab_labels.csv").read_text().splitlines()
+    assert lines[0] == "class,startTime_usec,endTime_usec"
+    rows = np.array([list(map(int, line.split(","))) for line in lines[1:]])
+    assert rows[:, 0].tolist() == list(range(1, 12))
+    assert (rows[:, 1] < rows[:, 2]).all() and (rows[1:, 1] > rows[:-1, 2]).all()
+    assert read_aedat31(folder / "user24_lab.aedat").dtype.names == ("t", "x", "y", "p")
+    with pytest.raises(ValueError, match="users must lie in 1..29"):
+        write_dvs_gesture(tmp_path, users=(30,))
+
+
+def test_cifar_layout(tmp_path):
+    root = write_cifar10_dvs(tmp_path, samples_per_class=2, events_per_sample=300)
+    expected = {f"{c}/cifar10_{c}_{i}.aedat" for c in CIFAR10DVS.classes for i in (0, 1)}
+    assert {str(p.relative_to(root)) for p in root.rglob("*.aedat")} == expected
+    assert (root / "truck" / "cifar10_truck_1.aedat").read_bytes().startswith(b"#!AER-DAT2.0\r\n")
+
+
+def test_deterministic_given_seed(tmp_path):
+    a = write_dvs_gesture(tmp_path / "a", users=(2,), lightings=("led",), seed=4, events_per_sample=500)
+    b = write_dvs_gesture(tmp_path / "b", users=(2,), lightings=("led",), seed=4, events_per_sample=500)
+    c = write_dvs_gesture(tmp_path / "c", users=(2,), lightings=("led",), seed=5, events_per_sample=500)
+    file = "DvsGesture/user02_led.aedat"
+    assert (a / file).read_bytes() == (b / file).read_bytes() != (c / file).read_bytes()
+    x = write_cifar10_dvs(tmp_path / "x", ids=[3], seed=1, events_per_sample=500)
+    y = write_cifar10_dvs(tmp_path / "y", ids=[3], seed=1, events_per_sample=500)
+    assert (x / "dog/cifar10_dog_3.aedat").read_bytes() == (y / "dog/cifar10_dog_3.aedat").read_bytes()
+
+
+def test_events_look_like_a_dvs(tmp_path):
+    root = write_cifar10_dvs(tmp_path, ids=[0], events_per_sample=4000)
+    events = read_aedat2(root / "frog" / "cifar10_frog_0.aedat")
+    assert 3000 < len(events) < 6000
+    assert np.all(np.diff(events["t"]) >= 0)
+    assert 0.3 < events["p"].mean() < 0.7  # leading edges ON, trailing edges OFF
+
+
+def pooled(dataset):
+    """[N, T*2, 32, 32] log counts: 128x128 frames summed over 4x4 blocks."""
+    x = torch.stack([frames for frames, _ in dataset])
+    x = x.reshape(len(dataset), -1, 32, 4, 32, 4).sum(dim=(3, 5))
+    return torch.log1p(x), torch.tensor([label for _, label in dataset])
+
+
+def small_cnn_accuracy(train, test, classes, epochs=15):
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(train[0].shape[1], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(256, classes),
+    )
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    x, y = train
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x)).split(16):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        return (net(test[0]).argmax(1) == test[1]).float().mean().item()
+
+
+@pytest.mark.slow
+def test_gesture_release_is_learnable(tmp_path):
+    root = write_dvs_gesture(tmp_path)  # the default demo release: 132 train, 66 test samples
+    train = DVSGesture(root, train=True, frames_number=4, num_workers=0)
+    test = DVSGesture(root, train=False, frames_number=4, num_workers=0)
+    assert (len(train), len(test)) == (132, 66)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        accuracy = small_cnn_accuracy(pooled(train), pooled(test), 11)
+    finally:
+        torch.set_num_threads(threads)
+    assert accuracy >= 0.9, accuracy
