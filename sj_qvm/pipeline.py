@@ -413,10 +413,24 @@ def _gesture(root, train, frames_number):
     return DVSGesture(root, train=train, frames_number=frames_number, split_by="number")
 
 
+def _write_once(root: Path, write) -> None:
+    """Write a synthetic release once: a marker, renamed into place last, says it is complete."""
+    marker = Path(root) / ".sj_qvm_complete"
+    if marker.exists():
+        return
+    write()
+    tmp = marker.with_name(f"{marker.name}.tmp-{os.getpid()}")
+    tmp.write_text("complete\n")
+    os.replace(tmp, marker)
+
+
 def _gesture_synthetic(root, tiny, seed):
     from .datasets.synthetic import write_dvs_gesture
-    users = (list(range(1, 5)) + [24, 25]) if tiny else (list(range(1, 13)) + list(range(24, 28)))
-    write_dvs_gesture(root, users=users, seed=seed)
+    if tiny:  # 22 train and 11 test samples
+        kw = dict(users=(1, 2, 24), lightings=("fluorescent",), events_per_sample=3000)
+    else:     # 132 train and 66 test samples
+        kw = dict(users=(1, 2, 3, 4, 24, 25))
+    _write_once(root, lambda: write_dvs_gesture(root, seed=seed, **kw))
 
 
 def _cifar(root, train, frames_number):
@@ -426,7 +440,9 @@ def _cifar(root, train, frames_number):
 
 def _cifar_synthetic(root, tiny, seed):
     from .datasets.synthetic import write_cifar10_dvs
-    write_cifar10_dvs(root, samples_per_class=20 if tiny else 100, seed=seed)
+    # "first900" keeps 90% of each class for training: 9/1 (tiny) or 36/4 files per class.
+    kw = dict(samples_per_class=10, events_per_sample=3000) if tiny else dict(samples_per_class=40)
+    _write_once(root, lambda: write_cifar10_dvs(root, seed=seed, **kw))
 
 
 DVS_GESTURE = DatasetSpec(
