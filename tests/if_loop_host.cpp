@@ -44,9 +44,9 @@ HOST_FORWARD(qvm_if_forward_bf16_u8_v8, qvm::bf16_t, unsigned char, 8)
 HOST_BACKWARD(qvm_if_backward_f32_v1, float, 1)
 HOST_BACKWARD(qvm_if_backward_f32_v4, float, 4)
 HOST_BACKWARD(qvm_if_backward_f16_v1, qvm::half_t, 1)
-HOST_BACKWARD(qvm_if_backward_f16_v8, qvm::half_t, 8)
+HOST_BACKWARD(qvm_if_backward_f16_v4, qvm::half_t, 4)
 HOST_BACKWARD(qvm_if_backward_bf16_v1, qvm::bf16_t, 1)
-HOST_BACKWARD(qvm_if_backward_bf16_v8, qvm::bf16_t, 8)
+HOST_BACKWARD(qvm_if_backward_bf16_v4, qvm::bf16_t, 4)
 
 extern "C" float qvm_half_to_float(unsigned short h) { return qvm::half_to_float(h); }
 extern "C" unsigned short qvm_float_to_half(float f) { return qvm::float_to_half(f); }

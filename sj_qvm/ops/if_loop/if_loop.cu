@@ -1,8 +1,8 @@
 // Fused multi-step IF loop: one thread per V neurons, looping over T (see if_loop.cuh).
 //
 // Loaded once per device into a cupy.RawModule by sj_qvm/ops/if_loop/cupy.py (NVRTC, with
-// `-I` this folder). Kernel names: qvm_if_forward_<in>_<spike>_v<V>, qvm_if_backward_<in>_v<V>,
-// with <in> in {f32, f16, bf16}, <spike> in {same, u8}, V in {1, 16 / sizeof(in)}.
+// `-I` this folder). Kernel names: qvm_if_forward_<in>_<spike>_v<V> with V in {1, 16 / sizeof(in)},
+// qvm_if_backward_<in>_v<V> with V in {1, 4}; <in> in {f32, f16, bf16}, <spike> in {same, u8}.
 #include "if_loop.cuh"
 
 #define QVM_FORWARD(NAME, TIN, TSPK, V)                                                           \
@@ -48,6 +48,6 @@ QVM_FORWARD(qvm_if_forward_bf16_u8_v8, qvm::bf16_t, unsigned char, 8)
 QVM_BACKWARD(qvm_if_backward_f32_v1, float, 1)
 QVM_BACKWARD(qvm_if_backward_f32_v4, float, 4)
 QVM_BACKWARD(qvm_if_backward_f16_v1, qvm::half_t, 1)
-QVM_BACKWARD(qvm_if_backward_f16_v8, qvm::half_t, 8)
+QVM_BACKWARD(qvm_if_backward_f16_v4, qvm::half_t, 4)
 QVM_BACKWARD(qvm_if_backward_bf16_v1, qvm::bf16_t, 1)
-QVM_BACKWARD(qvm_if_backward_bf16_v8, qvm::bf16_t, 8)
+QVM_BACKWARD(qvm_if_backward_bf16_v4, qvm::bf16_t, 4)
