@@ -8,7 +8,8 @@ import torch
 
 from . import _compat
 from .functional import CURRENTS, if_step
-from .ops.if_loop import if_multi_step_bptt, if_multi_step_inference
+from .ops.if_loop import backend as _backend
+from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_inference
 from .quant import ROUNDINGS, channel_view, check_positive_finite
 
 STEP_MODES = ("s", "m")
@@ -42,6 +43,11 @@ class QVMIFNode(_compat.MemoryModule):
         detach_reset: detach the reset term from the graph, as in SJ.
         step_mode: ``"s"`` (input ``[N, *]``) or ``"m"`` (input ``[T, N, *]``, output ``[T, N, *]``).
         store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset).
+        backend: multi-step path, ``"auto"`` (the fused CUDA kernels for CUDA inputs when CuPy
+            works, else torch, with one logged reason), ``"torch"`` or ``"cupy"`` (raises when
+            the kernels cannot run). ``self.last_dispatch`` and
+            :func:`sj_qvm.ops.if_loop.backend.diagnose` say which path ran and why. On the
+            kernels the state is fp32 for every input dtype, so ``self.v`` is fp32.
 
     Single-step and multi-step modes give identical spikes. Without autograd (``torch.no_grad``
     or inputs that need no grad) multi-step mode runs an in-place loop that stores nothing; with
@@ -51,7 +57,7 @@ class QVMIFNode(_compat.MemoryModule):
 
     def __init__(self, v_threshold=1.0, v_init=0.0, current: str = "instant",
                  surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
-                 store_v_seq: bool = False):
+                 store_v_seq: bool = False, backend: str = "auto"):
         super().__init__()
         if current not in CURRENTS:
             raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
@@ -68,6 +74,8 @@ class QVMIFNode(_compat.MemoryModule):
         self.detach_reset = bool(detach_reset)
         self.store_v_seq = bool(store_v_seq)
         self.step_mode = step_mode
+        self.backend = backend
+        self.last_dispatch = None
         # A float sentinel: the next forward materializes V0 at the input's shape.
         self.register_memory("v", 0.0)
         if self.store_v_seq:
@@ -117,6 +125,22 @@ class QVMIFNode(_compat.MemoryModule):
             raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
 
     @property
+    def supported_backends(self):
+        return _backend.BACKENDS
+
+    @property
+    def backend(self) -> str:
+        """``"auto"``, ``"torch"`` or ``"cupy"`` (overrides SJ 0.0.0.0.14's ``MemoryModule.backend``,
+        so its ``functional.set_backend`` works too)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str):
+        if value not in _backend.BACKENDS:
+            raise ValueError(f"backend must be one of {_backend.BACKENDS}, got {value!r}")
+        object.__setattr__(self, "_backend", value)
+
+    @property
     def v_threshold(self):
         """theta: a float or a per-channel tensor."""
         return self._theta
@@ -131,30 +155,33 @@ class QVMIFNode(_compat.MemoryModule):
         """Fire on ``U > theta`` (only for ``v_init="ceil"``) instead of ``U >= theta``."""
         return self._v_init_mode == "ceil"
 
-    def _theta_for(self, x: torch.Tensor):
-        """theta broadcastable over a single-step input ``x: [N, C, *]``."""
+    def _theta_for(self, x: torch.Tensor, dtype=None):
+        """theta broadcastable over a single-step input ``x: [N, C, *]`` (in ``dtype``, default
+        ``x``'s)."""
         th = self._theta
         if isinstance(th, float):
             return th
-        th = th.to(dtype=x.dtype, device=x.device)
+        th = th.to(dtype=dtype or x.dtype, device=x.device)
         if th.ndim == 1 and x.ndim >= 2 and th.numel() != x.shape[1]:
             raise ValueError(f"per-channel v_threshold has {th.numel()} channels, "
                              f"but the input has {x.shape[1]} (dim 1 of {tuple(x.shape)})")
         return channel_view(th, x.ndim)
 
-    def initial_v(self, x: torch.Tensor) -> torch.Tensor:
-        """V0 as a tensor of ``x``'s shape ``[N, *]`` and dtype."""
+    def _v0_for(self, x: torch.Tensor, dtype=None):
+        """V0 as a float or a tensor broadcastable to ``x: [N, *]`` (in ``dtype``, default ``x``'s)."""
         mode = self._v_init_mode
         if mode is not None:
-            th = self._theta_for(x)
-            v0 = {"floor": 0.0, "round": 0.5, "ceil": 1.0}[mode] * th
-        else:
-            v0 = self._v0
-            if isinstance(v0, torch.Tensor):
-                v0 = v0.to(dtype=x.dtype, device=x.device)
-                if v0.ndim == 1 and x.ndim > 2 and v0.numel() == x.shape[1]:
-                    v0 = channel_view(v0, x.ndim)
-        return torch.zeros_like(x) + v0
+            return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[mode] * self._theta_for(x, dtype)
+        v0 = self._v0
+        if isinstance(v0, torch.Tensor):
+            v0 = v0.to(dtype=dtype or x.dtype, device=x.device)
+            if v0.ndim == 1 and x.ndim > 2 and v0.numel() == x.shape[1]:
+                v0 = channel_view(v0, x.ndim)
+        return v0
+
+    def initial_v(self, x: torch.Tensor) -> torch.Tensor:
+        """V0 as a tensor of ``x``'s shape ``[N, *]`` and dtype."""
+        return torch.zeros_like(x) + self._v0_for(x)
 
     # -- forward ----------------------------------------------------------------------------
     def _fresh_v(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,9 +215,24 @@ class QVMIFNode(_compat.MemoryModule):
         if x_seq.ndim < 2:
             raise ValueError(f"multi-step input must be [T, N, *] (at least 2 dims), got "
                              f"shape {tuple(x_seq.shape)}")
+        needs_grad = self._needs_grad(x_seq)
+        path, reason = _backend.select(self.backend, x_seq, self.surrogate_function, needs_grad)
+        self.last_dispatch = (path, reason)
+        if path == "cupy":
+            x0 = x_seq[0]
+            # The kernels read V0 in its compact form (float, per-channel, per-neuron).
+            v = self._fresh_v(x0) if isinstance(self.v, torch.Tensor) else \
+                self._v0_for(x0, torch.float32)
+            spike_seq, self.v, v_seq = if_multi_step_cupy(
+                x_seq, v, self._theta_for(x0, torch.float32), self.strict, self.current,
+                self.surrogate_function if needs_grad else None, self.detach_reset,
+                self.store_v_seq)
+            if self.store_v_seq:
+                self.v_seq = v_seq
+            return spike_seq
         v = self._fresh_v(x_seq[0])
         th = self._theta_for(x_seq[0])
-        if self._needs_grad(x_seq):
+        if needs_grad:
             spike_seq, self.v, v_seq = if_multi_step_bptt(
                 x_seq, v, th, self.strict, self.current, self.surrogate_function,
                 self.detach_reset, self.store_v_seq)

@@ -1,0 +1,94 @@
+"""Run the kernels of ``if_loop.cu`` through CuPy, on PyTorch's current stream, without copies.
+
+CuPy is imported on first use, never at ``import sj_qvm``. The source is compiled once per device
+into a cached ``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk cache). Tensors
+reach the kernels through ``__cuda_array_interface__`` (zero-copy; bf16 travels as int16 bits).
+``LAUNCHES`` counts launches per kernel name, so tests can prove that the kernel ran.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SOURCE = Path(__file__).with_name("if_loop.cu")
+HEADER = Path(__file__).with_name("if_loop.cuh")
+BLOCK = 256
+
+#: kernel name -> number of launches in this process (the sentinel for tests).
+LAUNCHES: collections.Counter = collections.Counter()
+
+_modules: dict = {}  # device index -> cupy.RawModule
+_functions: dict = {}  # (device index, kernel name) -> cupy.RawKernel
+_streams: dict = {}  # (device index, stream handle) -> cupy.cuda.ExternalStream
+
+
+def import_cupy():
+    """The ``cupy`` module (raises ``ImportError`` when it is not installed)."""
+    import cupy  # noqa: PLC0415 -- lazy on purpose
+    return cupy
+
+
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options for ``if_loop.cu``: the header's folder, and the header's hash.
+
+    CuPy's compile cache keys on the source text and options only, so the hash makes an edited
+    ``if_loop.cuh`` a cache miss.
+    """
+    digest = hashlib.sha1(HEADER.read_bytes()).hexdigest()[:12]
+    return (f"-I{SOURCE.parent}", f"-DQVM_HEADER_SHA1=0x{digest}")
+
+
+def module(device_index: int):
+    """The compiled ``cupy.RawModule`` for one device, built on first use."""
+    mod = _modules.get(device_index)
+    if mod is None:
+        cupy = import_cupy()
+        with cupy.cuda.Device(device_index):
+            mod = cupy.RawModule(code=SOURCE.read_text(), options=compile_options())
+            mod.compile()  # compile now, so a failure surfaces here and not mid-forward
+        _modules[device_index] = mod
+    return mod
+
+
+def _function(device_index: int, name: str):
+    key = (device_index, name)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = _functions[key] = module(device_index).get_function(name)
+    return fn
+
+
+def _stream(cupy, device_index: int, handle: int):
+    key = (device_index, handle)
+    s = _streams.get(key)
+    if s is None:
+        s = _streams[key] = cupy.cuda.ExternalStream(handle, device_index)
+    return s
+
+
+def _arg(cupy, a):
+    if isinstance(a, torch.Tensor):
+        if a.dtype == torch.bfloat16:  # no numpy dtype: pass the bits
+            a = a.view(torch.int16)
+        return cupy.asarray(a)  # __cuda_array_interface__: a view of the same memory
+    if a is None:
+        return np.uint64(0)  # a null pointer, never dereferenced (the flags say so)
+    return a  # numpy scalars: np.float32, np.int64, np.int32
+
+
+class CupyRunner:
+    """Launch ``name`` over ``threads`` threads with kernel arguments ``args``."""
+
+    def launch(self, name: str, threads: int, args: tuple, device: torch.device) -> None:
+        cupy = import_cupy()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        fn = _function(index, name)
+        handle = torch.cuda.current_stream(index).cuda_stream
+        with cupy.cuda.Device(index), _stream(cupy, index, handle):
+            fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(cupy, a) for a in args))
+        LAUNCHES[name] += 1

@@ -1,0 +1,355 @@
+// Per-thread arithmetic of the fused multi-step IF loop (soft reset, QVM firing rules).
+//
+// Everything here is `__host__ __device__`: if_loop.cu wraps it in __global__ kernels that NVRTC
+// builds for the GPU, and tests/if_loop_host.cpp builds the very same functions for the host with
+// g++ so that the kernel's arithmetic is checked against the torch reference without a GPU.
+//
+// One thread owns V consecutive neurons (V = 1, or 16 bytes of input for vector loads) and loops
+// over T. Tensors are [T, N] row-major (N = neurons per step). The membrane state is fp32 whatever
+// the input dtype; for fp32 inputs every operation below is the one sj_qvm.functional does, in the
+// same order, so spikes and v are bit-identical to the reference:
+//
+//     q     = x_0 + (sum_{t=1}^{T-1} (x_t - x_0), in time order) / T      (current = expected)
+//     U_t   = V_{t-1} + q_t
+//     h_t   = U_t - theta
+//     s_t   = h_t >= 0   (h_t > 0 when strict, i.e. v_init = "ceil")
+//     V_t   = s_t ? h_t : U_t            (== U_t - theta * s_t exactly, with s_t in {0, 1})
+#pragma once
+
+#if defined(__CUDACC__)
+#define QVM_HD __host__ __device__ __forceinline__
+#else
+#define QVM_HD inline
+#endif
+
+#if !defined(__CUDACC_RTC__)
+#include <math.h>
+#include <string.h>
+#endif
+
+namespace qvm {
+
+typedef long long i64;
+
+// Forward flags (must match sj_qvm/ops/if_loop/cupy.py).
+enum {
+    F_STRICT = 1,         // fire on h > 0 instead of h >= 0
+    F_EXPECTED = 2,       // every step receives the mean current q
+    F_STORE_V_SEQ = 4,    // write V_t for every t
+    F_STORE_H = 8,        // write h_t for the backward pass (training)
+    F_THETA_TENSOR = 16,  // theta read from an array, else theta_value
+    F_V0_TENSOR = 32,     // V0 read from an array, else v0_value
+};
+// Backward flags (F_STRICT, F_EXPECTED and F_THETA_TENSOR as above).
+enum {
+    B_GRAD_V = 64,        // an upstream gradient for the final v
+    B_GRAD_V_SEQ = 128,   // an upstream gradient for v_seq
+    B_DETACH_RESET = 256, // the reset term carries no gradient to s_t
+    B_NEED_V0 = 512,      // write dL/dV0 per neuron
+    B_NEED_THETA = 1024,  // write dL/dtheta per neuron
+};
+// Surrogate ids (must match sj_qvm/ops/if_loop/surrogates.py).
+enum { SG_NONE = -1, SG_SIGMOID = 0, SG_ATAN = 1 };  // SG_NONE: spikes carry no gradient
+
+// ---- storage types: 16-bit floats are raw bits; no CUDA headers are needed --------------------
+struct half_t { unsigned short bits; };
+struct bf16_t { unsigned short bits; };
+
+QVM_HD float bits_to_float(unsigned int u) {
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+QVM_HD unsigned int float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(f);
+#else
+    unsigned int u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+
+// IEEE binary16 <-> binary32. The device uses the hardware conversion; the host twin is exact
+// too (round to nearest even), and tests compare it with torch over all 65536 half values.
+QVM_HD float half_to_float(unsigned short h) {
+#if defined(__CUDA_ARCH__)
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#else
+    const unsigned int sign = (unsigned int)(h & 0x8000u) << 16;
+    unsigned int exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (mant << 13));  // inf, nan
+    if (exp == 0) {
+        if (mant == 0) return bits_to_float(sign);
+        exp = 113;  // subnormal: normalize (127 - 15 + 1)
+        while (!(mant & 0x400u)) { mant <<= 1; --exp; }
+        return bits_to_float(sign | (exp << 23) | ((mant & 0x3ffu) << 13));
+    }
+    return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
+#endif
+}
+
+QVM_HD unsigned short float_to_half(float f) {
+#if defined(__CUDA_ARCH__)
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#else
+    const unsigned int u = float_to_bits(f);
+    const unsigned short sign = (unsigned short)((u >> 16) & 0x8000u);
+    const unsigned int a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u);  // nan
+    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds to inf
+    if (a < 0x38800000u) {  // half subnormal or zero: scale by 2^24 and round once
+        const float scaled = bits_to_float(a) * 16777216.0f;  // exact
+        // nearest-even to an integer: adding 2^23 rounds a value < 2^23 to an integer
+        const float r = (scaled + 8388608.0f) - 8388608.0f;
+        return (unsigned short)(sign | (unsigned short)r);
+    }
+    const unsigned int rounded = a + 0xfffu + ((a >> 13) & 1u);  // nearest even at bit 13
+    return (unsigned short)(sign | ((rounded - 0x38000000u) >> 13));
+#endif
+}
+
+QVM_HD float bf16_to_float(unsigned short b) { return bits_to_float((unsigned int)b << 16); }
+
+QVM_HD unsigned short float_to_bf16(float f) {
+    const unsigned int u = float_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // quiet nan
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+template <class T> struct Io;
+template <> struct Io<float> {
+    static QVM_HD float load(float x) { return x; }
+    static QVM_HD float store(float f) { return f; }
+};
+template <> struct Io<half_t> {
+    static QVM_HD float load(half_t x) { return half_to_float(x.bits); }
+    static QVM_HD half_t store(float f) { half_t h; h.bits = float_to_half(f); return h; }
+};
+template <> struct Io<bf16_t> {
+    static QVM_HD float load(bf16_t x) { return bf16_to_float(x.bits); }
+    static QVM_HD bf16_t store(float f) { bf16_t b; b.bits = float_to_bf16(f); return b; }
+};
+template <> struct Io<unsigned char> {  // bool / uint8 spikes
+    static QVM_HD unsigned char store(float f) { return (unsigned char)(f != 0.0f); }
+};
+
+// V elements moved as one access (16 bytes for V * sizeof(T) == 16).
+template <class T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
+
+template <class T, int V>
+QVM_HD void load_lanes(const T* __restrict__ p, float (&out)[V]) {
+    const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = Io<T>::load(pk.v[i]);
+}
+
+template <int V>
+QVM_HD void load_lanes_f32(const float* __restrict__ p, float (&out)[V]) {
+    const Pack<float, V> pk = *reinterpret_cast<const Pack<float, V>*>(p);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = pk.v[i];
+}
+
+template <class T, int V>
+QVM_HD void store_lanes(T* __restrict__ p, const float (&in)[V]) {
+    Pack<T, V> pk;
+#pragma unroll
+    for (int i = 0; i < V; ++i) pk.v[i] = Io<T>::store(in[i]);
+    *reinterpret_cast<Pack<T, V>*>(p) = pk;
+}
+
+// ---- the per-neuron arithmetic ---------------------------------------------------------------
+QVM_HD bool fires(float h, bool strict) { return strict ? h > 0.0f : h >= 0.0f; }
+
+// One soft-reset IF step; returns h = U - theta, updates v, sets the spike.
+QVM_HD float if_step(float& v, float q, float theta, bool strict, bool& spike) {
+    const float u = v + q;
+    const float h = u - theta;
+    spike = fires(h, strict);
+    v = spike ? h : u;
+    return h;
+}
+
+// dL/dh = g * sg'(h) for the surrogate `id` with parameters p0, p1 (see surrogates.py).
+// The strict rule is 1 - sg(-h) in the reference, whose derivative is sg'(-h).
+QVM_HD float surrogate_backward(int id, float p0, float p1, float g, float h, bool strict) {
+    const float x = strict ? -h : h;
+    if (id == SG_NONE) return 0.0f;
+    if (id == SG_ATAN) {  // p0 = alpha / 2, p1 = pi * alpha / 2: p0 / (1 + (p1 x)^2)
+        const float ax = p1 * x;
+        return p0 / (1.0f + ax * ax) * g;
+    }
+    // SG_SIGMOID, p0 = alpha: sg' = alpha * sigmoid(alpha x) * (1 - sigmoid(alpha x))
+    const float s = 1.0f / (1.0f + expf(-(x * p0)));
+    return g * (1.0f - s) * s * p0;
+}
+
+// Channel index (n / div) % mod of V consecutive neurons n0..n0+V-1, with one division.
+template <int V>
+QVM_HD void lane_index(i64 n0, i64 div, i64 mod, i64 (&idx)[V]) {
+    const i64 q = n0 / div;
+    i64 r = n0 - q * div, c = q % mod;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        idx[i] = c;
+        if (++r == div) { r = 0; if (++c == mod) c = 0; }
+    }
+}
+
+// Step V lanes once and store s_t (and h_t, V_t when asked) at offset `off`.
+template <class Tspk, int V>
+QVM_HD void step_lanes(float (&v)[V], const float (&q)[V], const float (&th)[V], bool strict,
+                       Tspk* __restrict__ spike, float* __restrict__ v_seq,
+                       float* __restrict__ h_seq, i64 off, int flags) {
+    float s[V], h[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        bool fired;
+        h[i] = if_step(v[i], q[i], th[i], strict, fired);
+        s[i] = fired ? 1.0f : 0.0f;
+    }
+    store_lanes<Tspk, V>(spike + off, s);
+    if (flags & F_STORE_H) store_lanes<float, V>(h_seq + off, h);
+    if (flags & F_STORE_V_SEQ) store_lanes<float, V>(v_seq + off, v);
+}
+
+// Forward of thread `thread`: neurons [thread * V, thread * V + V). Requires N % V == 0 and
+// 16-byte aligned rows when V > 1 (the launcher checks).
+template <class Tin, class Tspk, int V>
+QVM_HD void forward_thread(i64 thread,
+                           const Tin* __restrict__ x, Tspk* __restrict__ spike,
+                           float* __restrict__ v_out, float* __restrict__ v_seq,
+                           float* __restrict__ h_seq,
+                           const float* __restrict__ theta, float theta_value, i64 theta_div,
+                           i64 theta_mod,
+                           const float* __restrict__ v0, float v0_value, i64 v0_div, i64 v0_mod,
+                           i64 N, int T, int flags) {
+    const i64 n0 = thread * V;
+    if (n0 >= N) return;
+    const bool strict = flags & F_STRICT;
+    float th[V], v[V];
+    {
+        i64 idx[V];
+        if (flags & F_THETA_TENSOR) lane_index<V>(n0, theta_div, theta_mod, idx);
+#pragma unroll
+        for (int i = 0; i < V; ++i) th[i] = (flags & F_THETA_TENSOR) ? theta[idx[i]] : theta_value;
+        if (flags & F_V0_TENSOR) lane_index<V>(n0, v0_div, v0_mod, idx);
+#pragma unroll
+        for (int i = 0; i < V; ++i) v[i] = (flags & F_V0_TENSOR) ? v0[idx[i]] : v0_value;
+    }
+    if (flags & F_EXPECTED) {
+        float x0[V], acc[V], q[V];
+        load_lanes<Tin, V>(x + n0, x0);
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+        for (int t = 1; t < T; ++t) {
+            float xt[V];
+            load_lanes<Tin, V>(x + (i64)t * N + n0, xt);
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[i] = acc[i] + (xt[i] - x0[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < V; ++i) q[i] = x0[i] + acc[i] / (float)T;
+        for (int t = 0; t < T; ++t)
+            step_lanes<Tspk, V>(v, q, th, strict, spike, v_seq, h_seq, (i64)t * N + n0, flags);
+    } else {
+        float q[V], next[V];
+        load_lanes<Tin, V>(x + n0, next);
+        for (int t = 0; t < T; ++t) {
+#pragma unroll
+            for (int i = 0; i < V; ++i) q[i] = next[i];
+            if (t + 1 < T) load_lanes<Tin, V>(x + (i64)(t + 1) * N + n0, next);  // prefetch
+            step_lanes<Tspk, V>(v, q, th, strict, spike, v_seq, h_seq, (i64)t * N + n0, flags);
+        }
+    }
+    store_lanes<float, V>(v_out + n0, v);
+}
+
+// BPTT of thread `thread`, from the stored h_t (s_t is recomputed from h_t with the same rule):
+//   dL/ds_t = g_spike_t - theta * gV_t            (no second term with detach_reset)
+//   dL/dU_t = gV_t + dL/ds_t * sg'(h_t)  = dL/dq_t = dL/dV_{t-1}
+//   dL/dtheta += -dL/ds_t * sg'(h_t) - s_t * gV_t
+// where gV_t = dL/dV_t (from step t+1, the upstream grad of v for t = T-1, plus g_v_seq_t).
+// For the expected current dL/dq sums over t and every x_t receives dL/dq / T.
+template <class Tin, int V>
+QVM_HD void backward_thread(i64 thread,
+                            const Tin* __restrict__ grad_spike, const float* __restrict__ grad_v,
+                            const float* __restrict__ grad_v_seq, const float* __restrict__ h_seq,
+                            Tin* __restrict__ grad_x, float* __restrict__ grad_v0,
+                            float* __restrict__ grad_theta,
+                            const float* __restrict__ theta, float theta_value, i64 theta_div,
+                            i64 theta_mod, i64 N, int T, int flags, int sg_id, float sg_p0,
+                            float sg_p1) {
+    const i64 n0 = thread * V;
+    if (n0 >= N) return;
+    const bool strict = flags & F_STRICT;
+    const bool detach = flags & B_DETACH_RESET;
+    float th[V], gv[V], gth[V], gq[V];
+    {
+        i64 idx[V];
+        if (flags & F_THETA_TENSOR) lane_index<V>(n0, theta_div, theta_mod, idx);
+#pragma unroll
+        for (int i = 0; i < V; ++i) th[i] = (flags & F_THETA_TENSOR) ? theta[idx[i]] : theta_value;
+    }
+    if (flags & B_GRAD_V) {
+        load_lanes_f32<V>(grad_v + n0, gv);
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) gv[i] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) { gth[i] = 0.0f; gq[i] = 0.0f; }
+    for (int t = T - 1; t >= 0; --t) {
+        const i64 off = (i64)t * N + n0;
+        float h[V], gs[V];
+        load_lanes_f32<V>(h_seq + off, h);
+        load_lanes<Tin, V>(grad_spike + off, gs);
+        if (flags & B_GRAD_V_SEQ) {
+            float gvs[V];
+            load_lanes_f32<V>(grad_v_seq + off, gvs);
+#pragma unroll
+            for (int i = 0; i < V; ++i) gv[i] = gv[i] + gvs[i];
+        }
+        float gu[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const float g_s = detach ? gs[i] : gs[i] + (-gv[i]) * th[i];
+            const float g_h = surrogate_backward(sg_id, sg_p0, sg_p1, g_s, h[i], strict);
+            gu[i] = gv[i] + g_h;
+            gth[i] = gth[i] - g_h;
+            if (fires(h[i], strict)) gth[i] = gth[i] - gv[i];
+            gq[i] = gq[i] + gu[i];
+            gv[i] = gu[i];
+        }
+        if (!(flags & F_EXPECTED)) store_lanes<Tin, V>(grad_x + off, gu);
+    }
+    if (flags & F_EXPECTED) {
+        // q = x_0 + acc / T, acc = sum_{t>=1} (x_t - x_0): dq/dx_t = 1/T, dq/dx_0 = 1 - (T-1)/T.
+        float g_acc[V], g0[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            g_acc[i] = gq[i] / (float)T;
+            g0[i] = gq[i];
+        }
+        for (int t = 1; t < T; ++t) {
+#pragma unroll
+            for (int i = 0; i < V; ++i) g0[i] = g0[i] - g_acc[i];
+            store_lanes<Tin, V>(grad_x + (i64)t * N + n0, g_acc);
+        }
+        store_lanes<Tin, V>(grad_x + n0, g0);
+    }
+    if (flags & B_NEED_V0) store_lanes<float, V>(grad_v0 + n0, gv);
+    if (flags & B_NEED_THETA) store_lanes<float, V>(grad_theta + n0, gth);
+}
+
+}  // namespace qvm

@@ -1,0 +1,451 @@
+"""The CUDA kernels without a GPU: they compile (nvcc for sm_80/sm_90, NVRTC with CuPy's options),
+and their arithmetic, built for the host from the same ``if_loop.cuh``, equals the torch reference.
+
+The host build (tests/if_loop_host.cpp, g++) runs each kernel's per-thread body for every thread
+in turn. It is registered as the CPU runner of ``sj_qvm.ops.if_loop.launch``, so these tests go
+through the same custom ops, argument preparation, autograd formula and ``torch.compile`` path as
+the GPU does; only CuPy's launch and the fp16 hardware conversions differ.
+"""
+import ctypes
+import glob
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sj_qvm import QVMIFNode
+from sj_qvm._compat import functional, surrogate
+from sj_qvm.functional import if_multi_step_ref
+from sj_qvm.ops.if_loop import backend, launch, surrogates
+from sj_qvm.ops.if_loop import cupy as cupy_mod
+from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+
+HERE = os.path.dirname(__file__)
+OPS_DIR = os.path.dirname(cupy_mod.SOURCE)
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
+                                if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+KERNELS = sorted(
+    [f"qvm_if_forward_{d}_{s}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8))
+     for s in ("same", "u8") for v in (1, w)]
+    + [f"qvm_if_backward_{d}_v{v}" for d in ("f32", "f16", "bf16") for v in (1, 4)])
+
+
+class HostRunner:
+    """Calls the host build of a kernel: same name, same arguments, ``threads`` first."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.launches = []
+
+    def launch(self, name, threads, args, device):
+        assert device.type == "cpu"
+        cargs = [ctypes.c_longlong(threads)]
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                cargs.append(ctypes.c_void_p(a.data_ptr()))
+            elif a is None:
+                cargs.append(ctypes.c_void_p(None))
+            elif isinstance(a, np.float32):
+                cargs.append(ctypes.c_float(float(a)))
+            elif isinstance(a, np.int64):
+                cargs.append(ctypes.c_longlong(int(a)))
+            elif isinstance(a, np.int32):
+                cargs.append(ctypes.c_int(int(a)))
+            else:
+                raise TypeError(f"unexpected kernel argument {a!r}")
+        fn = getattr(self.lib, name)
+        fn.restype = None
+        fn(*cargs)
+        self.launches.append(name)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """The host build, registered as the CPU runner for this module's tests."""
+    out = str(tmp_path_factory.mktemp("host") / "libqvm_if_loop_host.so")
+    src = os.path.join(HERE, "if_loop_host.cpp")
+    if shutil.which("g++"):
+        cmd = ["g++", "-O1", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+               "-Wno-unknown-pragmas", f"-I{OPS_DIR}", src, "-o", out]
+    elif NVCC:
+        cmd = [NVCC, "-shared", "-Xcompiler", "-fPIC", "-x", "cu", f"-I{OPS_DIR}", src, "-o", out]
+    else:
+        pytest.skip("neither g++ nor nvcc to build the host twin")
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    runner = HostRunner(ctypes.CDLL(out))
+    launch.register_runner("cpu", runner)
+    yield runner
+    launch._runners.pop("cpu", None)
+
+
+# ---- compilation ------------------------------------------------------------------------------
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+def test_nvcc_compiles_for_sm80_and_sm90_without_spills(tmp_path):
+    cmd = [NVCC, "-c", os.path.join(OPS_DIR, "if_loop.cu"), "-o", str(tmp_path / "if_loop.o"),
+           "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+           "-Werror", "all-warnings", "-Xptxas", "-v"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for arch in ("sm_80", "sm_90"):
+        compiled = re.findall(rf"Compiling entry function '(\w+)' for '{arch}'", r.stderr)
+        assert sorted(compiled) == KERNELS
+    spills = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores", r.stderr)
+    assert len(spills) == 2 * len(KERNELS) and all(s == ("0", "0") for s in spills), r.stderr
+
+
+def _libnvrtc():
+    import torch as _t
+    site = os.path.dirname(os.path.dirname(_t.__file__))
+    cands = sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib", "libnvrtc.so*"))
+                   + glob.glob("/usr/local/cuda/lib64/libnvrtc.so*"))
+    cands = [c for c in cands if "builtins" not in c and ".alt." not in c]
+    return cands[0] if cands else None
+
+
+@pytest.mark.skipif(_libnvrtc() is None, reason="libnvrtc not found")
+def test_nvrtc_compiles_the_source_with_the_options_cupy_gets():
+    """What cupy.RawModule does on the GPU machine: NVRTC, no CUDA headers, our options."""
+    nvrtc = ctypes.CDLL(_libnvrtc())
+    prog = ctypes.c_void_p()
+    src = cupy_mod.SOURCE.read_bytes()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(prog), src, b"if_loop.cu", 0, None, None) == 0
+    opts = [o.encode() for o in cupy_mod.compile_options()] + [b"-arch=compute_90"]
+    rc = nvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert rc == 0, log.value.decode()
+    nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetPTX(prog, ptx)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+    entries = sorted(re.findall(r"\.entry (\w+)\(", ptx.value.decode()))
+    assert entries == KERNELS
+    assert "div.rn.f32" in ptx.value.decode()  # the mean divides exactly, as torch on the CPU
+
+
+# ---- 16-bit conversions -----------------------------------------------------------------------
+def test_half_and_bf16_conversions_match_torch(host):
+    lib = host.lib
+    for name in ("qvm_half_to_float", "qvm_bf16_to_float"):
+        getattr(lib, name).restype = ctypes.c_float
+    for name in ("qvm_float_to_half", "qvm_float_to_bf16"):
+        getattr(lib, name).restype = ctypes.c_ushort
+        getattr(lib, name).argtypes = [ctypes.c_float]
+    bits = torch.arange(0, 65536, dtype=torch.int32).to(torch.int16)
+    for to_float, dtype in (("qvm_half_to_float", torch.float16),
+                            ("qvm_bf16_to_float", torch.bfloat16)):
+        want = bits.view(dtype).float()
+        got = torch.tensor([getattr(lib, to_float)(ctypes.c_ushort(b)) for b in range(65536)])
+        same = (got.view(torch.int32) == want.view(torch.int32)) | (got.isnan() & want.isnan())
+        assert same.all()
+    g = torch.Generator().manual_seed(0)
+    floats = torch.cat([
+        torch.randn(3000, generator=g) * 10.0 ** torch.randint(-9, 6, (3000,), generator=g),
+        torch.tensor([0.0, -0.0, 65504.0, 65519.99, 65520.0, 1e30, -1e30, float("inf"),
+                      2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -14, 1.0 + 2.0 ** -11,
+                      1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8])])
+    for from_float, dtype in (("qvm_float_to_half", torch.float16),
+                              ("qvm_float_to_bf16", torch.bfloat16)):
+        want = floats.to(dtype).view(torch.int16).to(torch.int32) & 0xFFFF
+        got = torch.tensor([getattr(lib, from_float)(float(f)) for f in floats])
+        assert torch.equal(got.to(torch.int32), want)
+
+
+# ---- forward: bit-identical to the reference --------------------------------------------------
+ROUNDINGS = ("floor", "round", "ceil")
+
+
+def _v0(v_init, theta):
+    return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[v_init] * theta
+
+
+def _boundary_seq(T, B, C, theta):
+    """Static input with z = T q / theta at 0, every k and k + 1/2 up to T + 1 (all exact)."""
+    z = torch.arange(0, 2 * T + 3, dtype=torch.float32) / 2  # 0, 0.5, ..., T + 1
+    th = theta if isinstance(theta, float) else theta.view(1, C, 1)
+    q = z.view(1, 1, -1) * th / T
+    return q.expand(T, B, C, z.numel()).contiguous(), z
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_forward_at_the_boundaries_is_exact_and_qvm(host, current, v_init, per_channel):
+    T, B, C = 4, 2, 3
+    theta = torch.tensor([0.5, 0.75, 1.0]) if per_channel else 1.0
+    x, z = _boundary_seq(T, B, C, theta)
+    th = theta.view(C, 1) if per_channel else theta
+    strict = v_init == "ceil"
+    got = if_multi_step_cupy(x, _v0(v_init, th), th, strict, current, store_v_seq=True)
+    want = if_multi_step_ref(x, _v0(v_init, th), th, strict, current, store_v_seq=True)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    level = {"floor": torch.floor(z), "round": torch.floor(z + 0.5), "ceil": torch.ceil(z)}[v_init]
+    assert torch.equal(got[0].sum(0), level.clamp(0, T).expand(B, C, -1))
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+@pytest.mark.parametrize("n_last", [8, 7])  # N = 72: 4 neurons per thread; N = 63: one
+def test_forward_random_inputs_bit_identical(host, current, v_init, n_last):
+    x = torch.rand(5, 3, 3, n_last) * 1.4 - 0.2  # T = 5: the mean's division is inexact
+    theta = torch.tensor([0.4, 0.9, 1.3]).view(3, 1)
+    strict = v_init == "ceil"
+    host.launches.clear()
+    got = if_multi_step_cupy(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
+    want = if_multi_step_ref(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert host.launches == [f"qvm_if_forward_f32_same_v{4 if n_last == 8 else 1}"]
+    assert 0.1 < got[0].mean() < 0.9
+
+
+@pytest.mark.parametrize("v0", [
+    0.25,
+    torch.tensor(0.25),                         # scalar tensor
+    torch.tensor([0.1, 0.2, 0.3, 0.4]).view(4, 1),  # per channel
+    torch.rand(4, 6),                           # per neuron, shared over the batch
+    torch.rand(3, 4, 6),                        # a full state
+    torch.rand(3, 1, 6),                        # broadcast in the middle: materialized
+])
+def test_every_v0_form(host, v0):
+    x = torch.rand(4, 3, 4, 6)
+    got = if_multi_step_cupy(x, v0, 0.8)
+    want = if_multi_step_ref(x, v0, 0.8)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_index_form():
+    shape = torch.Size([3, 4, 5])
+    t, div, mod = launch.index_form(torch.arange(4.0).view(4, 1), shape)
+    assert (div, mod) == (5, 4) and t.shape == (4,)
+    t, div, mod = launch.index_form(torch.arange(20.0).view(4, 5), shape)
+    assert (div, mod) == (1, 20)
+    t, div, mod = launch.index_form(torch.tensor(2.0), shape)
+    assert (div, mod) == (1, 1)
+    t, div, mod = launch.index_form(torch.ones(3, 1, 5), shape)
+    assert (div, mod) == (1, 60) and t.numel() == 60
+    with pytest.raises(ValueError, match="broadcast"):
+        launch.index_form(torch.ones(2), shape)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_half_inputs_equal_the_fp32_reference_on_the_upcast_input(host, dtype, current):
+    x = (torch.rand(6, 2, 3, 8) * 1.4 - 0.2).to(dtype)
+    theta = torch.tensor([0.4, 0.7, 0.9]).view(3, 1)
+    spike, v, v_seq = if_multi_step_cupy(x, 0.5 * theta, theta, False, current, store_v_seq=True)
+    want = if_multi_step_ref(x.float(), 0.5 * theta, theta, False, current, store_v_seq=True)
+    assert spike.dtype == dtype and v.dtype == torch.float32 and v_seq.dtype == torch.float32
+    assert torch.equal(spike.float(), want[0]) and torch.equal(v, want[1])
+    assert torch.equal(v_seq, want[2])
+    # Against the reference run in the 16-bit dtype itself, only close: it keeps V in 16 bits,
+    # so a few spikes move (and V with them, by theta).
+    low = if_multi_step_ref(x, (0.5 * theta).to(dtype), theta.to(dtype), False, current)
+    assert (low[0] != spike).float().mean() < 0.05
+    assert ((low[1].float() - v).abs() > 0.05).float().mean() < 0.1
+
+
+@pytest.mark.parametrize("spike_dtype", [torch.bool, torch.uint8])
+def test_byte_spikes(host, spike_dtype):
+    x = torch.rand(4, 5, 8)
+    spike, v, _ = if_multi_step_cupy(x, 0.0, 0.6, spike_dtype=spike_dtype)
+    want = if_multi_step_ref(x, 0.0, 0.6)
+    assert spike.dtype == spike_dtype and torch.equal(spike.float(), want[0])
+    assert torch.equal(v, want[1])
+    x.requires_grad_()
+    with pytest.raises(ValueError, match="no gradient"):
+        if_multi_step_cupy(x, 0.0, 0.6, surrogate_function=surrogate.Sigmoid(),
+                           spike_dtype=spike_dtype)
+
+
+# ---- backward: the gradients of x, V0 and theta -----------------------------------------------
+def _grads(fn, x, v0, theta, strict, current, sg, detach, seed=1):
+    spike, v, v_seq = fn(x, v0, theta, strict, current, sg, detach, True)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=g)).sum() for o in (spike, v, v_seq))
+    return (spike, v) + torch.autograd.grad(loss, (x, v0, theta))
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+@pytest.mark.parametrize("sg", [surrogate.Sigmoid(), surrogate.ATan(alpha=3.0)],
+                         ids=["Sigmoid", "ATan"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_gradients_match_the_reference(host, current, v_init, sg, detach):
+    x = (torch.rand(5, 3, 4, 8) * 1.4 - 0.2).requires_grad_()
+    theta = torch.tensor([0.4, 0.7, 0.9, 1.3]).view(4, 1).requires_grad_()
+    v0 = (0.5 * theta.detach() if v_init == "round" else
+          theta.detach() if v_init == "ceil" else torch.zeros(4, 1)).requires_grad_()
+    strict = v_init == "ceil"
+    got = _grads(if_multi_step_cupy, x, v0, theta, strict, current, sg, detach)
+    want = _grads(if_multi_step_ref, x, v0, theta, strict, current, sg, detach)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    for a, b in zip(got[2:], want[2:]):
+        assert a.shape == b.shape and b.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_at_boundary_inputs(host):
+    """h = 0 exactly (z an integer): the surrogate's peak, for both firing rules."""
+    x, _ = _boundary_seq(4, 2, 3, 1.0)
+    x.requires_grad_()
+    for strict in (False, True):
+        v0 = torch.full((3, 1), 1.0 if strict else 0.0, requires_grad=True)
+        theta = torch.ones(3, 1, requires_grad=True)
+        got = _grads(if_multi_step_cupy, x, v0, theta, strict, "expected", surrogate.Sigmoid(),
+                     False)
+        want = _grads(if_multi_step_ref, x, v0, theta, strict, "expected", surrogate.Sigmoid(),
+                      False)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_gradients_are_close(host, dtype):
+    x = (torch.rand(4, 2, 3, 8) * 1.4 - 0.2).to(dtype).requires_grad_()
+    theta = torch.tensor([0.4, 0.7, 0.9]).view(3, 1).requires_grad_()
+    v0 = torch.zeros(3, 1, requires_grad=True)
+    sg = surrogate.Sigmoid()
+    got = _grads(if_multi_step_cupy, x, v0, theta, False, "instant", sg, False)
+    x32 = x.detach().float().requires_grad_()
+    want = _grads(if_multi_step_ref, x32, v0, theta, False, "instant", sg, False)
+    assert got[2].dtype == dtype
+    # The spikes' upstream gradient is rounded to the 16-bit dtype (in torch too), then fp32.
+    tol = 1e-2 if dtype == torch.float16 else 5e-2
+    torch.testing.assert_close(got[2].float(), want[2], rtol=tol, atol=tol)
+    torch.testing.assert_close(got[3], want[3], rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(got[4], want[4], rtol=1e-2, atol=1e-2)
+
+
+def test_gradient_only_through_v_without_surrogate(host):
+    x = torch.rand(3, 2, 8, requires_grad=True)
+    got = if_multi_step_cupy(x, 0.0, 0.5)[1]
+    want = if_multi_step_ref(x, 0.0, 0.5)[1]
+    (ga,) = torch.autograd.grad(got.sum(), x)
+    (gb,) = torch.autograd.grad(want.sum(), x)
+    assert torch.equal(ga, gb)
+
+
+# ---- custom ops: registrations and torch.compile ----------------------------------------------
+def test_opcheck(host):
+    x = torch.rand(3, 2, 8) * 1.2
+    theta = torch.tensor([0.5, 0.7]).view(2, 1)
+    args = (x.requires_grad_(), theta.requires_grad_(), 0.0, None, 0.2, False, True, True,
+            surrogates.SG_ATAN, 1.0, math.pi, False)
+    torch.library.opcheck(torch.ops.sj_qvm.if_loop_forward.default, args)
+    torch.library.opcheck(torch.ops.sj_qvm.if_loop_inference.default,
+                          (x.detach(), None, 0.6, None, 0.0, True, False, False, torch.bool))
+
+
+def test_torch_compile_matches_eager(host):
+    def step(x, theta):
+        spike, v, _ = if_multi_step_cupy(x, 0.5 * theta, theta, False, "expected",
+                                         surrogate.Sigmoid())
+        return spike.sum(0) + v
+
+    x = torch.rand(4, 3, 2, 8).requires_grad_()
+    theta = torch.tensor([0.5, 0.7]).view(2, 1).requires_grad_()
+    g = torch.randn(3, 2, 8)
+    out = step(x, theta)
+    eager = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
+    compiled_fn = torch.compile(step, backend="aot_eager", fullgraph=True)
+    out = compiled_fn(x, theta)
+    compiled = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+
+
+# ---- QVMIFNode on the kernel path (host build standing in for CUDA) ---------------------------
+@pytest.fixture
+def kernels_on_cpu(host, monkeypatch):
+    """Let QVMIFNode's dispatch send CPU tensors to the kernel path (the host build)."""
+    monkeypatch.setattr(backend, "unavailable_reason", lambda *a: None)
+    return host
+
+
+@pytest.mark.parametrize("v_init", ["floor", "round", "ceil", 0.3,
+                                    torch.tensor([0.0, 0.2, 0.4]), torch.rand(3, 2, 2)])
+@pytest.mark.parametrize("theta", [0.7, torch.tensor([0.5, 0.9, 1.3])])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_node_kernel_path_equals_torch_path(kernels_on_cpu, v_init, theta, current):
+    fast = QVMIFNode(theta, v_init, current=current, step_mode="m", store_v_seq=True,
+                     backend="cupy")
+    slow = QVMIFNode(theta, v_init, current=current, step_mode="m", store_v_seq=True,
+                     backend="torch")
+    for batch in (4, 4, 3):  # the second call continues the state; then a new batch size
+        if fast.v is not None and isinstance(fast.v, torch.Tensor) and fast.v.shape[0] != batch:
+            functional.reset_net(fast)
+            functional.reset_net(slow)
+        x = torch.rand(5, batch, 3, 2, 2) * 1.2 - 0.1
+        kernels_on_cpu.launches.clear()
+        with torch.no_grad():
+            a, b = fast(x), slow(x)
+        assert kernels_on_cpu.launches and fast.last_dispatch[0] == "cupy"
+        assert slow.last_dispatch[0] == "torch"
+        assert torch.equal(a, b) and torch.equal(fast.v, slow.v)
+        assert torch.equal(fast.v_seq, slow.v_seq)
+
+
+def test_node_kernel_path_trains_theta_and_v0(kernels_on_cpu):
+    x_data = torch.rand(4, 2, 3, 2, 2) * 1.2
+    g = torch.randn(4, 2, 3, 2, 2)
+    grads = {}
+    for name in ("cupy", "torch"):
+        theta = torch.nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
+        v0 = torch.nn.Parameter(torch.full((3,), 0.25))
+        node = QVMIFNode(theta, v0, step_mode="m", surrogate_function=surrogate.ATan(),
+                         backend=name)
+        x = x_data.clone().requires_grad_()
+        (node(x) * g).sum().backward()
+        assert node.last_dispatch[0] == name
+        grads[name] = (x.grad, theta.grad, v0.grad)
+    for a, b in zip(grads["cupy"], grads["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ---- dispatch without CUDA --------------------------------------------------------------------
+def test_backend_argument_and_fallback(caplog):
+    node = QVMIFNode(step_mode="m")
+    assert node.backend == "auto" and node.supported_backends == ("auto", "torch", "cupy")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        QVMIFNode(backend="triton")
+    backend._logged.clear()
+    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
+        node(torch.rand(2, 3))
+        functional.reset_net(node)
+        node(torch.rand(2, 3))
+    fallbacks = [r for r in caplog.records if "falls back" in r.getMessage()]
+    assert len(fallbacks) == 1 and "cpu" in fallbacks[0].getMessage()
+    assert node.last_dispatch[0] == "torch"
+    info = backend.diagnose(node)
+    assert info["last"] == node.last_dispatch and isinstance(info["cupy"][0], bool)
+    node.backend = "cupy"
+    functional.reset_net(node)
+    with pytest.raises(backend.BackendUnavailable, match="cannot run: input is on cpu"):
+        node(torch.rand(2, 3))
+
+
+def test_unsupported_surrogate_is_a_reason():
+    assert surrogates.snippet(surrogate.Sigmoid(alpha=5.0)) == (surrogates.SG_SIGMOID, 5.0, 0.0)
+    sid, p0, p1 = surrogates.snippet(surrogate.ATan(alpha=2.0))
+    assert (sid, p0) == (surrogates.SG_ATAN, 1.0) and p1 == pytest.approx(math.pi)
+    reason = surrogates.unsupported_reason(surrogate.PiecewiseQuadratic())
+    assert "PiecewiseQuadratic has no CUDA snippet" in reason
+    x = torch.rand(2, 3, device="meta", requires_grad=True)
+    assert backend.unavailable_reason(x, surrogate.Sigmoid(), True).startswith("input is on meta")
+
+
+def test_import_does_not_import_cupy():
+    code = "import sys, sj_qvm, sj_qvm.ops.if_loop; assert 'cupy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))

@@ -1,0 +1,201 @@
+"""The CUDA kernels on a GPU against the torch path (skipped without CUDA and CuPy).
+
+The reference is ``if_multi_step_ref`` run on the CPU copy of the input (the definition) and, where
+the arithmetic is the same on the GPU, the torch path on the same CUDA tensors. On CUDA, torch
+computes ``acc / T`` for a Python int T as ``acc * (1/T)`` (an optimization in its div kernel), so
+for current="expected" with T not a power of two the GPU torch path itself differs from the CPU
+reference by an ulp of the mean; the kernel divides exactly, like the CPU.
+"""
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+pytest.importorskip("cupy")
+
+from sj_qvm import QVMIFNode  # noqa: E402
+from sj_qvm._compat import functional, surrogate  # noqa: E402
+from sj_qvm.functional import if_multi_step_ref  # noqa: E402
+from sj_qvm.ops.if_loop import backend  # noqa: E402
+from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy  # noqa: E402
+from sj_qvm.ops.if_loop.cupy import LAUNCHES  # noqa: E402
+
+DEV = torch.device("cuda")
+ROUNDINGS = ("floor", "round", "ceil")
+
+
+def _v0(v_init, theta):
+    return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[v_init] * theta
+
+
+def _exact_on_gpu_torch(current, T):
+    return current == "instant" or T & (T - 1) == 0
+
+
+def _cpu(t):
+    return t.detach().cpu() if isinstance(t, torch.Tensor) else t
+
+
+def test_kernels_are_available_here():
+    ok, why = backend.cupy_status()
+    assert ok, why
+    x = torch.rand(2, 4, device=DEV)
+    assert backend.unavailable_reason(x, surrogate.Sigmoid(), True) is None
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+@pytest.mark.parametrize("shape", [(8, 16, 3, 32, 32), (5, 7, 3, 11, 13), (1, 4, 3, 8, 8)],
+                         ids=["T8-vec", "T5-oddN", "T1"])
+def test_forward_fp32_bit_identical(current, v_init, shape):
+    T = shape[0]
+    x = torch.rand(shape, device=DEV) * 1.4 - 0.2
+    theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1, 1)
+    strict = v_init == "ceil"
+    before = sum(LAUNCHES.values())
+    got = if_multi_step_cupy(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
+    assert sum(LAUNCHES.values()) == before + 1  # the kernel ran
+    want = if_multi_step_ref(x.cpu(), _v0(v_init, theta.cpu()), theta.cpu(), strict, current,
+                             store_v_seq=True)
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+    if _exact_on_gpu_torch(current, T):
+        on_gpu = if_multi_step_ref(x, _v0(v_init, theta), theta, strict, current,
+                                   store_v_seq=True)
+        for a, b in zip(got, on_gpu):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+@pytest.mark.parametrize("sg", [surrogate.Sigmoid(), surrogate.ATan()], ids=["Sigmoid", "ATan"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_gradients_fp32(current, v_init, sg, detach):
+    shape = (6, 5, 3, 9, 7)  # odd N
+    x = (torch.rand(shape, device=DEV) * 1.4 - 0.2).requires_grad_()
+    theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1, 1).requires_grad_()
+    v0 = _v0(v_init, theta.detach()) * torch.ones_like(theta)
+    v0 = v0.clone().requires_grad_()
+    strict = v_init == "ceil"
+    outs = if_multi_step_cupy(x, v0, theta, strict, current, sg, detach, True)
+    gs = [torch.randn_like(o) for o in outs]
+    grads = torch.autograd.grad(sum((o * g).sum() for o, g in zip(outs, gs)), (x, v0, theta))
+    xc, v0c, thc = (_cpu(t).requires_grad_() for t in (x, v0, theta))
+    ref = if_multi_step_ref(xc, v0c, thc, strict, current, sg, detach, True)
+    ref_grads = torch.autograd.grad(sum((o * g.cpu()).sum() for o, g in zip(ref, gs)),
+                                    (xc, v0c, thc))
+    assert torch.equal(outs[0].cpu(), ref[0].detach())
+    for a, b in zip(grads, ref_grads):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_half_dtypes(dtype, tol, current):
+    x = (torch.rand(8, 16, 3, 16, 16, device=DEV) * 1.4 - 0.2).to(dtype)
+    theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1, 1)
+    spike, v, _ = if_multi_step_cupy(x, 0.5 * theta, theta, False, current)
+    want = if_multi_step_ref(x.float().cpu(), 0.5 * theta.cpu(), theta.cpu(), False, current)
+    assert spike.dtype == dtype and v.dtype == torch.float32
+    assert torch.equal(spike.float().cpu(), want[0]) and torch.equal(v.cpu(), want[1])
+    low = if_multi_step_ref(x, (0.5 * theta).to(dtype), theta.to(dtype), False, current)
+    assert (low[0] != spike).float().mean() < 0.05  # the 16-bit torch path keeps V in 16 bits
+    xg = x.clone().requires_grad_()
+    out = if_multi_step_cupy(xg, 0.0, 0.7, False, current, surrogate.Sigmoid())[0]
+    g = torch.randn_like(out)
+    (gx,) = torch.autograd.grad((out * g).sum(), xg)
+    xr = x.float().requires_grad_()
+    ref = if_multi_step_ref(xr, 0.0, 0.7, False, current, surrogate.Sigmoid())[0]
+    (gr,) = torch.autograd.grad((ref * g.float()).sum(), xr)
+    assert gx.dtype == dtype
+    torch.testing.assert_close(gx.float(), gr, rtol=tol, atol=tol)
+
+
+def test_non_contiguous_input_and_byte_spikes():
+    base = torch.rand(4, 6, 3, 10, 10, device=DEV)
+    x = base.transpose(3, 4)[:, ::2]  # strided, not contiguous
+    assert not x.is_contiguous()
+    got = if_multi_step_cupy(x, 0.1, 0.6)
+    want = if_multi_step_ref(x, 0.1, 0.6)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    spike = if_multi_step_cupy(x, 0.1, 0.6, spike_dtype=torch.bool)[0]
+    assert spike.dtype == torch.bool and torch.equal(spike, want[0].bool())
+
+
+def test_node_batch_size_changes_and_sentinel():
+    node = QVMIFNode(torch.tensor([0.5, 0.7, 0.9]), "round", step_mode="m", backend="cupy")
+    node.to(DEV)
+    ref = QVMIFNode(torch.tensor([0.5, 0.7, 0.9]), "round", step_mode="m", backend="torch")
+    ref.to(DEV)
+    for batch in (8, 3, 5):
+        functional.reset_net(node)
+        functional.reset_net(ref)
+        x = torch.rand(4, batch, 3, 7, 7, device=DEV)
+        before = sum(LAUNCHES.values())
+        with torch.no_grad():
+            out = node(x)
+            out2 = node(x)  # continues from the state
+            want = ref(x)
+            want2 = ref(x)
+        assert sum(LAUNCHES.values()) == before + 2  # the kernel ran, twice
+        assert node.last_dispatch[0] == "cupy" and ref.last_dispatch[0] == "torch"
+        assert torch.equal(out, want) and torch.equal(out2, want2) and torch.equal(node.v, ref.v)
+
+
+def test_node_learns_theta_and_v0_like_torch():
+    x = torch.rand(4, 8, 3, 8, 8, device=DEV) * 1.2
+    g = torch.randn_like(x)
+    grads = {}
+    for name in ("cupy", "torch"):
+        theta = torch.nn.Parameter(torch.tensor([0.5, 0.6, 0.7], device=DEV))
+        v0 = torch.nn.Parameter(torch.full((3,), 0.25, device=DEV))
+        node = QVMIFNode(theta, v0, step_mode="m", surrogate_function=surrogate.ATan(),
+                         backend=name)
+        xg = x.clone().requires_grad_()
+        (node(xg) * g).sum().backward()
+        assert node.last_dispatch[0] == name
+        grads[name] = (xg.grad, theta.grad, v0.grad)
+    for a, b in zip(grads["cupy"], grads["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_runs_on_the_current_torch_stream():
+    x = torch.rand(8, 64, 3, 32, 32, device=DEV)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        y = x * 2 - 0.5  # queued on s: the kernel must run after it, on s
+        got = if_multi_step_cupy(y, 0.0, 0.8)
+    s.synchronize()
+    want = if_multi_step_ref(x * 2 - 0.5, 0.0, 0.8)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_large_n_many_blocks():
+    x = torch.rand(4, (1 << 20) + 3, device=DEV)  # 1M + 3 neurons
+    got = if_multi_step_cupy(x, 0.5, 1.0, current="expected")
+    want = if_multi_step_ref(x, 0.5, 1.0, current="expected")  # T = 4: exact on the GPU too
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_torch_compile_matches_eager():
+    def step(x, theta):
+        spike, v, _ = if_multi_step_cupy(x, 0.5 * theta, theta, False, "expected",
+                                         surrogate.Sigmoid())
+        return spike.mean(0) * 2 + v
+
+    x = (torch.rand(4, 8, 3, 16, 16, device=DEV)).requires_grad_()
+    theta = torch.tensor([0.5, 0.7, 0.9], device=DEV).view(3, 1, 1).requires_grad_()
+    g = torch.randn(8, 3, 16, 16, device=DEV)
+    out = step(x, theta)
+    eager = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
+    before = sum(LAUNCHES.values())
+    compiled_fn = torch.compile(step, fullgraph=True)
+    out = compiled_fn(x, theta)
+    compiled = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
+    assert sum(LAUNCHES.values()) >= before + 2  # forward and backward kernels ran compiled
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(compiled[1:], eager[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
