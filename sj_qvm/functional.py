@@ -71,7 +71,10 @@ def expected_current(x_seq: torch.Tensor) -> torch.Tensor:
     acc = torch.zeros_like(x0)
     for t in range(1, x_seq.shape[0]):
         acc = acc + (x_seq[t] - x0)
-    return x0 + acc / x_seq.shape[0]
+    # A 0-dim tensor divisor, not a Python int: CUDA turns division by a CPU scalar into a
+    # multiplication by its reciprocal, which differs in the last bit when T is no power of 2.
+    T = torch.full((), x_seq.shape[0], dtype=acc.dtype, device=acc.device)
+    return x0 + acc / T
 
 
 def if_multi_step_ref(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
