@@ -54,9 +54,20 @@ def invalidate_reset_cache(net: nn.Module) -> None:
     fn(net)
 
 
+#: SpikingJelly packages that define whole networks (to be traced through), not building blocks.
+_SJ_NETWORK_PACKAGES = ("spikingjelly.activation_based.ann2snn.sample_models",
+                        "spikingjelly.activation_based.ann2snn.examples",
+                        "spikingjelly.activation_based.model", "spikingjelly.activation_based.examples")
+
+
 def is_spikingjelly_module(m: nn.Module) -> bool:
-    """True for modules defined by SpikingJelly itself (its layers, nodes and containers)."""
-    return type(m).__module__.startswith("spikingjelly.")
+    """True for modules defined by SpikingJelly itself (its layers, nodes and containers).
+
+    Networks SJ ships as samples or in its model zoo (``ann2snn.sample_models``' ``CNN`` and
+    ``ResNet``'s ``BasicBlock``, ``activation_based.model``) are not building blocks: False.
+    """
+    mod = type(m).__module__
+    return mod.startswith("spikingjelly.") and not mod.startswith(_SJ_NETWORK_PACKAGES)
 
 
 # -- ann2snn ---------------------------------------------------------------------------------

@@ -192,14 +192,26 @@ class _PercentileObserver:
 
 
 def observe(model: nn.Module, max_samples: int = 1 << 22, per_batch: int = 1 << 18):
-    """Attach a percentile observer to every QuantReLU of ``model``: ``(observers, hooks, state)``."""
+    """Attach a percentile observer to every QuantReLU of ``model``: ``(observers, hooks, state)``.
+
+    While attached, each QuantReLU passes ``relu(x)`` on: thresholds are calibrated on the float
+    ANN's activations (SpikingJelly's ``VoltageHook`` convention).
+    """
     observers, hooks, state = {}, [], {"batch": 0}
     for name, m in model.named_modules():
         if isinstance(m, QuantReLU):
             obs = observers[name] = _PercentileObserver(max_samples, per_batch)
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, obs=obs: obs.add(inp[0], state["batch"])))
+            hooks.append(m.register_forward_hook(_observer_hook(obs, state)))
     return observers, hooks, state
+
+
+def _observer_hook(obs: _PercentileObserver, state: dict):
+    def hook(mod, inp, out):
+        obs.add(inp[0], state["batch"])
+        # Calibrate on the float ANN, as SpikingJelly does: an uncalibrated threshold must not
+        # distort what the layers after it see.
+        return torch.relu(inp[0])
+    return hook
 
 
 def run_calibration(model: nn.Module, dataloader, state: dict, progress: bool = True) -> None:
