@@ -1,0 +1,8 @@
+"""Interop with SpikingJelly's ``ann2snn``: quantize a plain-ReLU ANN, convert it in SJ's call
+styles, and move SNNs between SJ's IF nodes and QVM's."""
+from .converter import Converter, QVMRecipe
+from .mapping import MAPPING, to_qvm, to_spikingjelly
+from .quantize import calibrate, finetune, quantize
+
+__all__ = ["quantize", "calibrate", "finetune", "Converter", "QVMRecipe", "to_qvm",
+           "to_spikingjelly", "MAPPING"]

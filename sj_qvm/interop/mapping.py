@@ -1,0 +1,203 @@
+"""SpikingJelly IF nodes <-> QVM nodes, driven by one mapping table (both directions).
+
+SpikingJelly's converters leave a ``(scaler0, IFNode, scaler1)`` triple where the ANN had a ReLU
+(0.0.0.0.14: ``VoltageScaler(1/s), IFNode(theta=1), VoltageScaler(s)`` under ``snn tailor``;
+2.x ``RateCodingRecipe``: ``scaler0, if_node, scaler1`` under ``spiking_<k>``). The IF node then
+fires when the input current, in ANN units, has summed to ``s``: its threshold in ANN units is
+``theta / scaler0.scale``. :func:`to_qvm` folds scaler0 into the node (scaler0 becomes 1 and the
+:class:`~sj_qvm.QVMIFNode` gets that threshold), so ``v_threshold`` reads in the ANN's units as it
+does after :func:`sj_qvm.convert`; :func:`to_spikingjelly` unfolds it again.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .. import _compat
+from ..convert import _set_submodule
+from ..functional import CURRENTS
+from ..neuron import QVMIFNode
+from ..quant import ROUNDINGS, check_rounding
+
+__all__ = ["NodeMapping", "MAPPING", "to_qvm", "to_spikingjelly", "spiking_sites"]
+
+
+@dataclass(frozen=True)
+class NodeMapping:
+    """One host node class and its QVM counterpart.
+
+    ``shared`` names the constructor arguments both take with the same meaning; they are copied
+    as they are. The threshold is carried in ANN units (see the module docstring), V0 is
+    ``rounding`` on the QVM side and lost (0) on the host side, and the host's reset must be soft.
+    """
+
+    host: type
+    plugin: type
+    shared: Tuple[str, ...]
+    host_fixed: Tuple[Tuple[str, object], ...]  # what a host node must have, and gets back
+
+
+MAPPING: Tuple[NodeMapping, ...] = (
+    NodeMapping(host=_compat.IFNode, plugin=QVMIFNode,
+                shared=("surrogate_function", "detach_reset", "step_mode", "store_v_seq"),
+                host_fixed=(("v_reset", None),)),
+)
+
+
+def _mapping_for(m: nn.Module, side: str) -> Optional[NodeMapping]:
+    for row in MAPPING:
+        if type(m) is getattr(row, side):
+            return row
+    return None
+
+
+def _scaler_before(gm: Optional[fx.GraphModule], name: str) -> Optional[str]:
+    """The target of the SJ voltage scaler feeding node module ``name`` alone, if any."""
+    if gm is None or not _compat.VOLTAGE_SCALERS:
+        return None
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target == name and node.args:
+            prev = node.args[0]
+            if (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1
+                    and isinstance(gm.get_submodule(prev.target), _compat.VOLTAGE_SCALERS)):
+                return prev.target
+    return None
+
+
+def _scale_of(scaler: nn.Module) -> torch.Tensor:
+    return scaler.scale.detach().to(torch.float64)
+
+
+def _as_threshold(t: torch.Tensor):
+    return t.item() if t.numel() == 1 else t.flatten().to(torch.get_default_dtype())
+
+
+def _check_channel_dim(scaler: nn.Module, name: str) -> None:
+    if scaler.scale.numel() > 1 and getattr(scaler, "channel_dim", 1) != 1:
+        raise ValueError(f"scaler '{name}' scales channel dim {scaler.channel_dim}; QVMIFNode "
+                         "takes per-channel thresholds on dim 1 only")
+
+
+def spiking_sites(snn: nn.Module):
+    """``[(name, node, theta)]``: every spiking node of ``snn`` with its threshold in ANN units.
+
+    ``theta`` is a float or a per-channel tensor; for a host node behind a voltage scaler it is
+    ``v_threshold / scaler0.scale``.
+    """
+    gm = snn if isinstance(snn, fx.GraphModule) else getattr(snn, "body", None)
+    gm = gm if isinstance(gm, fx.GraphModule) else None
+    prefix = "body." if gm is not None and gm is not snn else ""
+    sites = []
+    for name, m in snn.named_modules():
+        if isinstance(m, QVMIFNode) or _mapping_for(m, "host") is not None:
+            th = m.v_threshold
+            th = torch.as_tensor(th, dtype=torch.float64) if not isinstance(th, torch.Tensor) \
+                else th.detach().to(torch.float64)
+            inner = name[len(prefix):] if name.startswith(prefix) else name
+            s0 = _scaler_before(gm, inner)
+            if s0 is not None:
+                th = th / _scale_of(gm.get_submodule(s0))
+            sites.append((name, m, _as_threshold(th)))
+    return sites
+
+
+def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant") -> nn.Module:
+    """A copy of a SpikingJelly-converted SNN with every IF node swapped for a :class:`QVMIFNode`.
+
+    Accepts what SJ's own converters return: 0.0.0.0.14's ``(VoltageScaler, IFNode,
+    VoltageScaler)`` triples and 2.x's ``RateCodingRecipe`` output (layer-wise or channel-wise),
+    or any module holding soft-reset ``IFNode``\\ s. Each node's threshold theta is taken from
+    its scaler (in ANN units, see the module docstring) and its V0 is matched to ``rounding``:
+    0 (``"floor"``), theta/2 (``"round"``) or theta (``"ceil"``).
+
+    Args:
+        current: ``"instant"`` (what SJ's nodes do; works in single-step mode) or ``"expected"``
+            (needs the network in multi-step mode: ``functional.set_step_mode(snn, "m")`` on SJ
+            2.x, whose converted layers accept ``[T, B, *]``).
+    Returns:
+        The new network; the host's ``invalidate_reset_cache`` has been called on it.
+    """
+    check_rounding(rounding)
+    if current not in CURRENTS:
+        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    snn = copy.deepcopy(sj_snn)
+    gm = snn if isinstance(snn, fx.GraphModule) else None
+    swapped = 0
+    for name, m in list(snn.named_modules()):
+        row = _mapping_for(m, "host")
+        if row is None:
+            continue
+        for attr, want in row.host_fixed:
+            if getattr(m, attr, want) != want:
+                raise ValueError(f"'{name}' is an {type(m).__name__} with {attr}="
+                                 f"{getattr(m, attr)!r}; QVM needs {attr}={want!r} (soft reset)")
+        shared = {a: getattr(m, a) for a in row.shared if hasattr(m, a)}
+        if current == "expected" and shared.get("step_mode", "s") != "m":
+            raise ValueError(f"'{name}' is in single-step mode; current='expected' needs the whole "
+                             "network in multi-step mode (functional.set_step_mode(snn, 'm') on "
+                             "SpikingJelly 2.x) or current='instant'")
+        th = torch.as_tensor(m.v_threshold, dtype=torch.float64)
+        s0 = _scaler_before(gm, name)
+        if s0 is not None:
+            scaler = gm.get_submodule(s0)
+            _check_channel_dim(scaler, s0)
+            th = th / _scale_of(scaler)
+            with torch.no_grad():
+                scaler.scale.fill_(1.0)
+        node = row.plugin(v_threshold=_as_threshold(th), v_init=rounding, current=current,
+                          **shared)
+        _set_submodule(snn, name, node)
+        swapped += 1
+    if swapped == 0:
+        raise ValueError(f"{type(sj_snn).__name__} holds no SpikingJelly IFNode to swap")
+    _compat.invalidate_reset_cache(snn)
+    return snn
+
+
+def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
+    """A copy of ``snn`` with every :class:`QVMIFNode` swapped back for a plain SJ ``IFNode``.
+
+    Warns that V0 (and the expected-current mode) are lost: SJ nodes start from 0 and see each
+    step's own input. Where a node sits behind a SJ voltage scaler (after :func:`to_qvm`), the
+    scaler takes the threshold back and the node gets theta = 1, as SJ's converters build it.
+    ``backend`` is passed to the node on SpikingJelly 0.0.0.0.14 and dropped on 2.x, which removed it.
+    """
+    out = copy.deepcopy(snn)
+    gm = out if isinstance(out, fx.GraphModule) else None
+    lost = []
+    for name, m in list(out.named_modules()):
+        row = _mapping_for(m, "plugin")
+        if row is None:
+            continue
+        if m.v_init not in ("floor", 0.0) or m.current != "instant":
+            lost.append(name)
+        shared = {a: getattr(m, a) for a in row.shared if hasattr(m, a)}
+        th = torch.as_tensor(m.v_threshold, dtype=torch.float64)
+        s0 = _scaler_before(gm, name)
+        if s0 is not None:
+            scaler = gm.get_submodule(s0)
+            if th.numel() != scaler.scale.numel():
+                raise ValueError(f"'{name}' has {th.numel()} threshold(s) but its scaler '{s0}' "
+                                 f"{scaler.scale.numel()} scale(s)")
+            with torch.no_grad():
+                scaler.scale.copy_((1.0 / th).reshape(scaler.scale.shape))
+            th = torch.tensor(1.0, dtype=torch.float64)
+        if th.numel() != 1:
+            raise ValueError(f"'{name}' has per-channel thresholds and no voltage scaler to carry "
+                             "them; SJ's IFNode takes one float threshold")
+        node = _compat.make_if_node(v_threshold=th.item(), backend=backend,
+                                    **dict(row.host_fixed), **shared)
+        _set_submodule(out, name, node)
+    if lost:
+        warnings.warn(f"to_spikingjelly: {len(lost)} node(s) lose their QVM V0 and/or expected "
+                      f"current ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); SJ's "
+                      "IFNode starts at V0 = 0 and sees each step's own input, so the SNN is no "
+                      "longer exact", stacklevel=2)
+    _compat.invalidate_reset_cache(out)
+    return out
