@@ -41,7 +41,7 @@ class ResNet18(nn.Module):
     """ResNet-18 for ``[B, in_channels, H, W]``: 3x3 stem, stages of 2 blocks, avg-pool head."""
 
     def __init__(self, in_channels: int = 2, num_classes: int = 11, levels: int = 4,
-                 rounding: str = "round", width: int = 64, threshold: float = 4.0):
+                 rounding: str = "round", width: int = 64, threshold: float = 2.0):
         super().__init__()
         w = width
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
@@ -61,7 +61,7 @@ class ResNet18(nn.Module):
 
 
 def vgg(in_channels: int = 2, num_classes: int = 11, levels: int = 4, rounding: str = "round",
-        width: int = 16, threshold: float = 4.0) -> nn.Sequential:
+        width: int = 16, threshold: float = 2.0) -> nn.Sequential:
     """A small VGG-style net for CPU runs: 4 conv-BN-QuantReLU-avgpool stages and a classifier."""
     layers, cin = [], in_channels
     for i in range(4):

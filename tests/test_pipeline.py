@@ -1,0 +1,139 @@
+"""The DVS examples end to end on tiny synthetic releases: JSON + PNGs, exactness, resume, torchrun."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sj_qvm import pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--tiny", "--epochs", "1", "--arch", "vgg", "--width", "4", "--size", "32",
+        "--batch-size", "8", "--optimizer", "adam", "--lr", "0.01", "--quiet",
+        "--eval-time-steps", "1", "4"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.mark.parametrize("spec", [pipeline.DVS_GESTURE, pipeline.CIFAR10_DVS], ids=lambda s: s.name)
+def test_example_smoke_run_is_exact(spec, cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = pipeline.main(spec, TINY + ["--cache-dir", str(cache), "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
+    assert res["mismatched_neurons"] == 0 and res["report_neurons"] > 0
+    assert set(res["snn_accuracy"]) == {"instant", "expected"}
+    for png in ("accuracy_vs_T.png", "conversion_report.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1]
+    assert "exact:" in capsys.readouterr().out
+
+
+def test_resume_after_interruption_gives_identical_weights(cache, tmp_path):
+    args = TINY[:] + ["--cache-dir", str(cache), "--eval-time-steps", "4"]
+    args[args.index("--epochs") + 1] = "2"
+    straight = tmp_path / "straight"
+    assert pipeline.main(pipeline.DVS_GESTURE, args + ["--out", str(straight)]) == 0
+    # "Kill" after epoch 1: run a 2-epoch schedule, keep only the epoch-1 checkpoint.
+    resumed = tmp_path / "resumed"
+    first = pipeline.build_parser(pipeline.DVS_GESTURE).parse_args(args + ["--out", str(resumed)])
+    _train_epochs(first, 1)
+    assert pipeline.main(pipeline.DVS_GESTURE, args + ["--out", str(resumed), "--resume"]) == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _train_epochs(args, stop_after):
+    """Run the training loop of a longer schedule but stop after ``stop_after`` epochs."""
+    real_save = pipeline.save_atomic
+    calls = []
+
+    def save_then_stop(obj, path):
+        real_save(obj, path)
+        calls.append(obj["epoch"])
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt
+    pipeline.save_atomic = save_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(args, pipeline.DVS_GESTURE)
+    finally:
+        pipeline.save_atomic = real_save
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    bad = b"this is not a checkpoint"
+    (out / "checkpoint.pt").write_bytes(bad)
+    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--cache-dir", str(cache), "--out", str(out),
+                                                     "--resume"])
+    assert rc == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == bad
+    with pytest.raises(pipeline.CheckpointError, match="left untouched"):
+        pipeline.load_checkpoint(out / "checkpoint.pt")
+
+
+def test_frames_not_levels_warns(cache, tmp_path):
+    with pytest.warns(UserWarning, match="exactness needs T = L"):
+        pipeline._resolve(pipeline.build_parser(pipeline.DVS_GESTURE).parse_args(
+            ["--frames", "8", "--levels", "4"]), pipeline.DVS_GESTURE)
+
+
+def test_missing_root_names_the_layout(tmp_path, capsys):
+    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--root", str(tmp_path / "nope"),
+                                                     "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "DvsGesture/" in err and "trials_to_train.txt" in err
+    assert "https://research.ibm.com/interactive/dvsgesture/" in err
+
+
+def test_torchrun_two_gloo_processes(cache, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "examples/dvs_gesture/train.py")] + TINY + [
+           "--cache-dir", str(cache), "--out", str(out), "--eval-time-steps", "4"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = (out / "log.jsonl").read_text().splitlines()
+    assert len(log) == 1  # only rank 0 writes
+    assert json.loads((out / "results.json").read_text())["mismatched_neurons"] == 0
+
+
+def test_cli_help_lists_both_demos():
+    p = subprocess.run([sys.executable, "-m", "sj_qvm.cli", "demo", "--help"], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.returncode == 0 and "--digits" in p.stdout
+
+
+def test_sj_qvm_demo_runs_the_dvs_pipeline(tmp_path):
+    """The README's main job, shortened to 2 epochs: exact at T = L, results and plots written."""
+    from sj_qvm.cli import main
+    out = tmp_path / "demo"
+    assert main(["demo", "--epochs", "2", "--quiet", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "syn")]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"] == "dvs_gesture" and res["size"] == 64 and res["synthetic"]
+    assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
+    assert sorted(res["snn_accuracy"]["instant"]) == ["1", "16", "2", "4", "8"]
+    assert (out / "accuracy_vs_T.png").exists() and (out / "conversion_report.png").exists()
+
+
+def test_sj_qvm_demo_digits(tmp_path, capsys):
+    from sj_qvm.cli import main
+    assert main(["demo", "--digits", "--epochs", "3", "--quiet", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "neurons with N != M at T = L = 4 (expected current): 0 of" in out
+    assert json.loads((tmp_path / "results.json").read_text())["mismatched_neurons"] == 0
