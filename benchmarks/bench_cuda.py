@@ -129,7 +129,7 @@ def main() -> int:
                     assert ms is None or sum(LAUNCHES.values()) > before, "kernel did not run"
                     dst = torch.empty_like(x, requires_grad=False)
                     src = x.detach()
-                    copy_ms = guarded(lambda: dst.copy_(src), args.repeats)
+                    copy_ms = guarded(lambda d=dst, s=src: d.copy_(s), args.repeats)
                     del dst
                     moved = bytes_moved(case, T, N, size)
                     copy_gbps = 2 * T * N * size / copy_ms / 1e6 if copy_ms else None

@@ -14,7 +14,6 @@ import importlib.metadata
 
 import torch.nn as nn
 
-import spikingjelly
 from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
 
 __all__ = [

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -347,7 +346,6 @@ def _convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
         snn = convert(ann, time_steps=args.frames, current="expected").to(device)
     report = analysis.conversion_report(ann, snn, _to_time_major(frames), sequence=True)
     exp = report.rows_by_current["expected"]
-    energy = report.energy("expected")
     results = {
         "dataset": spec.name, "synthetic": args.root is None, "arch": args.arch, "width": args.width,
         "levels": L, "rounding": args.rounding, "frames": args.frames, "size": args.size,

@@ -7,7 +7,6 @@ would disagree with a V0 = theta/2 neuron at z = 0.5, 2.5, ...
 """
 from __future__ import annotations
 
-import math
 from numbers import Real
 from typing import Sequence
 

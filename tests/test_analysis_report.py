@@ -8,8 +8,7 @@ import torch.nn as nn
 
 import sj_qvm
 from sj_qvm import QuantReLU, _compat
-from sj_qvm.analysis import (accuracy_vs_time_steps, conversion_report, _synapse_macs,
-                             ENERGY_CONVENTION)
+from sj_qvm.analysis import accuracy_vs_time_steps, conversion_report, _synapse_macs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

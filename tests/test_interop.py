@@ -12,7 +12,7 @@ from sj_qvm import QuantReLU, _compat
 from sj_qvm.analysis import compare_levels
 from sj_qvm.convert import ConversionError, QVMNetwork
 from sj_qvm.interop import mapping
-from sj_qvm.interop.quantize import _PercentileObserver, calibrate
+from sj_qvm.interop.quantize import _PercentileObserver
 
 SJ2 = _compat.FXConversionRecipe is not None
 

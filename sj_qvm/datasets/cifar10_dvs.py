@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from . import _cache
+from ._base import EventDataset
 from ._parallel import run_tasks
-from .aedat import EVENT_DTYPE, read_aedat2
-from .frames import check_frame_args, events_to_frames
+from .aedat import read_aedat2
+from .frames import events_to_frames
 
 __all__ = ["CIFAR10DVS", "SPLITS", "split_files"]
 
@@ -68,7 +67,7 @@ def _build_frames(aedat: Path, target: Path, frames_number: int, split_by: str) 
     _cache.save_entry(target, compress=True, frames=_cache.compact_counts(frames))
 
 
-class CIFAR10DVS(Dataset):
+class CIFAR10DVS(EventDataset):
     """CIFAR10-DVS, read from the release layout ``root/<class>/cifar10_<class>_<n>.aedat``.
 
     The release has no train/test split; ``split`` names the convention (see :func:`split_files`:
@@ -84,9 +83,7 @@ class CIFAR10DVS(Dataset):
     uint8/uint16/uint32 entry per recording, renamed into place once complete.
     """
 
-    sensor_size = (128, 128, 2)  # tonic's (W, H, polarities)
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    dtype = EVENT_DTYPE
     url = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
 
     def __init__(
@@ -102,17 +99,10 @@ class CIFAR10DVS(Dataset):
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
     ):
-        if frames_number is not None:
-            check_frame_args(frames_number, split_by, (128, 128))
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.root = Path(root)
-        self.train = bool(train)
-        self.frames_number = frames_number
-        self.split_by = split_by
+        super().__init__(root, train, frames_number, split_by, transform, target_transform)
         self.split = split
-        self.transform = transform
-        self.target_transform = target_transform
         names_by_class = []
         for name in self.classes:
             folder = self.root / name
@@ -158,18 +148,8 @@ class CIFAR10DVS(Dataset):
         split = "train" if self.train else "test"
         run_tasks(_build_frames, tasks, names, f"CIFAR10DVS {split}: preprocessing", num_workers)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
+    def _item(self, index: int):
         relative, label = self.samples[index]
         if self.frames_dir is None:
-            data = read_aedat2(self.root / relative)
-        else:
-            frames = _cache.load_entry(self._entry(relative))["frames"]
-            data = torch.from_numpy(frames.astype(np.float32))
-        if self.transform is not None:
-            data = self.transform(data)
-        if self.target_transform is not None:
-            label = self.target_transform(label)
-        return data, label
+            return read_aedat2(self.root / relative), label
+        return self._load_frames(self._entry(relative)), label

@@ -6,14 +6,12 @@ import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from . import _cache
+from ._base import EventDataset
 from ._parallel import run_tasks
-from .aedat import EVENT_DTYPE, read_aedat31
-from .frames import check_frame_args, events_to_frames
+from .aedat import read_aedat31
+from .frames import events_to_frames
 
 __all__ = ["DVSGesture", "read_labels_csv"]
 
@@ -88,7 +86,7 @@ def _build_trial(
             _cache.save_entry(path, compress=True, frames=_cache.compact_counts(frames))
 
 
-class DVSGesture(Dataset):
+class DVSGesture(EventDataset):
     """DVS128 Gesture, read from the official release layout under ``root``::
 
         root/DvsGesture/userNN_<lighting>.aedat          AEDAT 3.1 recordings
@@ -109,13 +107,11 @@ class DVSGesture(Dataset):
     interrupted run resumes where it stopped.
     """
 
-    sensor_size = (128, 128, 2)  # tonic's (W, H, polarities)
     classes = (
         "hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
         "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
         "arm_roll", "air_drums", "air_guitar", "other_gestures",
     )
-    dtype = EVENT_DTYPE
     folder = "DvsGesture"
     trial_lists = {True: "trials_to_train.txt", False: "trials_to_test.txt"}
     url = "https://research.ibm.com/interactive/dvsgesture/"
@@ -131,14 +127,7 @@ class DVSGesture(Dataset):
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
     ):
-        if frames_number is not None:
-            check_frame_args(frames_number, split_by, (128, 128))
-        self.root = Path(root)
-        self.train = bool(train)
-        self.frames_number = frames_number
-        self.split_by = split_by
-        self.transform = transform
-        self.target_transform = target_transform
+        super().__init__(root, train, frames_number, split_by, transform, target_transform)
         raw = self.root / self.folder
         trials = self._trials(raw)
         self.samples = [
@@ -187,19 +176,8 @@ class DVSGesture(Dataset):
         split = "train" if self.train else "test"
         run_tasks(_build_trial, tasks, names, f"DVSGesture {split}: preprocessing", num_workers)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
+    def _item(self, index: int):
         sample = self.samples[index]
         if self.frames_dir is None:
-            data = _cache.load_entry(self.events_dir / f"{sample.key}.npz")["events"]
-        else:
-            frames = _cache.load_entry(self.frames_dir / f"{sample.key}.npz")["frames"]
-            data = torch.from_numpy(frames.astype(np.float32))
-        label = sample.label
-        if self.transform is not None:
-            data = self.transform(data)
-        if self.target_transform is not None:
-            label = self.target_transform(label)
-        return data, label
+            return _cache.load_entry(self.events_dir / f"{sample.key}.npz")["events"], sample.label
+        return self._load_frames(self.frames_dir / f"{sample.key}.npz"), sample.label

@@ -23,7 +23,7 @@ from .. import _compat
 from ..convert import _set_submodule
 from ..functional import CURRENTS
 from ..neuron import QVMIFNode
-from ..quant import ROUNDINGS, check_rounding
+from ..quant import check_rounding
 
 __all__ = ["NodeMapping", "MAPPING", "to_qvm", "to_spikingjelly", "spiking_sites"]
 
