@@ -153,3 +153,4 @@ def test_rejects_events_outside_the_sensor():
     events["x"] = 128
     with pytest.raises(ValueError, match=r"x in \[128, 128\].*\(H, W\) = \(128, 128\)"):
         events_to_frames(events, 1)
+

@@ -24,7 +24,7 @@ __all__ = ["SPLIT_BY", "FRAME_DTYPE", "check_frame_args", "events_to_frames", "e
 
 SPLIT_BY = ("number", "time")
 FRAME_DTYPE = np.dtype(np.uint32)
-_CHUNK = 1 << 15  # events per counting step: temporaries stay in cache, no page faults
+_CHUNK = 1 << 17  # events per counting step: bounded temporaries
 
 
 def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
@@ -135,28 +135,34 @@ def events_to_frames(
     for i, (lo, hi) in enumerate(zip(j_l, j_r)):
         for a in range(int(lo), int(hi), _CHUNK):
             b = min(a + _CHUNK, int(hi))
-            counts[i] += _count_chunk(x[a:b], y[a:b], p[a:b], height, width)
+            index = _pixel_index(x[a:b], y[a:b], p[a:b], height, width)
+            counts[i] += np.bincount(index, minlength=2 * height * width)
     return counts.astype(FRAME_DTYPE).reshape(frames_number, 2, height, width)
 
 
-def _count_chunk(x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-pixel counts ``[2 * H * W]`` of one cache-sized run of events."""
-    if x.dtype.kind == "i" and y.dtype.kind == "i":
-        # Negative coordinates become huge unsigned ones: one max per axis checks both bounds.
-        xu, yu = x.view(x.dtype.str.replace("i", "u")), y.view(y.dtype.str.replace("i", "u"))
-        outside = xu.max() >= width or yu.max() >= height
+def _pixel_index(x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(p != 0) * H * W + y * W + x`` per event, ``[N]``, in the smallest type that holds
+    ``2 * H * W`` bins (less memory traffic than intp); raises for events outside the sensor."""
+    kind = np.uint16 if 2 * height * width <= 1 << 16 else np.uint32
+    narrow = all(a.dtype.kind in "iu" and a.dtype.itemsize <= 2 for a in (x, y))
+    if narrow:
+        # Contiguous uint16 copies; a negative coordinate wraps to >= 2**15, so one max per
+        # axis checks both bounds.
+        xs, ys = x.astype(np.uint16), y.astype(np.uint16)
+        outside = xs.max() >= width or ys.max() >= height
     else:
+        xs, ys = x, y
         outside = x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height
     if outside:
         raise ValueError(
-            f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}] here, "
+            f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}], "
             f"outside sensor_size (H, W) = ({height}, {width})"
         )
-    index = y.astype(np.intp)
-    index *= width
-    index += x
-    index += (p != 0) * (height * width)
-    return np.bincount(index, minlength=2 * height * width)
+    index = ys.astype(kind, copy=not narrow)  # never the caller's array
+    index *= kind(width)
+    np.add(index, xs, out=index, casting="unsafe")
+    index += (p != 0).view(np.uint8) * kind(height * width)
+    return index
 
 
 def events_to_frames_ref(
