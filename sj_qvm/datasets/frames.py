@@ -19,12 +19,13 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import torch
 
 __all__ = ["SPLIT_BY", "FRAME_DTYPE", "check_frame_args", "events_to_frames", "events_to_frames_ref"]
 
 SPLIT_BY = ("number", "time")
 FRAME_DTYPE = np.dtype(np.uint32)
-_CHUNK = 1 << 17  # events per counting step: bounded temporaries
+_CHUNK = 1 << 17  # events per step: temporaries stay in cache
 
 
 def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
@@ -133,17 +134,25 @@ def events_to_frames(
     j_l, j_r = _segments(t, split_by, frames_number)
     counts = np.zeros((frames_number, 2 * height * width), dtype=np.int64)
     for i, (lo, hi) in enumerate(zip(j_l, j_r)):
-        for a in range(int(lo), int(hi), _CHUNK):
+        for a in range(int(lo), int(hi), _CHUNK):  # cache-sized runs: temporaries stay in cache
             b = min(a + _CHUNK, int(hi))
             index = _pixel_index(x[a:b], y[a:b], p[a:b], height, width)
-            counts[i] += np.bincount(index, minlength=2 * height * width)
+            counts[i] += _bincount(index, 2 * height * width)
     return counts.astype(FRAME_DTYPE).reshape(frames_number, 2, height, width)
+
+
+def _bincount(index: np.ndarray, bins: int) -> np.ndarray:
+    """``np.bincount(index, minlength=bins)``; torch's counts int16/int32 indices without first
+    widening them to intp, about twice as fast here."""
+    signed = index.view(np.int16 if index.dtype.itemsize == 2 else np.int32)
+    return torch.bincount(torch.from_numpy(signed), minlength=bins).numpy()
 
 
 def _pixel_index(x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
     """``(p != 0) * H * W + y * W + x`` per event, ``[N]``, in the smallest type that holds
     ``2 * H * W`` bins (less memory traffic than intp); raises for events outside the sensor."""
-    kind = np.uint16 if 2 * height * width <= 1 << 16 else np.uint32
+    # Indices stay below 2**15 (or 2**31), so _bincount can read them as signed.
+    kind = np.uint16 if 2 * height * width <= 1 << 15 else np.uint32
     narrow = all(a.dtype.kind in "iu" and a.dtype.itemsize <= 2 for a in (x, y))
     if narrow:
         # Contiguous uint16 copies; a negative coordinate wraps to >= 2**15, so one max per
