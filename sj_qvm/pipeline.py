@@ -209,7 +209,7 @@ def _evaluate_ann(model, loader, device) -> float:
     return correct / max(1, total)
 
 
-def _evaluate_snn(snn, loader, device, T: int) -> float:
+def _evaluate_snn(snn, loader, device) -> float:
     correct = total = 0
     with torch.no_grad():
         for frames, y in loader:
@@ -262,6 +262,8 @@ def run(args, spec: DatasetSpec) -> dict:
             print(f"resumed from {ckpt_path} after epoch {ckpt['epoch'] + 1}")
     net = model
     if world > 1:
+        if device.type == "cuda":  # batch statistics over all processes (CUDA only in torch)
+            net = model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = (torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True,
@@ -337,7 +339,7 @@ def _convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*differs from the QuantReLU levels.*")
                 snn = convert(ann, time_steps=T, current=current).to(device)
-            snn_acc[current][T] = _evaluate_snn(snn, loader, device, T)
+            snn_acc[current][T] = _evaluate_snn(snn, loader, device)
 
     # Per-layer report on (up to) 64 test samples at T = frames, instant and expected side by side.
     frames = torch.stack([test_ds[i][0] for i in range(min(64, len(test_ds)))]).to(device)
