@@ -28,25 +28,9 @@ using qvm::i64;
                                          theta_div, theta_mod, N, T, flags, sg_id, sg_p0, sg_p1); \
     }
 
-HOST_FORWARD(qvm_if_forward_f32_same_v1, float, float, 1)
-HOST_FORWARD(qvm_if_forward_f32_same_v4, float, float, 4)
-HOST_FORWARD(qvm_if_forward_f32_u8_v1, float, unsigned char, 1)
-HOST_FORWARD(qvm_if_forward_f32_u8_v4, float, unsigned char, 4)
-HOST_FORWARD(qvm_if_forward_f16_same_v1, qvm::half_t, qvm::half_t, 1)
-HOST_FORWARD(qvm_if_forward_f16_same_v8, qvm::half_t, qvm::half_t, 8)
-HOST_FORWARD(qvm_if_forward_f16_u8_v1, qvm::half_t, unsigned char, 1)
-HOST_FORWARD(qvm_if_forward_f16_u8_v8, qvm::half_t, unsigned char, 8)
-HOST_FORWARD(qvm_if_forward_bf16_same_v1, qvm::bf16_t, qvm::bf16_t, 1)
-HOST_FORWARD(qvm_if_forward_bf16_same_v8, qvm::bf16_t, qvm::bf16_t, 8)
-HOST_FORWARD(qvm_if_forward_bf16_u8_v1, qvm::bf16_t, unsigned char, 1)
-HOST_FORWARD(qvm_if_forward_bf16_u8_v8, qvm::bf16_t, unsigned char, 8)
+QVM_FORWARD_KERNELS(HOST_FORWARD)
 
-HOST_BACKWARD(qvm_if_backward_f32_v1, float, 1)
-HOST_BACKWARD(qvm_if_backward_f32_v4, float, 4)
-HOST_BACKWARD(qvm_if_backward_f16_v1, qvm::half_t, 1)
-HOST_BACKWARD(qvm_if_backward_f16_v4, qvm::half_t, 4)
-HOST_BACKWARD(qvm_if_backward_bf16_v1, qvm::bf16_t, 1)
-HOST_BACKWARD(qvm_if_backward_bf16_v4, qvm::bf16_t, 4)
+QVM_BACKWARD_KERNELS(HOST_BACKWARD)
 
 extern "C" float qvm_half_to_float(unsigned short h) { return qvm::half_to_float(h); }
 extern "C" unsigned short qvm_float_to_half(float f) { return qvm::float_to_half(f); }

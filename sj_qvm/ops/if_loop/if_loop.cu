@@ -32,22 +32,6 @@
                                      theta_mod, N, T, flags, sg_id, sg_p0, sg_p1);                \
     }
 
-QVM_FORWARD(qvm_if_forward_f32_same_v1, float, float, 1)
-QVM_FORWARD(qvm_if_forward_f32_same_v4, float, float, 4)
-QVM_FORWARD(qvm_if_forward_f32_u8_v1, float, unsigned char, 1)
-QVM_FORWARD(qvm_if_forward_f32_u8_v4, float, unsigned char, 4)
-QVM_FORWARD(qvm_if_forward_f16_same_v1, qvm::half_t, qvm::half_t, 1)
-QVM_FORWARD(qvm_if_forward_f16_same_v8, qvm::half_t, qvm::half_t, 8)
-QVM_FORWARD(qvm_if_forward_f16_u8_v1, qvm::half_t, unsigned char, 1)
-QVM_FORWARD(qvm_if_forward_f16_u8_v8, qvm::half_t, unsigned char, 8)
-QVM_FORWARD(qvm_if_forward_bf16_same_v1, qvm::bf16_t, qvm::bf16_t, 1)
-QVM_FORWARD(qvm_if_forward_bf16_same_v8, qvm::bf16_t, qvm::bf16_t, 8)
-QVM_FORWARD(qvm_if_forward_bf16_u8_v1, qvm::bf16_t, unsigned char, 1)
-QVM_FORWARD(qvm_if_forward_bf16_u8_v8, qvm::bf16_t, unsigned char, 8)
+QVM_FORWARD_KERNELS(QVM_FORWARD)
 
-QVM_BACKWARD(qvm_if_backward_f32_v1, float, 1)
-QVM_BACKWARD(qvm_if_backward_f32_v4, float, 4)
-QVM_BACKWARD(qvm_if_backward_f16_v1, qvm::half_t, 1)
-QVM_BACKWARD(qvm_if_backward_f16_v4, qvm::half_t, 4)
-QVM_BACKWARD(qvm_if_backward_bf16_v1, qvm::bf16_t, 1)
-QVM_BACKWARD(qvm_if_backward_bf16_v4, qvm::bf16_t, 4)
+QVM_BACKWARD_KERNELS(QVM_BACKWARD)

@@ -353,3 +353,28 @@ QVM_HD void backward_thread(i64 thread,
 }
 
 }  // namespace qvm
+
+// The kernels: one list for the CUDA build (if_loop.cu) and the host build of the tests
+// (tests/if_loop_host.cpp). F(name, input type, spike type, neurons per thread) and
+// B(name, input type, neurons per thread); cupy.py launches them by these names.
+#define QVM_FORWARD_KERNELS(F)                                                                    \
+    F(qvm_if_forward_f32_same_v1, float, float, 1)                                                \
+    F(qvm_if_forward_f32_same_v4, float, float, 4)                                                \
+    F(qvm_if_forward_f32_u8_v1, float, unsigned char, 1)                                          \
+    F(qvm_if_forward_f32_u8_v4, float, unsigned char, 4)                                          \
+    F(qvm_if_forward_f16_same_v1, qvm::half_t, qvm::half_t, 1)                                    \
+    F(qvm_if_forward_f16_same_v8, qvm::half_t, qvm::half_t, 8)                                    \
+    F(qvm_if_forward_f16_u8_v1, qvm::half_t, unsigned char, 1)                                    \
+    F(qvm_if_forward_f16_u8_v8, qvm::half_t, unsigned char, 8)                                    \
+    F(qvm_if_forward_bf16_same_v1, qvm::bf16_t, qvm::bf16_t, 1)                                   \
+    F(qvm_if_forward_bf16_same_v8, qvm::bf16_t, qvm::bf16_t, 8)                                   \
+    F(qvm_if_forward_bf16_u8_v1, qvm::bf16_t, unsigned char, 1)                                   \
+    F(qvm_if_forward_bf16_u8_v8, qvm::bf16_t, unsigned char, 8)
+
+#define QVM_BACKWARD_KERNELS(B)                                                                   \
+    B(qvm_if_backward_f32_v1, float, 1)                                                           \
+    B(qvm_if_backward_f32_v4, float, 4)                                                           \
+    B(qvm_if_backward_f16_v1, qvm::half_t, 1)                                                     \
+    B(qvm_if_backward_f16_v4, qvm::half_t, 4)                                                     \
+    B(qvm_if_backward_bf16_v1, qvm::bf16_t, 1)                                                    \
+    B(qvm_if_backward_bf16_v4, qvm::bf16_t, 4)
