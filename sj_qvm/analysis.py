@@ -112,10 +112,7 @@ def accuracy_vs_time_steps(ann: nn.Module, inputs: torch.Tensor, targets: torch.
     jobs = [(c, T) for c in currents for T in time_steps]
     L = sorted({m.levels for m in ann.modules() if isinstance(m, QuantReLU)})
     for current, T in tqdm(jobs, desc="SNN accuracy", disable=not progress, leave=False):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*differs from the QuantReLU levels.*")
-            snn = convert(ann, time_steps=T if [T] != L else None, current=current)
+        snn = convert(ann, time_steps=T, current=current, warn=False)
         correct = 0
         with torch.no_grad():
             for s in _batches(len(inputs), batch_size):

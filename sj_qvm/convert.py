@@ -222,7 +222,8 @@ def _levels_of(ann: nn.Module) -> dict:
     return {name: m.levels for name, m in ann.named_modules() if isinstance(m, QuantReLU)}
 
 
-def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "expected") -> QVMNetwork:
+def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "expected", *,
+            warn: bool = True) -> QVMNetwork:
     """Convert an ANN with :class:`~sj_qvm.QuantReLU` activations into a QVM SNN.
 
     Args:
@@ -230,6 +231,8 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         time_steps: T; defaults to the ANN's ``levels`` L (which must then agree across layers).
         current: ``"expected"`` (each neuron receives the mean of its T inputs, exact at T = L) or
             ``"instant"`` (streaming; leaves an unevenness error).
+        warn: warn when T differs from the levels (exactness needs T = L); sweeps over T that
+            know this pass ``False``.
     Returns:
         :class:`QVMNetwork`, input ``[T, B, *]``, output ``[T, B, *]``. At T = L in expected mode
         every neuron's spike count equals the ANN's integer level and ``out.mean(0)`` equals the
@@ -251,7 +254,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
                              "explicitly (exactness needs T = L in every layer)")
         time_steps = distinct[0]
     time_steps = check_levels(time_steps, "time_steps")
-    if any(L != time_steps for L in distinct):
+    if warn and any(L != time_steps for L in distinct):
         warnings.warn(f"time_steps={time_steps} differs from the QuantReLU levels {distinct}: "
                       "the SNN will not be exact (QVM needs T = L)", stacklevel=2)
 

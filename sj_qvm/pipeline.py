@@ -336,16 +336,12 @@ def _convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
             ds = Frames(spec.make(root, False, T), args.size, scale=T / args.frames)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
         for current in ("instant", "expected"):
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*differs from the QuantReLU levels.*")
-                snn = convert(ann, time_steps=T, current=current).to(device)
+            snn = convert(ann, time_steps=T, current=current, warn=False).to(device)
             snn_acc[current][T] = _evaluate_snn(snn, loader, device)
 
     # Per-layer report on (up to) 64 test samples at T = frames, instant and expected side by side.
     frames = torch.stack([test_ds[i][0] for i in range(min(64, len(test_ds)))]).to(device)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*differs from the QuantReLU levels.*")
-        snn = convert(ann, time_steps=args.frames, current="expected").to(device)
+    snn = convert(ann, time_steps=args.frames, current="expected", warn=False).to(device)
     report = analysis.conversion_report(ann, snn, _to_time_major(frames), sequence=True)
     exp = report.rows_by_current["expected"]
     results = {

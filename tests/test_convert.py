@@ -69,6 +69,9 @@ def test_levels_must_agree_unless_time_steps_given():
     with pytest.warns(UserWarning, match="T = L"):
         snn = convert(ann, time_steps=8)
     assert snn.time_steps == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert convert(ann, time_steps=8, warn=False).time_steps == 8
 
 
 @pytest.mark.parametrize("bad", [0, -1])

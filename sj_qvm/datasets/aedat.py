@@ -83,6 +83,14 @@ def _first_line(buf: bytes) -> bytes:
     return (buf if newline < 0 else buf[:newline]).rstrip(b"\r")
 
 
+def _check_version(buf: bytes, path: Path, expected: bytes, name: str, other: str) -> None:
+    """Reject a file whose ``#!AER-DAT`` line names another format version."""
+    version = _first_line(buf)
+    if version.startswith(b"#!AER-DAT") and not version.startswith(b"#!AER-DAT" + expected):
+        raise ValueError(f"{path}: first line {version[:40]!r} at byte offset 0 is not {name} "
+                         f"(use {other} for it)")
+
+
 def read_aedat31(path: str | os.PathLike) -> np.ndarray:
     """Read the polarity events of a DVS128 AEDAT 3.1 file (DVS128 Gesture).
 
@@ -98,12 +106,7 @@ def read_aedat31(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     buf = path.read_bytes()
-    version = _first_line(buf)
-    if version.startswith(b"#!AER-DAT") and not version.startswith(b"#!AER-DAT3"):
-        raise ValueError(
-            f"{path}: first line {version[:40]!r} at byte offset 0 is not AEDAT 3.x "
-            f"(use read_aedat2 for AEDAT 2.0)"
-        )
+    _check_version(buf, path, b"3", "AEDAT 3.x", "read_aedat2 if it is AEDAT 2.0")
     pos = _skip_header(buf, path, b"#!END-HEADER")
 
     offsets, counts, overflows = [], [], []
@@ -199,12 +202,7 @@ def read_aedat2(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     buf = path.read_bytes()
-    version = _first_line(buf)
-    if version.startswith(b"#!AER-DAT") and not version.startswith(b"#!AER-DAT2"):
-        raise ValueError(
-            f"{path}: first line {version[:40]!r} at byte offset 0 is not AEDAT 2.0 "
-            f"(use read_aedat31 for AEDAT 3.1)"
-        )
+    _check_version(buf, path, b"2", "AEDAT 2.0", "read_aedat31 if it is AEDAT 3.1")
     start = _skip_header(buf, path, None)
     n_bytes = len(buf) - start
     if n_bytes % _AEDAT2_RECORD.itemsize:
