@@ -3,7 +3,10 @@
 1. read_aedat31 vs SpikingJelly's load_aedat_v3 on a >= 1M-event AEDAT 3.1 file written to a
    temporary folder (outputs checked equal).
 2. events_to_frames vs SpikingJelly's integrate_events_by_fixed_frames_number, both splits,
-   T = 4 and 16, on one DVSGesture-sized sample (outputs checked identical).
+   T = 4 and 16, on one DVSGesture-sized sample (outputs checked identical). Timed in alternating
+   pairs (the ratio is the median of per-pair ratios, robust to this machine's drift), for the C
+   counter (with the threads events_to_frames picks, and with one) and for the numpy path it
+   falls back to without a compiler.
 3. Frames per second of a full DVSGesture-shaped preprocessing run (synthetic release: read,
    slice, cache events, integrate, cache frames), with worker processes.
 
@@ -20,8 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sj_qvm.datasets import DVSGesture, events_to_frames, read_aedat31
+from sj_qvm.datasets import frames as frames_module
 from sj_qvm.datasets.aedat import EVENT_DTYPE, write_aedat31
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 
@@ -66,17 +71,60 @@ def bench_reader(folder: Path, n: int, repeats: int, load_aedat_v3) -> None:
           f"SJ load_aedat_v3 {slow * 1e3:8.1f} ms   ratio {slow / fast:6.1f}x")
 
 
+def paired_seconds(ours, theirs, repeats: int) -> tuple[float, float, float]:
+    """Median seconds of each, and the median of per-pair ratios theirs / ours, alternating order."""
+    ours(), theirs()
+    fast, slow, ratios = [], [], []
+    for repeat in range(repeats):
+        pair = {}
+        for function in (ours, theirs) if repeat % 2 == 0 else (theirs, ours):
+            start = time.perf_counter()
+            function()
+            pair[function] = time.perf_counter() - start
+        fast.append(pair[ours])
+        slow.append(pair[theirs])
+        ratios.append(pair[theirs] / pair[ours])
+    return statistics.median(fast), statistics.median(slow), statistics.median(ratios)
+
+
+def numpy_events_to_frames(*args):
+    native, frames_module._native = frames_module._native, None
+    try:
+        return events_to_frames(*args)
+    finally:
+        frames_module._native = native
+
+
+def one_thread_events_to_frames(*args):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return events_to_frames(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def bench_frames(n: int, repeats: int, integrate) -> None:
     events = gesture_like_events(n, seed=1)
     columns = {k: events[k] for k in "txyp"}
+    paths = [("numpy", numpy_events_to_frames)]
+    if frames_module.NATIVE:
+        threads = max(1, min(torch.get_num_threads(), 16, n // frames_module._EVENTS_PER_THREAD))
+        paths.insert(0, (f"C x{threads}", events_to_frames))
+        if threads > 1:
+            paths.insert(1, ("C x1", one_thread_events_to_frames))
     for split_by in ("number", "time"):
         for frames_number in (4, 16):
-            ours = events_to_frames(events, frames_number, split_by)
-            assert np.array_equal(ours, integrate(columns, split_by, frames_number, 128, 128))
-            fast = median_seconds(lambda: events_to_frames(events, frames_number, split_by), repeats)
-            slow = median_seconds(lambda: integrate(columns, split_by, frames_number, 128, 128), repeats)
-            print(f"events_to_frames  {n:>9,} events  split_by={split_by:6s} T={frames_number:<3d}"
-                  f"{fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {slow / fast:5.2f}x")
+            reference = integrate(columns, split_by, frames_number, 128, 128)
+            for name, function in paths:
+                assert np.array_equal(function(events, frames_number, split_by), reference)
+                fast, slow, ratio = paired_seconds(
+                    lambda: function(events, frames_number, split_by),
+                    lambda: integrate(columns, split_by, frames_number, 128, 128),
+                    repeats,
+                )
+                print(f"events_to_frames  {n:>9,} events  split_by={split_by:6s} T={frames_number:<3d}"
+                      f"{name:6s} {fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {ratio:5.2f}x")
 
 
 def bench_preprocessing(folder: Path, workers: int) -> None:
@@ -100,15 +148,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--frame-events", type=int, default=300_000, help="events in one sample")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="reader repeats")
+    parser.add_argument("--frame-repeats", type=int, default=40, help="events_to_frames timing pairs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     load_aedat_v3, integrate = sj_functions()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         bench_reader(folder, args.events, args.repeats, load_aedat_v3)
-        bench_frames(args.frame_events, args.repeats, integrate)
-        bench_frames(args.events, args.repeats, integrate)
+        bench_frames(args.frame_events, args.frame_repeats, integrate)
+        bench_frames(args.events, args.frame_repeats, integrate)
         bench_preprocessing(folder, args.workers)
 
 

@@ -6,6 +6,7 @@ import os
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Callable, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 __all__ = ["run_tasks", "default_workers"]
@@ -24,7 +25,8 @@ def run_tasks(
 ) -> None:
     """Call ``function(*task)`` for every task; ``names[i]`` names task i's input file.
 
-    Processes, not threads: the work is Python and numpy that holds the GIL. ``num_workers=0``
+    Processes, not threads: the work is Python and numpy that holds the GIL. Each worker keeps
+    torch (and so the event counter) to one thread, as DataLoader workers do. ``num_workers=0``
     runs in this process (for debugging). A failing task cancels the rest and its exception is
     raised here with its type kept and the file named (in the message, or else in a note).
     """
@@ -37,7 +39,7 @@ def run_tasks(
                 _call(function, task, name)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_one_thread) as pool:
             futures = {pool.submit(function, *task): name for task, name in zip(tasks, names)}
             pending = set(futures)
             while pending:
@@ -50,6 +52,10 @@ def run_tasks(
                         _name(error, futures[future])
                         raise error
                     bar.update()
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
 
 
 def _call(function: Callable, task: tuple, name: str) -> None:

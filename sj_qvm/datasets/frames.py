@@ -12,6 +12,11 @@ SpikingJelly raises ``IndexError`` when a time window holds no event (and so whe
 ``t[-1] - t[0] < T``). Here an empty window gives a zero frame instead; for time-sorted events the
 window's segment is then empty and the last frame starts at the first event at or after its
 window start, so every event is still counted once.
+
+Counting runs in the C extension ``_count`` (one pass over the events, read in place, split over
+``torch.get_num_threads()`` threads for large recordings) when it was built at install time, and
+otherwise in numpy; :data:`NATIVE` tells which. Both give the same frames, and so does the
+reference twin :func:`events_to_frames_ref`.
 """
 
 from __future__ import annotations
@@ -21,11 +26,20 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["SPLIT_BY", "FRAME_DTYPE", "check_frame_args", "events_to_frames", "events_to_frames_ref"]
+try:
+    from . import _count as _native
+except ImportError:  # installed without a C compiler
+    _native = None
+
+__all__ = ["SPLIT_BY", "FRAME_DTYPE", "NATIVE", "check_frame_args", "events_to_frames", "events_to_frames_ref"]
 
 SPLIT_BY = ("number", "time")
 FRAME_DTYPE = np.dtype(np.uint32)
+NATIVE = _native is not None
+"""Whether :func:`events_to_frames` counts in the C extension (else in numpy)."""
 _CHUNK = 1 << 17  # events per step: temporaries stay in cache
+_EVENTS_PER_THREAD = 1 << 17  # each thread gets at least this many: starting one costs ~0.1 ms
+_NATIVE_MAX_SIDE = 1 << 15
 
 
 def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
@@ -75,6 +89,7 @@ def _segments(t: np.ndarray, split_by: str, frames_number: int) -> tuple[np.ndar
         j_r[-1] = n
         return j_l, j_r
 
+    t = np.ascontiguousarray(t)  # one strided read here, not one per pass below
     dt = (t[-1] - t[0]) // frames_number
     if dt <= 0:  # every window is empty; as for any empty last window, the last frame takes all
         j_l = np.zeros(frames_number, dtype=np.int64)
@@ -132,13 +147,48 @@ def events_to_frames(
     if len(t) == 0:
         return np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
     j_l, j_r = _segments(t, split_by, frames_number)
-    counts = np.zeros((frames_number, 2 * height * width), dtype=np.int64)
+    frames = np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
+    if not _count_native(x, y, p, j_l, j_r, frames):
+        _count_numpy(x, y, p, j_l, j_r, frames)
+    return frames
+
+
+def _count_native(x, y, p, j_l, j_r, frames: np.ndarray) -> bool:
+    """Count with the C extension; ``False`` where it is not built, cannot read these columns or
+    takes no sensor this large."""
+    height, width = frames.shape[2:]
+    if (
+        _native is None
+        or max(height, width) > _NATIVE_MAX_SIDE
+        or not all(
+            a.ndim == 1 and a.dtype.isnative and a.dtype.kind in kinds
+            for a, kinds in ((x, "iu"), (y, "iu"), (p, "biu"))
+        )
+    ):
+        return False
+    threads = max(1, min(torch.get_num_threads(), 16, len(x) // _EVENTS_PER_THREAD))
+    bad = _native.count(x, y, p, j_l, j_r, height, width, frames.reshape(-1), threads)
+    if bad >= 0:
+        raise _outside_sensor(x, y, height, width)
+    return True
+
+
+def _count_numpy(x, y, p, j_l, j_r, frames: np.ndarray) -> None:
+    """The numpy path: per segment, a pixel index in cache-sized runs, counted by bincount."""
+    frames_number, _, height, width = frames.shape
+    counts = frames.reshape(frames_number, -1)
     for i, (lo, hi) in enumerate(zip(j_l, j_r)):
-        for a in range(int(lo), int(hi), _CHUNK):  # cache-sized runs: temporaries stay in cache
+        for a in range(int(lo), int(hi), _CHUNK):
             b = min(a + _CHUNK, int(hi))
             index = _pixel_index(x[a:b], y[a:b], p[a:b], height, width)
-            counts[i] += _bincount(index, 2 * height * width)
-    return counts.astype(FRAME_DTYPE).reshape(frames_number, 2, height, width)
+            counts[i] += _bincount(index, 2 * height * width).astype(FRAME_DTYPE, copy=False)
+
+
+def _outside_sensor(x, y, height: int, width: int) -> ValueError:
+    return ValueError(
+        f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}], "
+        f"outside sensor_size (H, W) = ({height}, {width})"
+    )
 
 
 def _bincount(index: np.ndarray, bins: int) -> np.ndarray:
@@ -163,10 +213,7 @@ def _pixel_index(x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width
         xs, ys = x, y
         outside = x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height
     if outside:
-        raise ValueError(
-            f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}], "
-            f"outside sensor_size (H, W) = ({height}, {width})"
-        )
+        raise _outside_sensor(x, y, height, width)
     index = ys.astype(kind, copy=not narrow)  # never the caller's array
     index *= kind(width)
     np.add(index, xs, out=index, casting="unsafe")
