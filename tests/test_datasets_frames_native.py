@@ -14,19 +14,13 @@ from sj_qvm.datasets import events_to_frames
 from sj_qvm.datasets import frames as frames_module
 from sj_qvm.datasets.aedat import EVENT_DTYPE
 from sj_qvm.datasets.frames import events_to_frames_ref
+from test_datasets_frames import make_events
 
 native = pytest.mark.skipif(not frames_module.NATIVE, reason="sj_qvm.datasets._count was not built")
 
 
 def random_events(rng, n, height, width, sort=True):
-    events = np.zeros(n, dtype=EVENT_DTYPE)
-    events["t"] = rng.integers(0, 10 * n + 1, n)
-    if sort:
-        events["t"].sort()
-    events["x"] = rng.integers(0, width, n)
-    events["y"] = rng.integers(0, height, n)
-    events["p"] = rng.integers(0, 2, n)
-    return events
+    return make_events(rng, n, height, width, t_span=10 * n + 1, sort=sort)
 
 
 @pytest.fixture
