@@ -9,8 +9,9 @@
    falls back to without a compiler.
 3. Frames per second of a full DVSGesture-shaped preprocessing run (synthetic release: read,
    slice, cache events, integrate, cache frames), with worker processes.
+4. With --recording FILE: item 2 on a real DVS128 recording as well.
 
-Usage: python benchmarks/bench_events.py [--events 1000000] [--repeats 5]
+Usage: python benchmarks/bench_events.py [--events 1000000] [--repeats 5] [--recording FILE ...]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sj_qvm.datasets import DVSGesture, events_to_frames, read_aedat31
+from sj_qvm.datasets import DVSGesture, events_to_frames, read_aedat2, read_aedat31
 from sj_qvm.datasets import frames as frames_module
 from sj_qvm.datasets.aedat import EVENT_DTYPE, write_aedat31
 from sj_qvm.datasets.synthetic import write_dvs_gesture
@@ -104,8 +105,15 @@ def one_thread_events_to_frames(*args):
         torch.set_num_threads(threads)
 
 
-def bench_frames(n: int, repeats: int, integrate) -> None:
-    events = gesture_like_events(n, seed=1)
+def read_recording(path: Path) -> np.ndarray:
+    """A real recording, by its format line: AEDAT 3.1 (DVS128 Gesture) or 2.0 (DVS128, jAER)."""
+    with open(path, "rb") as file:
+        version = file.readline()
+    return read_aedat31(path) if version.startswith(b"#!AER-DAT3") else read_aedat2(path)
+
+
+def bench_frames(events: np.ndarray, repeats: int, integrate, label: str = "") -> None:
+    n = len(events)
     columns = {k: events[k] for k in "txyp"}
     paths = [("numpy", numpy_events_to_frames)]
     if frames_module.NATIVE:
@@ -124,7 +132,7 @@ def bench_frames(n: int, repeats: int, integrate) -> None:
                     repeats,
                 )
                 print(f"events_to_frames  {n:>9,} events  split_by={split_by:6s} T={frames_number:<3d}"
-                      f"{name:6s} {fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {ratio:5.2f}x")
+                      f"{name:6s} {fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {ratio:5.2f}x{label}")
 
 
 def bench_preprocessing(folder: Path, workers: int) -> None:
@@ -151,13 +159,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="reader repeats")
     parser.add_argument("--frame-repeats", type=int, default=40, help="events_to_frames timing pairs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--recording", type=Path, action="append", default=[],
+                        help="a real DVS128 AEDAT 2.0 or 3.1 file to time events_to_frames on too (repeatable)")
     args = parser.parse_args()
     load_aedat_v3, integrate = sj_functions()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         bench_reader(folder, args.events, args.repeats, load_aedat_v3)
-        bench_frames(args.frame_events, args.frame_repeats, integrate)
-        bench_frames(args.events, args.frame_repeats, integrate)
+        bench_frames(gesture_like_events(args.frame_events, seed=1), args.frame_repeats, integrate)
+        bench_frames(gesture_like_events(args.events, seed=1), args.frame_repeats, integrate)
+        for recording in args.recording:
+            bench_frames(read_recording(recording), args.frame_repeats, integrate, f"   {recording.name}")
         bench_preprocessing(folder, args.workers)
 
 
