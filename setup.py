@@ -8,15 +8,15 @@ import sys
 
 from setuptools import Extension, setup
 
-threads = [] if sys.platform == "win32" else ["-pthread"]
+unix = sys.platform != "win32"  # pthreads; on Windows the counter runs on one thread
 
 setup(
     ext_modules=[
         Extension(
             "sj_qvm.datasets._count",
             sources=["sj_qvm/datasets/_count.c"],
-            extra_compile_args=["-O3", *threads] if sys.platform != "win32" else [],
-            extra_link_args=threads,
+            extra_compile_args=["-O3", "-pthread"] if unix else [],
+            extra_link_args=["-pthread"] if unix else [],
             optional=True,
         )
     ]
