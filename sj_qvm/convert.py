@@ -1,10 +1,17 @@
 """ANN with QuantReLU activations -> SpikingJelly multi-step SNN (Algorithm 1 of the paper).
 
-The SNN runs the ANN's own graph (traced with ``torch.fx``, BatchNorm folded) on time-folded tensors
-``[T*B, *]``: every synaptic op (conv, linear, pooling, ``+``, ``cat``, reshape) is linear and acts on
-each step alike. Each ``QuantReLU`` becomes a :class:`SpikingActivation`, which unfolds ``[T, B, *]``,
-runs a multi-step :class:`~sj_qvm.neuron.QVMIFNode` (theta = gamma, V0 matched to the rounding), and
-passes on ``theta * s_t``, the current ``q = W s theta`` of eq. 1 for the next layer.
+The SNN runs the ANN's own graph (traced with ``torch.fx``, BatchNorm folded). Every synaptic op
+(conv, linear, folded BN, pooling, ``+``, ``cat``, reshape) is affine, so the mean over T of its
+outputs is its output on the mean of its inputs. Two schedules run the same graph:
+
+* ``"per_sample"`` (the default for ``current="expected"``; Algorithm 1 as the paper writes it):
+  each synaptic layer runs once per sample, ``[B, *]``, on the T-mean of its input (for the first
+  layer the mean frame). Each ``QuantReLU`` becomes a :class:`SpikingActivation` that turns that
+  constant current q into its T-step spike train (the IF loop on q broadcast over T, no copies)
+  and passes on ``theta * N / T``, the next layer's mean input ``q^l = W^l N^{l-1} theta^{l-1} / T``.
+* ``"per_step"`` (the reference twin, and the only schedule for ``current="instant"``, whose input
+  changes per step): time-folded tensors ``[T*B, *]``; each activation unfolds ``[T, B, *]``, runs
+  the node (which averages its T inputs in expected mode) and passes on ``theta * s_t``.
 """
 from __future__ import annotations
 
@@ -20,11 +27,13 @@ import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from . import _compat
-from .functional import CURRENTS
+from .functional import CURRENTS, expected_current
 from .neuron import QVMIFNode
 from .quant import QuantReLU, channel_view, check_levels
 
-__all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError"]
+__all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError", "SCHEDULES"]
+
+SCHEDULES = ("per_sample", "per_step")
 
 
 class ConversionError(ValueError):
@@ -163,27 +172,39 @@ def _check_node(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
 
 
 class SpikingActivation(nn.Module):
-    """A converted QuantReLU on time-folded tensors: ``[T*B, *] -> [T*B, *]``.
+    """A converted QuantReLU. ``time_steps`` and ``per_sample`` are set by :class:`QVMNetwork`.
 
-    Unfolds to ``[T, B, *]``, runs ``node`` (a multi-step :class:`QVMIFNode`) and returns the spikes
-    scaled by theta, ``theta * s_t``, folded back. ``time_steps`` is set by :class:`QVMNetwork`.
+    * per-step schedule: ``[T*B, *] -> [T*B, *]``; unfolds to ``[T, B, *]``, runs ``node`` (a
+      multi-step :class:`QVMIFNode`) and returns ``theta * s_t``, folded back.
+    * per-sample schedule: ``q: [B, *] -> [B, *]``; ``q`` is the constant (expected) current.
+      Runs ``node`` on ``q`` broadcast over T (a view: the node sees a ``[T, B, *]`` input whose
+      steps are all q, and its output, ``v`` and ``v_seq`` are those of T steps of q) and returns
+      ``N * theta / T`` with ``N = sum_t s_t``, in the order the ANN computes ``M * gamma / L``,
+      so that N == M gives the ANN's activation bit for bit.
     """
 
     def __init__(self, node: QVMIFNode):
         super().__init__()
         self.node = node
         self.time_steps = 1
+        self.per_sample = False
+
+    def _theta(self, like: torch.Tensor):
+        th = self.node.v_threshold
+        if isinstance(th, torch.Tensor):
+            th = channel_view(th.to(like.dtype), like.ndim)
+        return th
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = self.time_steps
         if self.node.step_mode != "m":  # e.g. after functional.set_step_mode(snn, "s")
             self.node.step_mode = "m"
+        if self.per_sample:
+            count = self.node(x.unsqueeze(0).expand(T, *x.shape)).sum(0)
+            return count * self._theta(count) / T
         spikes = self.node(x.reshape(T, x.shape[0] // T, *x.shape[1:]))
         spikes = spikes.flatten(0, 1)
-        th = self.node.v_threshold
-        if isinstance(th, torch.Tensor):
-            th = channel_view(th.to(spikes.dtype), spikes.ndim)
-        return spikes * th
+        return spikes * self._theta(spikes)
 
 
 class QVMNetwork(nn.Module):
@@ -192,12 +213,20 @@ class QVMNetwork(nn.Module):
     Call ``spikingjelly.activation_based.functional.reset_net(snn)`` between input sequences, as
     for any SpikingJelly network. ``time_steps`` is the T the ANN was trained for (T = L); other T
     run too, without the exactness guarantee.
+
+    ``schedule`` (see the module docstring): ``"per_sample"`` runs the graph once on the mean
+    input ``[B, *]`` whenever every spiking node is in expected mode (else, e.g. while
+    :func:`~sj_qvm.analysis.conversion_report` runs the nodes in instant mode, per step). Its
+    ``y_seq`` is then the network's expected output repeated over T (a broadcast view): every
+    step equals ``y_seq.mean(0)``, the per-step schedule's logits. ``"per_step"`` gives each
+    step's own output.
     """
 
-    def __init__(self, body: fx.GraphModule, time_steps: int):
+    def __init__(self, body: fx.GraphModule, time_steps: int, schedule: str = "per_step"):
         super().__init__()
         self.body = body
         self.time_steps = time_steps
+        self.schedule = _check_schedule(schedule, "expected")
         self.step_mode = "m"
 
     def spiking_layers(self):
@@ -209,13 +238,34 @@ class QVMNetwork(nn.Module):
             raise ValueError("QVMNetwork input must be a tensor [T, B, *]; got "
                              f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
         T, B = x_seq.shape[:2]
-        for _, m in self.spiking_layers():
-            m.time_steps = T
-        out = self.body(x_seq.flatten(0, 1))
-        unfold = lambda y: y.reshape(T, B, *y.shape[1:]) if isinstance(y, torch.Tensor) else y
+        layers = [m for _, m in self.spiking_layers()]
+        per_sample = self.schedule == "per_sample" and all(
+            m.node.current == "expected" for m in layers)
+        for m in layers:
+            m.time_steps, m.per_sample = T, per_sample
+        if per_sample:
+            out = self.body(expected_current(x_seq))
+            unfold = lambda y: (y.unsqueeze(0).expand(T, *y.shape) if isinstance(y, torch.Tensor)
+                                else y)
+        else:
+            out = self.body(x_seq.flatten(0, 1))
+            unfold = lambda y: y.reshape(T, B, *y.shape[1:]) if isinstance(y, torch.Tensor) else y
         if isinstance(out, (tuple, list)):
             return type(out)(unfold(y) for y in out)
         return unfold(out)
+
+
+def _check_schedule(schedule, current: str) -> str:
+    """The one check of ``convert``'s ``schedule`` argument (``None``: the default for ``current``)."""
+    if schedule is None:
+        return "per_sample" if current == "expected" else "per_step"
+    if not isinstance(schedule, str) or schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES} (or None for the default), got "
+                         f"{schedule!r}")
+    if schedule == "per_sample" and current != "expected":
+        raise ValueError("schedule='per_sample' needs current='expected' (an instant current "
+                         "changes every step); use schedule='per_step' or None")
+    return schedule
 
 
 def _levels_of(ann: nn.Module) -> dict:
@@ -223,7 +273,7 @@ def _levels_of(ann: nn.Module) -> dict:
 
 
 def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "expected", *,
-            warn: bool = True) -> QVMNetwork:
+            warn: bool = True, schedule: Optional[str] = None) -> QVMNetwork:
     """Convert an ANN with :class:`~sj_qvm.QuantReLU` activations into a QVM SNN.
 
     Args:
@@ -233,6 +283,9 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
             ``"instant"`` (streaming; leaves an unevenness error).
         warn: warn when T differs from the levels (exactness needs T = L); sweeps over T that
             know this pass ``False``.
+        schedule: ``"per_sample"`` (synaptic layers once per sample on the mean input; the
+            default, ``None``, for ``current="expected"``) or ``"per_step"`` (time-folded, T times
+            the synaptic work; the reference twin and the default for ``"instant"``).
     Returns:
         :class:`QVMNetwork`, input ``[T, B, *]``, output ``[T, B, *]``. At T = L in expected mode
         every neuron's spike count equals the ANN's integer level and ``out.mean(0)`` equals the
@@ -257,6 +310,8 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
     if warn and any(L != time_steps for L in distinct):
         warnings.warn(f"time_steps={time_steps} differs from the QuantReLU levels {distinct}: "
                       "the SNN will not be exact (QVM needs T = L)", stacklevel=2)
+
+    schedule = _check_schedule(schedule, current)
 
     model = copy.deepcopy(ann).eval()
     gm = trace(model)
@@ -286,6 +341,6 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
             _set_submodule(gm, node.target, nn.Identity())
     gm.recompile()
-    snn = QVMNetwork(gm, time_steps).eval()
+    snn = QVMNetwork(gm, time_steps, schedule).eval()
     _compat.invalidate_reset_cache(snn)
     return snn

@@ -66,8 +66,13 @@ def expected_current(x_seq: torch.Tensor) -> torch.Tensor:
 
     Computed as ``x_0 + sum_t (x_t - x_0) / T``, summed in time order, so that a sequence whose
     steps are all equal (a static input repeated T times) gives exactly ``x_0`` with no rounding.
+    A sequence that is one ``[N, *]`` tensor broadcast over T (stride 0 on dim 0, as the
+    per-sample schedule of :func:`sj_qvm.convert` passes) is that tensor, returned as it is
+    (a view, no pass over the data; also exact for infinite entries, where ``x_0 - x_0`` is NaN).
     """
     x0 = x_seq[0]
+    if x_seq.shape[0] == 1 or x_seq.stride(0) == 0:
+        return x0
     acc = torch.zeros_like(x0)
     for t in range(1, x_seq.shape[0]):
         acc = acc + (x_seq[t] - x0)

@@ -23,12 +23,13 @@ def _active_levels(ann, x):
     return torch.cat([M.flatten() for _, M in ann_levels(ann, x)]).unique().numel()
 
 
+@pytest.mark.parametrize("schedule", ["per_sample", "per_step"])
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_n_equals_m_float64(arch, rounding):
+def test_n_equals_m_float64(arch, rounding, schedule):
     for L in LEVELS:
         ann, x = build(arch, L, rounding)
-        snn = convert(ann)
+        snn = convert(ann, schedule=schedule)
         assert snn.time_steps == L
         bad, total = mismatches(ann, snn, x)
         assert bad == 0, f"{arch} {rounding} L={L}: {bad}/{total} neurons with N != M"
@@ -41,16 +42,17 @@ def test_n_equals_m_float64(arch, rounding):
             torch.testing.assert_close(logits, ann(x), rtol=1e-12, atol=1e-12)
 
 
-def test_n_equals_m_float32_rate():
+@pytest.mark.parametrize("schedule", ["per_sample", "per_step"])
+def test_n_equals_m_float32_rate(schedule):
     """float32 synaptic sums round differently in the ANN and the SNN; the rate stays tiny."""
     bad = total = 0
     for arch, rounding, L in itertools.product(["mlp", "cnn", "resnet"], ROUNDINGS, LEVELS):
         ann, x = build(arch, L, rounding, dtype=torch.float32)
         x = torch.cat([x] * 4)
-        b, t = mismatches(ann, convert(ann), x)
+        b, t = mismatches(ann, convert(ann, schedule=schedule), x)
         bad, total = bad + b, total + t
     rate = bad / total
-    print(f"float32 N != M: {bad} of {total} neurons (rate {rate:.2e})")
+    print(f"float32 N != M, {schedule}: {bad} of {total} neurons (rate {rate:.2e})")
     assert total > 1_000_000
     assert rate <= 1e-6
 
@@ -76,8 +78,8 @@ def test_boundaries_z_integer_half_and_zero(rounding, L, theta):
     x = (z * theta / L).unsqueeze(0)
     assert torch.equal(x[0] * L / theta, z)
     zero = torch.zeros(1, n, dtype=torch.float64)
-    for inp in (x, zero):
-        bad, _ = mismatches(ann, convert(ann), inp)
+    for inp, schedule in itertools.product((x, zero), ("per_sample", "per_step")):
+        bad, _ = mismatches(ann, convert(ann, schedule=schedule), inp)
         assert bad == 0
     # The levels really are the half-up / floor / ceil of the constructed z.
     expected = {"floor": torch.floor(z), "round": torch.floor(z + 0.5), "ceil": torch.ceil(z)}[rounding]
@@ -122,12 +124,13 @@ def test_ceil_needs_the_strict_rule():
                                                 ("ceil", "round"), ("floor", "ceil")])
 def test_converse_mismatched_v0_breaks_exactness(rounding, wrong_v0):
     ann, x = build("cnn", 4, rounding)
-    snn = convert(ann)
-    for _, m in snn.named_modules():
-        if isinstance(m, QVMIFNode):
-            m.v_init = wrong_v0
-    bad, _ = mismatches(ann, snn, x)
-    assert bad > 0
+    for schedule in ("per_sample", "per_step"):
+        snn = convert(ann, schedule=schedule)
+        for _, m in snn.named_modules():
+            if isinstance(m, QVMIFNode):
+                m.v_init = wrong_v0
+        bad, _ = mismatches(ann, snn, x)
+        assert bad > 0
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
