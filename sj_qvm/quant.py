@@ -13,7 +13,11 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-ROUNDINGS = ("floor", "round", "ceil")
+from .ops.quant_relu import quant_relu, quant_relu_levels
+from .ops.quant_relu.reference import ROUNDINGS, quantize_level, quant_relu_levels_ref
+
+__all__ = ["QuantReLU", "ROUNDINGS", "quantize_level", "channel_view", "check_levels",
+           "check_rounding", "check_positive_finite"]
 
 
 def check_rounding(rounding: str, name: str = "rounding") -> str:
@@ -47,17 +51,6 @@ def check_positive_finite(value, name: str) -> torch.Tensor:
     return t
 
 
-def quantize_level(z: torch.Tensor, rounding: str) -> torch.Tensor:
-    """Q(z) for Q in {floor, round (half-up), ceil}; no clipping, no gradient."""
-    if rounding == "floor":
-        return torch.floor(z)
-    if rounding == "round":
-        return torch.floor(z + 0.5)
-    if rounding == "ceil":
-        return torch.ceil(z)
-    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-
-
 def channel_view(p: torch.Tensor, ndim: int, channel_dim: int = 1) -> torch.Tensor:
     """Reshape a scalar or per-channel ``[C]`` tensor so it broadcasts over ``[B, C, *]``."""
     if p.ndim == 0:
@@ -79,8 +72,17 @@ class QuantReLU(nn.Module):
 
     Shapes: ``x: [B, *]`` -> ``a: [B, *]`` with ``a in {gamma/L * M : M = 0..L}``.
 
-    Training uses a straight-through estimator on Q only: inside [0, gamma] the gradient w.r.t. x is 1,
-    and gamma gets ``M/L - x/gamma`` there and 1 above the clip (as in QCFS, Bu et al. 2022).
+    Training uses a straight-through estimator on Q only: where ``0 < Q(z) < L`` the gradient
+    w.r.t. x is 1 and gamma gets ``M/L - x/gamma``; at the top level (and above) x gets 0 and gamma
+    1; at level 0 (and below) both get 0 (as in QCFS, Bu et al. 2022). It
+    runs as one autograd function with a hand-written backward; without autograd (``no_grad``, or
+    nothing requiring grad, as in eval) as one in-place expression with no STE term
+    (:mod:`sj_qvm.ops.quant_relu`, tested against the autograd-op chain in its ``reference``).
+
+    Non-finite inputs: ``+inf`` (and a z = x*L/gamma that overflows) gives the top level L, as the
+    IF neuron saturates at one spike per step; ``-inf`` gives 0. **NaN gives level 0**, with zero
+    gradient: the IF neuron never fires on a NaN current (``NaN >= theta`` is false), so the ANN
+    maps NaN to 0 too and the pair stays exact.
 
     Threshold initialisation: gamma is the largest activation the layer can output. Start it near a
     high percentile of the pre-activations (``sj_qvm.quantize`` calibrates it from data). Too small a
@@ -101,13 +103,13 @@ class QuantReLU(nn.Module):
 
     def level(self, x: torch.Tensor) -> torch.Tensor:
         """The integer level ``M = clip(Q(x*L/gamma), 0, L)`` as a float tensor (STE gradient)."""
-        z = x * self.levels / self.gamma(x.ndim)
-        # Forward value is exactly Q(z): (z - z.detach()) is exactly zero, but carries dz.
-        m = quantize_level(z.detach(), self.rounding) + (z - z.detach())
-        return torch.clamp(m, 0, self.levels)
+        gamma = self.gamma(x.ndim)
+        if torch.is_grad_enabled() and (x.requires_grad or gamma.requires_grad):
+            return quant_relu_levels_ref(x, gamma, self.levels, self.rounding)
+        return quant_relu_levels(x, gamma, self.levels, self.rounding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.level(x) * self.gamma(x.ndim) / self.levels
+        return quant_relu(x, self.gamma(x.ndim), self.levels, self.rounding)
 
     def extra_repr(self) -> str:
         t = self.threshold

@@ -1,0 +1,96 @@
+"""QuantReLU's fast paths; :mod:`.reference` is their twin.
+
+* No autograd needed (``torch.no_grad``, or nothing requires grad): one temporary, written in
+  place, ``z = x*L; z /= gamma; Q; clip; NaN -> 0; z *= gamma; z /= L``, the same operations in
+  the same order as the reference, so the values are bit-identical (and no STE term).
+* Autograd: one ``autograd.Function``. Forward as above; it saves only ``x``. Backward, with the
+  STE mask ``in = [0 < Q(z) < L]`` (what ``torch.clamp``'s gradient passes in the reference: the
+  clip's ends count as outside; False for NaN)::
+
+      dL/dx     = g * in
+      dL/dgamma = sum over the broadcast dims of g * (M/L - in * x/gamma)
+
+  (1 at and above the top level, ``M/L - x/gamma`` inside, 0 at and below level 0; QCFS).
+
+``gamma`` is a Python float, a 0-dim tensor or a per-channel tensor already viewed to broadcast
+over ``x: [B, C, *]``; ``levels`` is L.
+"""
+from __future__ import annotations
+
+import torch
+
+from .reference import ROUNDINGS
+
+
+def _levels_inplace(z: torch.Tensor, levels: int, rounding: str) -> torch.Tensor:
+    """``clip(Q(z), 0, L)`` in place, NaN -> 0."""
+    if rounding == "floor":
+        z.floor_()
+    elif rounding == "round":
+        z.add_(0.5).floor_()
+    elif rounding == "ceil":
+        z.ceil_()
+    else:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return z.clamp_(0, levels).nan_to_num_(nan=0.0)
+
+
+@torch.no_grad()
+def quant_relu_levels(x: torch.Tensor, gamma, levels: int, rounding: str) -> torch.Tensor:
+    """The level ``M = clip(Q(x*L/gamma), 0, L)`` (x's dtype), no gradient."""
+    z = torch.mul(x, levels)
+    z.div_(gamma)
+    return _levels_inplace(z, levels, rounding)
+
+
+def _forward(x, gamma, levels, rounding):
+    return quant_relu_levels(x, gamma, levels, rounding).mul_(gamma).div_(levels)
+
+
+def _reduce_to(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.ndim == 0:
+        return g.sum()
+    return g.sum_to_size(like.shape)
+
+
+class _QuantReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, levels, rounding):
+        ctx.levels, ctx.rounding = levels, rounding
+        ctx.save_for_backward(x, gamma)
+        return _forward(x, gamma, levels, rounding)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, gamma = ctx.saved_tensors
+        L = ctx.levels
+        with torch.no_grad():
+            z = torch.mul(x, L)
+            z.div_(gamma)
+            q = z  # Q(z), unclipped
+            if ctx.rounding == "floor":
+                q.floor_()
+            elif ctx.rounding == "round":
+                q.add_(0.5).floor_()
+            else:
+                q.ceil_()
+            inside = (q > 0).logical_and_(q < L)
+            g_x = g * inside if ctx.needs_input_grad[0] else None
+            g_gamma = None
+            if ctx.needs_input_grad[1]:
+                # M/L - in * x/gamma: (clip(q)/L) where outside, (q/L - x/gamma) inside.
+                # (x/gamma where inside, else 0: a mask product would turn x = -inf into NaN.)
+                m = q.clamp_(0, L).nan_to_num_(nan=0.0).div_(L)
+                m.sub_(torch.div(x, gamma).masked_fill_(inside.logical_not(), 0))
+                g_gamma = _reduce_to(m.mul_(g), gamma)
+        return g_x, g_gamma, None, None
+
+
+def quant_relu(x: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str) -> torch.Tensor:
+    """``x: [B, *]`` -> ``a = gamma/L * clip(Q(x*L/gamma), 0, L)``, same shape and dtype.
+
+    Takes the no-grad path when autograd is off or neither ``x`` nor ``gamma`` requires grad.
+    """
+    if not (torch.is_grad_enabled() and (x.requires_grad or gamma.requires_grad)):
+        return _forward(x, gamma, levels, rounding)
+    return _QuantReLU.apply(x, gamma, levels, rounding)
