@@ -1,7 +1,11 @@
-"""Build the optional C event counter; everything else is declared in pyproject.toml.
+"""Build the optional C extensions; everything else is declared in pyproject.toml.
 
-The extension is optional: without a C compiler the install still succeeds and
-``sj_qvm.datasets.events_to_frames`` uses its numpy path (same output, slower).
+Both are optional: without a C compiler the install still succeeds and the library uses its
+torch/numpy paths (same output, slower):
+
+* ``sj_qvm.datasets._count``: the event counter of ``events_to_frames``;
+* ``sj_qvm.ops._cpu``: the CPU kernels of QuantReLU (no grad) and the IF loop (no grad).
+  ``-ffp-contract=off``: fused multiply-adds would round differently from torch.
 """
 
 import sys
@@ -18,6 +22,13 @@ setup(
             extra_compile_args=["-O3", "-pthread"] if unix else [],
             extra_link_args=["-pthread"] if unix else [],
             optional=True,
-        )
+        ),
+        Extension(
+            "sj_qvm.ops._cpu",
+            sources=["sj_qvm/ops/_cpu.c"],
+            extra_compile_args=["-O3", "-ffp-contract=off", "-pthread"] if unix else [],
+            extra_link_args=["-pthread"] if unix else [],
+            optional=True,
+        ),
     ]
 )

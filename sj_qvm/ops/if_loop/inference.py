@@ -1,5 +1,8 @@
 """No-grad multi-step IF loop that writes in place and stores nothing for backward.
 
+On CPU float32/float64 inputs it runs the compiled kernel of :mod:`.cpu` when that is built
+(one pass over memory); the torch loop below is its fallback, with the same results.
+
 Same signature and bit-identical spikes and V_T as :func:`..reference.if_multi_step_ref` with
 ``surrogate_function=None``: ``U >= theta`` is tested as ``U - theta >= 0`` there, which IEEE
 subtraction makes the same predicate, and ``V - theta * s`` with ``s`` in {0, 1} is exact either way.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ...functional import CURRENTS, expected_current
+from .cpu import if_multi_step_cpu
 
 
 @torch.no_grad()
@@ -18,6 +22,16 @@ def if_multi_step_inference(x_seq: torch.Tensor, v_init, v_threshold, strict: bo
     """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``."""
     if current not in CURRENTS:
         raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    out = if_multi_step_cpu(x_seq, v_init, v_threshold, strict, current, store_v_seq)
+    if out is not None:
+        return out
+    return if_multi_step_torch(x_seq, v_init, v_threshold, strict, current, store_v_seq)
+
+
+@torch.no_grad()
+def if_multi_step_torch(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                        current: str = "instant", store_v_seq: bool = False):
+    """The torch loop (any device and dtype): same signature and results."""
     q = expected_current(x_seq) if current == "expected" else None
     v = torch.empty_like(x_seq[0])
     v.copy_(torch.as_tensor(v_init, dtype=v.dtype, device=v.device).expand_as(v))

@@ -41,8 +41,8 @@ def runner_for(device: torch.device):
     return runner
 
 
-def index_form(p: Optional[torch.Tensor], shape: torch.Size):
-    """``(fp32 contiguous 1-D tensor, div, mod)`` with ``p`` broadcast to ``shape`` at element
+def index_form(p: Optional[torch.Tensor], shape: torch.Size, dtype: torch.dtype = torch.float32):
+    """``(contiguous 1-D tensor in dtype, div, mod)`` with ``p`` broadcast to ``shape`` at element
     ``(n / div) % mod`` of the flat index n; ``(None, 1, 1)`` for ``None``."""
     if p is None:
         return None, 1, 1
@@ -51,12 +51,12 @@ def index_form(p: Optional[torch.Tensor], shape: torch.Size):
         raise ValueError(f"a tensor of shape {tuple(p.shape)} does not broadcast to {tuple(shape)}")
     dims = [i for i, s in enumerate(padded) if s != 1]
     if not dims:
-        return p.reshape(1).to(torch.float32).contiguous(), 1, 1
+        return p.reshape(1).to(dtype).contiguous(), 1, 1
     i, j = dims[0], dims[-1] + 1
     if all(padded[k] == shape[k] for k in range(i, j)):
-        return (p.to(torch.float32).contiguous().reshape(-1), math.prod(shape[j:]),
+        return (p.to(dtype).contiguous().reshape(-1), math.prod(shape[j:]),
                 math.prod(shape[i:j]))
-    return p.expand(shape).to(torch.float32).contiguous().reshape(-1), 1, math.prod(shape)
+    return p.expand(shape).to(dtype).contiguous().reshape(-1), 1, math.prod(shape)
 
 
 def lanes(dtype: torch.dtype, n: int, *tensors) -> int:

@@ -2,7 +2,9 @@
 
 * No autograd needed (``torch.no_grad``, or nothing requires grad): one temporary, written in
   place, ``z = x*L; z /= gamma; Q; clip; NaN -> 0; z *= gamma; z /= L``, the same operations in
-  the same order as the reference, so the values are bit-identical (and no STE term).
+  the same order as the reference, so the values are bit-identical (and no STE term). On CPU
+  float32/float64 the compiled kernel of :mod:`.cpu` does all of it in one pass where it is
+  built (the same operations again); the in-place torch chain is its fallback.
 * Autograd: one ``autograd.Function``. Forward as above; it saves only ``x``. Backward, with the
   STE mask ``in = [0 < Q(z) < L]`` (what ``torch.clamp``'s gradient passes in the reference: the
   clip's ends count as outside; False for NaN)::
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from .cpu import quant_relu_cpu
 from .reference import ROUNDINGS
 
 
@@ -43,7 +46,11 @@ def quant_relu_levels(x: torch.Tensor, gamma, levels: int, rounding: str) -> tor
     return _levels_inplace(z, levels, rounding)
 
 
+@torch.no_grad()
 def _forward(x, gamma, levels, rounding):
+    out = quant_relu_cpu(x, gamma, levels, rounding)  # one pass, where it is built
+    if out is not None:
+        return out
     return quant_relu_levels(x, gamma, levels, rounding).mul_(gamma).div_(levels)
 
 

@@ -1,0 +1,269 @@
+/* CPU kernels for sj_qvm.ops: one pass over memory each, no temporaries, the GIL released.
+ *
+ * Both take raw addresses of tensors that the Python wrappers (ops/cpu.py) have checked:
+ * CPU, C-contiguous, float32 (dtype 0) or float64 (dtype 1), of the sizes stated here. A
+ * parameter p (gamma, theta) is a scalar p_value when p_addr is 0, else the element
+ * p[(i / div) % mod] of a contiguous buffer for the flat neuron index i (launch.index_form).
+ *
+ * quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)
+ *   out[i] = clip(Q(x[i] * L / gamma), 0, L) * gamma / L, NaN -> 0, for i < n;
+ *   rounding 0 floor, 1 round (half-up, floor(z + 1/2)), 2 ceil. The operations and their
+ *   order are those of ops/quant_relu/fused.py, so the results are bit-identical.
+ *
+ * if_forward(x, x_tstride, spike, v, v_seq, th_addr, th_value, th_div, th_mod, n, T, strict,
+ *            expected, dtype, threads)
+ *   T soft-reset IF steps of n neurons, in place on v (V0 in, V_T out):
+ *       U = V + q_t;  s = U >= theta (U > theta if strict);  V = U - theta * s
+ *   q_t = x[t * x_tstride + i]; x_tstride is n (a [T, n] sequence) or 0 (one [n] current
+ *   broadcast over T). expected: q_t = x_0 + (sum_{t>=1} (x_t - x_0)) / T, summed in time order
+ *   (functional.expected_current), or x_0 itself when x_tstride is 0. spike [T, n] in x's dtype;
+ *   v_seq [T, n] (V_t) unless its address is 0. Same predicate and arithmetic as
+ *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
+ *
+ * Built with -ffp-contract=off: a fused multiply-add would round differently from torch.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <math.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
+
+#define MAX_THREADS 64
+#define MIN_SHARE 32768 /* neurons per thread, below which one thread does it all */
+
+typedef struct {
+    uintptr_t x, out, spike, v, v_seq, p_addr;
+    double p_value;
+    Py_ssize_t p_div, p_mod, x_tstride, n, begin, end, levels;
+    int T, rounding, strict, expected, dtype, kind;
+} task;
+
+/* Runs BODY over [begin, end) in segments where the parameter p is one value, `p`. */
+#define SEGMENTS(type, t, BODY)                                                             \
+    for (Py_ssize_t i0 = (t)->begin; i0 < (t)->end;) {                                      \
+        Py_ssize_t i1 = (t)->end;                                                           \
+        type p = (type)(t)->p_value;                                                        \
+        if ((t)->p_addr) {                                                                  \
+            const Py_ssize_t blk = i0 / (t)->p_div;                                         \
+            i1 = (blk + 1) * (t)->p_div < i1 ? (blk + 1) * (t)->p_div : i1;                 \
+            p = ((const type *)(t)->p_addr)[blk % (t)->p_mod];                              \
+        }                                                                                   \
+        BODY;                                                                               \
+        i0 = i1;                                                                            \
+    }
+
+#define QUANT_RELU(type, FLOOR, CEIL)                                                       \
+    static void quant_relu_##type(const task *t)                                            \
+    {                                                                                       \
+        const type *x = (const type *)t->x;                                                 \
+        type *out = (type *)t->out;                                                         \
+        const type L = (type)t->levels;                                                     \
+        const int r = t->rounding;                                                          \
+        SEGMENTS(type, t, {                                                                 \
+            for (Py_ssize_t i = i0; i < i1; i++) {                                          \
+                type z = x[i] * L;                                                          \
+                z = z / p;                                                                  \
+                z = r == 0 ? FLOOR(z) : r == 1 ? FLOOR(z + (type)0.5) : CEIL(z);            \
+                z = z < 0 ? (type)0 : z;                                                    \
+                z = z > L ? L : z;                                                          \
+                z = z != z ? (type)0 : z; /* NaN -> level 0 */                              \
+                out[i] = (z * p) / L;                                                       \
+            }                                                                               \
+        })                                                                                  \
+    }
+
+QUANT_RELU(float, floorf, ceilf)
+QUANT_RELU(double, floor, ceil)
+
+/* Neurons per block: the block's V (and expected current) stay in L1 over the T steps, and
+ * the inner loops over a block vectorize. */
+#define BLK 512
+
+#define IF_FORWARD(type)                                                                    \
+    static void if_forward_##type(const task *t)                                            \
+    {                                                                                       \
+        const type *x = (const type *)t->x;                                                 \
+        type *spike = (type *)t->spike, *v = (type *)t->v, *v_seq = (type *)t->v_seq;       \
+        const Py_ssize_t N = t->n, ts = t->x_tstride;                                       \
+        const int T = t->T, strict = t->strict, mean = t->expected && ts != 0;              \
+        const int constant = t->expected || ts == 0;                                        \
+        const type Tf = (type)T;                                                            \
+        type qbuf[BLK];                                                                     \
+        SEGMENTS(type, t, {                                                                 \
+            for (Py_ssize_t b = i0; b < i1; b += BLK) {                                     \
+                const Py_ssize_t m = i1 - b < BLK ? i1 - b : BLK;                           \
+                type *vb = v + b;                                                           \
+                const type *q = x + b;                                                      \
+                if (mean) {                                                                 \
+                    for (Py_ssize_t j = 0; j < m; j++)                                      \
+                        qbuf[j] = 0;                                                        \
+                    for (int k = 1; k < T; k++) {                                           \
+                        const type *xk = x + (Py_ssize_t)k * ts + b;                        \
+                        for (Py_ssize_t j = 0; j < m; j++)                                  \
+                            qbuf[j] = qbuf[j] + (xk[j] - q[j]);                             \
+                    }                                                                       \
+                    for (Py_ssize_t j = 0; j < m; j++)                                      \
+                        qbuf[j] = q[j] + qbuf[j] / Tf;                                      \
+                    q = qbuf;                                                               \
+                }                                                                           \
+                for (int k = 0; k < T; k++) {                                               \
+                    const type *qk = constant ? q : x + (Py_ssize_t)k * ts + b;             \
+                    type *sk = spike + (Py_ssize_t)k * N + b;                               \
+                    if (strict) {                                                           \
+                        for (Py_ssize_t j = 0; j < m; j++) {                                \
+                            const type u = vb[j] + qk[j];                                   \
+                            const int s = u > p;                                            \
+                            sk[j] = (type)s;                                                \
+                            vb[j] = s ? u - p : u;                                          \
+                        }                                                                   \
+                    } else {                                                                \
+                        for (Py_ssize_t j = 0; j < m; j++) {                                \
+                            const type u = vb[j] + qk[j];                                   \
+                            const int s = u >= p;                                           \
+                            sk[j] = (type)s;                                                \
+                            vb[j] = s ? u - p : u;                                          \
+                        }                                                                   \
+                    }                                                                       \
+                    if (v_seq) {                                                            \
+                        type *vs = v_seq + (Py_ssize_t)k * N + b;                           \
+                        for (Py_ssize_t j = 0; j < m; j++)                                  \
+                            vs[j] = vb[j];                                                  \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+        })                                                                                  \
+    }
+
+IF_FORWARD(float)
+IF_FORWARD(double)
+
+static void run(const task *t)
+{
+    if (t->kind == 0)
+        (t->dtype ? quant_relu_double : quant_relu_float)(t);
+    else
+        (t->dtype ? if_forward_double : if_forward_float)(t);
+}
+
+#ifndef _WIN32
+static void *run_thread(void *arg)
+{
+    run((const task *)arg);
+    return NULL;
+}
+#endif
+
+/* Splits [0, n) into equal contiguous shares, runs share 0 here and the rest on threads. */
+static void run_split(task proto, Py_ssize_t n, Py_ssize_t threads)
+{
+    Py_ssize_t parts = threads;
+    if (parts > n / MIN_SHARE)
+        parts = n / MIN_SHARE;
+    if (parts < 1)
+        parts = 1;
+#ifdef _WIN32
+    parts = 1;
+#endif
+    task tasks[MAX_THREADS];
+    Py_ssize_t share = (n + parts - 1) / parts;
+    share = (share + 63) / 64 * 64; /* whole cache lines per thread */
+    for (Py_ssize_t k = 0; k < parts; k++) {
+        tasks[k] = proto;
+        tasks[k].begin = k * share < n ? k * share : n;
+        tasks[k].end = (k + 1) * share < n ? (k + 1) * share : n;
+    }
+#ifndef _WIN32
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (Py_ssize_t k = 1; k < parts; k++)
+        started[k] = pthread_create(&ids[k], NULL, run_thread, &tasks[k]) == 0;
+    run(&tasks[0]);
+    for (Py_ssize_t k = 1; k < parts; k++) {
+        if (started[k])
+            pthread_join(ids[k], NULL);
+        else
+            run(&tasks[k]); /* no thread: do its share here */
+    }
+#else
+    run(&tasks[0]);
+#endif
+}
+
+static int check_threads(Py_ssize_t threads)
+{
+    if (threads < 1 || threads > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be in [1, %d], got %zd", MAX_THREADS, threads);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *quant_relu(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out, g_addr;
+    Py_ssize_t n, g_div, g_mod, levels, threads;
+    int dtype, rounding;
+    double g_value;
+    if (!PyArg_ParseTuple(args, "KKniKdnnnin:quant_relu", &x, &out, &n, &dtype, &g_addr, &g_value,
+                          &g_div, &g_mod, &levels, &rounding, &threads))
+        return NULL;
+    if (check_threads(threads) || n < 0 || g_div < 1 || g_mod < 1 || levels < 1
+        || rounding < 0 || rounding > 2 || dtype < 0 || dtype > 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "quant_relu: bad size, levels, rounding or dtype");
+        return NULL;
+    }
+    task t = {0};
+    t.kind = 0;
+    t.x = (uintptr_t)x, t.out = (uintptr_t)out, t.p_addr = (uintptr_t)g_addr;
+    t.p_value = g_value, t.p_div = g_div, t.p_mod = g_mod, t.levels = levels;
+    t.rounding = rounding, t.dtype = dtype;
+    Py_BEGIN_ALLOW_THREADS
+    run_split(t, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *if_forward(PyObject *self, PyObject *args)
+{
+    unsigned long long x, spike, v, v_seq, th_addr;
+    Py_ssize_t x_tstride, th_div, th_mod, n, threads;
+    int T, strict, expected, dtype;
+    double th_value;
+    if (!PyArg_ParseTuple(args, "KnKKKKdnnniiiin:if_forward", &x, &x_tstride, &spike, &v, &v_seq,
+                          &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict, &expected,
+                          &dtype, &threads))
+        return NULL;
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1
+        || (x_tstride != 0 && x_tstride != n) || dtype < 0 || dtype > 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "if_forward: bad size, T, stride or dtype");
+        return NULL;
+    }
+    task t = {0};
+    t.kind = 1;
+    t.x = (uintptr_t)x, t.spike = (uintptr_t)spike, t.v = (uintptr_t)v;
+    t.v_seq = (uintptr_t)v_seq, t.p_addr = (uintptr_t)th_addr, t.p_value = th_value;
+    t.p_div = th_div, t.p_mod = th_mod, t.x_tstride = x_tstride, t.n = n;
+    t.T = T, t.strict = strict, t.expected = expected, t.dtype = dtype;
+    Py_BEGIN_ALLOW_THREADS
+    run_split(t, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"quant_relu", quant_relu, METH_VARARGS,
+     "quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)"},
+    {"if_forward", if_forward, METH_VARARGS,
+     "if_forward(x, x_tstride, spike, v, v_seq, th_addr, th_value, th_div, th_mod, n, T, "
+     "strict, expected, dtype, threads)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
+                                    "CPU kernels for QuantReLU and the IF loop", -1, methods};
+
+PyMODINIT_FUNC PyInit__cpu(void) { return PyModule_Create(&module); }

@@ -1,0 +1,43 @@
+"""The optional compiled CPU kernels (``sj_qvm/ops/_cpu.c``, built by ``setup.py``), one home for
+loading them, switching them off and counting their calls.
+
+``CALLS[name]`` counts each kernel run (tests use it to prove the fast path ran, so that a silent
+fallback to torch cannot pass). ``ENABLED = False`` (or ``SJ_QVM_NO_NATIVE=1`` in the environment)
+sends every call to the torch paths, which give the same results.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Optional
+
+import torch
+
+try:
+    from . import _cpu as _module
+    IMPORT_ERROR: Optional[str] = None
+except ImportError as e:  # no C compiler at install time: the torch paths run
+    _module = None
+    IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
+
+ENABLED = os.environ.get("SJ_QVM_NO_NATIVE", "") in ("", "0")
+CALLS: Counter = Counter()
+DTYPES = {torch.float32: 0, torch.float64: 1}
+
+
+def available() -> bool:
+    return _module is not None and ENABLED
+
+
+def takes(x: torch.Tensor) -> bool:
+    """Whether the kernels can run on ``x``: a CPU float32/float64 tensor, and they are built."""
+    return available() and x.device.type == "cpu" and x.dtype in DTYPES
+
+
+def threads() -> int:
+    return max(1, min(64, torch.get_num_threads()))
+
+
+def call(name: str, *args) -> None:
+    getattr(_module, name)(*args)
+    CALLS[name] += 1

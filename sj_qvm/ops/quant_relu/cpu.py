@@ -1,0 +1,35 @@
+"""QuantReLU's forward as one pass of the compiled CPU kernel (:mod:`sj_qvm.ops.native`); the
+same operations in the same order as :func:`.fused._forward`, so bit-identical to it."""
+from __future__ import annotations
+
+from numbers import Real
+from typing import Optional
+
+import torch
+
+from .. import native
+from ..if_loop.launch import index_form
+from .reference import ROUNDINGS
+
+
+def quant_relu_cpu(x: torch.Tensor, gamma, levels: int, rounding: str) -> Optional[torch.Tensor]:
+    """``a = clip(Q(x*L/gamma), 0, L) * gamma / L`` (NaN -> 0), or ``None`` when the kernel cannot
+    take this call (not built, switched off, not a CPU float32/float64 input, or a gamma of
+    another dtype, whose type promotion the torch path must do)."""
+    if not native.takes(x) or x.numel() == 0:
+        return None
+    if isinstance(gamma, torch.Tensor):
+        if gamma.dtype != x.dtype or gamma.device != x.device:
+            return None
+        g, g_div, g_mod = index_form(gamma.detach(), x.shape, x.dtype)
+        g_addr, g_value = g.data_ptr(), 0.0
+    elif isinstance(gamma, Real):
+        g, g_div, g_mod, g_addr, g_value = None, 1, 1, 0, float(gamma)
+    else:
+        return None
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    native.call("quant_relu", xc.data_ptr(), out.data_ptr(), xc.numel(), native.DTYPES[x.dtype],
+                g_addr, g_value, g_div, g_mod, levels, ROUNDINGS.index(rounding), native.threads())
+    del g  # kept alive through the call
+    return out

@@ -1,0 +1,156 @@
+"""The compiled CPU kernels (sj_qvm/ops/_cpu.c) against their torch twins, bit for bit, and proof
+that they ran (a call counter), so that a silent fallback to torch cannot pass."""
+import contextlib
+import itertools
+
+import pytest
+import torch
+
+from sj_qvm import QuantReLU, QVMIFNode
+from sj_qvm.functional import if_multi_step_ref
+from sj_qvm.ops import native
+from sj_qvm.ops.if_loop.inference import if_multi_step_inference, if_multi_step_torch
+from sj_qvm.ops.quant_relu.fused import quant_relu_levels
+
+needs_native = pytest.mark.skipif(
+    native._module is None, reason=f"sj_qvm.ops._cpu is not built: {native.IMPORT_ERROR}")
+
+
+@contextlib.contextmanager
+def native_off():
+    saved, native.ENABLED = native.ENABLED, False
+    try:
+        yield
+    finally:
+        native.ENABLED = saved
+
+
+def calls(name):
+    return native.CALLS[name]
+
+
+def boundary_currents(T, theta, n_random, dtype, C=1):
+    """q with z = T*q/theta at every k/2 in [-1, T+2], plus random q, as ``[n, C]``."""
+    z = torch.arange(-2, 2 * (T + 2) + 1, dtype=dtype) / 2
+    q = torch.cat([z * theta / T, (torch.rand(n_random, dtype=dtype) * 1.4 - 0.2) * theta])
+    return q.unsqueeze(1).repeat(1, C)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_if_kernel_equals_torch_loop_and_reference(dtype, current):
+    small = itertools.product((1, 2, 3, 4, 7, 16), (False, True), (0.0, 0.5, 1.0), (37,))
+    big = [(3, False, 0.5, 22000), (16, True, 1.0, 22000)]  # 66k neurons: 2 threads' shares
+    for T, strict, v0, n_random in itertools.chain(small, big):
+        theta = 0.75
+        q = boundary_currents(T, theta, n_random, dtype, C=3)
+        # Steps that differ (instant sees them one by one; expected averages them).
+        x_seq = q.unsqueeze(0) + torch.randn(T, *q.shape, dtype=dtype) * 0.1 * theta
+        for seq in (x_seq, q.unsqueeze(0).expand(T, *q.shape), q.unsqueeze(0).repeat(T, 1, 1)):
+            before = calls("if_forward")
+            s, v, vs = if_multi_step_inference(seq, v0 * theta, theta, strict, current, True)
+            assert calls("if_forward") == before + 1
+            s_t, v_t, vs_t = if_multi_step_torch(seq, v0 * theta, theta, strict, current, True)
+            assert torch.equal(s, s_t) and torch.equal(v, v_t) and torch.equal(vs, vs_t)
+            if n_random < 100:
+                s_r, v_r, _ = if_multi_step_ref(seq, v0 * theta, theta, strict, current)
+                assert torch.equal(s, s_r) and torch.equal(v, v_r)
+        assert s.dtype == dtype and s.shape == x_seq.shape
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_if_kernel_tensor_thresholds_and_v0(dtype):
+    x = torch.rand(4, 5, 3, 7, 9, dtype=dtype)  # [T, B, C, H, W], odd sizes
+    per_channel = torch.tensor([0.3, 0.6, 1.1], dtype=dtype).view(3, 1, 1)
+    per_neuron = torch.rand(3, 7, 9, dtype=dtype) + 0.2
+    scalar = torch.tensor(0.7, dtype=dtype)
+    v0 = torch.rand(5, 3, 7, 9, dtype=dtype) * 0.5
+    for th, current in itertools.product((per_channel, per_neuron, scalar), ("instant", "expected")):
+        before = calls("if_forward")
+        out = if_multi_step_inference(x, v0, th, False, current, True)
+        assert calls("if_forward") == before + 1
+        ref = if_multi_step_torch(x, v0, th, False, current, True)
+        assert all(torch.equal(a, b) for a, b in zip(out, ref))
+        assert out[0].sum() > 0
+
+
+@needs_native
+def test_if_kernel_falls_back_on_what_it_cannot_read():
+    x = torch.rand(4, 6, 8)
+    for seq, th in ((x.transpose(1, 2), 0.5),                      # a step is not contiguous
+                    (x.half(), 0.5),                               # fp16
+                    (x, torch.tensor([0.5] * 8, dtype=torch.float64))):  # theta of another dtype
+        before = calls("if_forward")
+        out = if_multi_step_inference(seq, 0.0, th, False, "expected")
+        assert calls("if_forward") == before
+        assert torch.equal(out[0], if_multi_step_torch(seq, 0.0, th, False, "expected")[0])
+
+
+@needs_native
+def test_node_runs_the_kernel_and_matches_with_it_off():
+    x = torch.rand(4, 8, 3, 5, 5)
+    for current in ("instant", "expected"):
+        node = QVMIFNode(torch.tensor([0.4, 0.8, 1.2]), "round", current=current, step_mode="m",
+                         store_v_seq=True)
+        before = calls("if_forward")
+        with torch.no_grad():
+            s = node(x)
+        assert calls("if_forward") == before + 1
+        v, v_seq = node.v, node.v_seq
+        node.reset()
+        with native_off(), torch.no_grad():
+            assert torch.equal(node(x), s) and torch.equal(node.v, v)
+            assert torch.equal(node.v_seq, v_seq)
+        assert calls("if_forward") == before + 1
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rounding", ["floor", "round", "ceil"])
+def test_quant_relu_kernel_equals_the_torch_chain(dtype, rounding):
+    for L, gamma in ((1, 1.0), (4, 2.0), (8, 0.75), (16, 3.0)):
+        z = torch.arange(-4, 2 * (L + 2) + 1, dtype=dtype) / 2
+        special = torch.tensor([float("nan"), float("inf"), -float("inf"), 3e38, -3e38, -0.0],
+                               dtype=dtype)
+        flat = torch.cat([z * gamma / L, special, torch.randn(66001, dtype=dtype) * gamma])
+        for act, x in ((QuantReLU(L, rounding, gamma).to(dtype), flat),
+                       (QuantReLU(L, rounding, [gamma, gamma / 2, 2 * gamma]).to(dtype),
+                        flat[: 3 * 7 * (flat.numel() // 21)].view(-1, 3, 7))):
+            before = calls("quant_relu")
+            with torch.no_grad():
+                y = act(x)
+            assert calls("quant_relu") == before + 1
+            with native_off(), torch.no_grad():
+                y_t = act(x)
+                lv = quant_relu_levels(x, act.gamma(x.ndim), L, rounding)
+            assert calls("quant_relu") == before + 1
+            assert torch.equal(y, y_t)
+            assert torch.equal(y, lv * act.gamma(x.ndim) / L)
+            assert not torch.isnan(y).any()
+
+
+@needs_native
+def test_quant_relu_training_forward_uses_the_kernel_too():
+    act = QuantReLU(4, "round", 1.5)
+    x = torch.randn(3, 1000, requires_grad=True)
+    before = calls("quant_relu")
+    y = act(x)
+    assert calls("quant_relu") == before + 1 and y.requires_grad
+    with native_off():
+        assert torch.equal(act(x), y)
+
+
+def test_torch_fallbacks_alone_stay_exact():
+    """With the kernels off (as on an install without a C compiler) the paths still agree."""
+    x = torch.rand(4, 6, 3, 5, dtype=torch.float64)
+    with native_off():
+        assert not native.available()
+        for current in ("instant", "expected"):
+            out = if_multi_step_inference(x, 0.25, 0.5, True, current, True)
+            ref = if_multi_step_ref(x, 0.25, 0.5, True, current, store_v_seq=True)
+            assert all(torch.equal(a, b) for a, b in zip(out, ref))
+        act = QuantReLU(4, "ceil", 0.5).double()
+        with torch.no_grad():
+            assert torch.equal(act(x), torch.clamp(torch.ceil(x * 4 / 0.5), 0, 4) * 0.5 / 4)
