@@ -29,6 +29,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from . import _compat
 from .functional import CURRENTS, expected_current
 from .neuron import QVMIFNode
+from .ops.if_loop.cpu import if_rate_cpu, spike_rate
 from .quant import QuantReLU, channel_view, check_levels
 
 __all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError", "SCHEDULES"]
@@ -180,7 +181,9 @@ class SpikingActivation(nn.Module):
       Runs ``node`` on ``q`` broadcast over T (a view: the node sees a ``[T, B, *]`` input whose
       steps are all q, and its output, ``v`` and ``v_seq`` are those of T steps of q) and returns
       ``N * theta / T`` with ``N = sum_t s_t``, in the order the ANN computes ``M * gamma / L``,
-      so that N == M gives the ANN's activation bit for bit.
+      so that N == M gives the ANN's activation bit for bit. When nothing observes the node's
+      spike train (no hooks, see :meth:`_rate_unobserved`) the compiled kernel counts the
+      spikes without writing the train, with the same N, V_T and output.
     """
 
     def __init__(self, node: QVMIFNode):
@@ -195,13 +198,33 @@ class SpikingActivation(nn.Module):
             th = channel_view(th.to(like.dtype), like.ndim)
         return th
 
+    def _rate_unobserved(self, x: torch.Tensor, T: int) -> Optional[torch.Tensor]:
+        """``N * theta / T`` without the ``[T, B, *]`` spike train, when nothing can observe the
+        train (no hook on the node, no ``store_v_seq``, no autograd, no explicit ``"cupy"``) and
+        the compiled kernel takes ``x``; the node's ``v`` is updated as by its own forward.
+        ``None`` otherwise (the node then runs as usual)."""
+        node = self.node
+        if (node._forward_hooks or node._forward_pre_hooks or _global_hooks()
+                or node.store_v_seq or node.backend == "cupy" or node._needs_grad(x)):
+            return None
+        v0 = node._fresh_v(x) if isinstance(node.v, torch.Tensor) else node._v0_for(x)
+        res = if_rate_cpu(x, v0, node._theta_for(x), node.strict, T)
+        if res is None:
+            return None
+        out, node.v = res
+        node.last_dispatch = ("native", "per-sample layer, spike train unobserved: counts only")
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = self.time_steps
         if self.node.step_mode != "m":  # e.g. after functional.set_step_mode(snn, "s")
             self.node.step_mode = "m"
         if self.per_sample:
-            count = self.node(x.unsqueeze(0).expand(T, *x.shape)).sum(0)
-            return count * self._theta(count) / T
+            out = self._rate_unobserved(x, T)
+            if out is not None:
+                return out
+            spikes = self.node(x.unsqueeze(0).expand(T, *x.shape))
+            return spike_rate(spikes, self._theta(x))
         spikes = self.node(x.reshape(T, x.shape[0] // T, *x.shape[1:]))
         spikes = spikes.flatten(0, 1)
         return spikes * self._theta(spikes)
@@ -253,6 +276,13 @@ class QVMNetwork(nn.Module):
         if isinstance(out, (tuple, list)):
             return type(out)(unfold(y) for y in out)
         return unfold(out)
+
+
+def _global_hooks() -> bool:
+    """Whether any global module forward hook is registered (it would observe the node)."""
+    m = nn.modules.module
+    return bool(getattr(m, "_global_forward_hooks", None)
+                or getattr(m, "_global_forward_pre_hooks", None))
 
 
 def _check_schedule(schedule, current: str) -> str:

@@ -230,7 +230,10 @@ class QVMIFNode(_compat.MemoryModule):
             if self.store_v_seq:
                 self.v_seq = v_seq
             return spike_seq
-        v = self._fresh_v(x_seq[0])
+        # V0 in its compact form (float, per-channel view) unless a state is carried over: the
+        # loops broadcast it, so no [N, *] tensor of V0 is built first.
+        v = self._fresh_v(x_seq[0]) if isinstance(self.v, torch.Tensor) else \
+            self._v0_for(x_seq[0])
         th = self._theta_for(x_seq[0])
         if needs_grad:
             spike_seq, self.v, v_seq = if_multi_step_bptt(

@@ -154,3 +154,70 @@ def test_torch_fallbacks_alone_stay_exact():
         act = QuantReLU(4, "ceil", 0.5).double()
         with torch.no_grad():
             assert torch.equal(act(x), torch.clamp(torch.ceil(x * 4 / 0.5), 0, 4) * 0.5 / 4)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spike_rate_kernel_equals_sum_times_theta_over_t(dtype):
+    from sj_qvm.ops.if_loop.cpu import spike_rate
+    for T, shape in ((1, (5, 3, 4)), (4, (7, 3, 9)), (16, (40000, 3))):
+        s = (torch.rand(T, *shape) < 0.4).to(dtype)
+        for th in (0.75, torch.tensor([0.3, 0.6, 1.1], dtype=dtype).view(3, 1)
+                   if len(shape) == 3 else torch.tensor([0.3, 0.6, 1.1], dtype=dtype)):
+            before = calls("spike_rate")
+            out = spike_rate(s, th)
+            assert calls("spike_rate") == before + 1
+            assert torch.equal(out, s.sum(0) * th / T)
+            with native_off():
+                assert torch.equal(spike_rate(s, th), out)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("strict", [False, True])
+def test_if_rate_kernel_equals_the_loop_then_the_rate(dtype, strict):
+    from sj_qvm.ops.if_loop.cpu import if_rate_cpu, spike_rate
+    for T, theta in itertools.product((1, 2, 3, 4, 16), (0.75, 2.0)):
+        q = boundary_currents(T, theta, 30001, dtype, C=3)
+        for th in (theta, torch.tensor([theta, theta / 3, 1.5 * theta], dtype=dtype)):
+            v0 = 0.5 * (th if isinstance(th, float) else th)
+            before = calls("if_rate")
+            rate, v = if_rate_cpu(q, v0, th, strict, T)
+            assert calls("if_rate") == before + 1
+            s_ref, v_ref, _ = if_multi_step_ref(q.unsqueeze(0).repeat(T, 1, 1), v0, th, strict,
+                                                "expected")
+            assert torch.equal(v, v_ref)
+            assert torch.equal(rate, spike_rate(s_ref, th))
+
+
+@needs_native
+def test_unobserved_per_sample_layers_count_without_the_train():
+    """No hooks: the network counts spikes in the kernel and gives the same logits and V_T as
+    when a hook makes every node write its spike train."""
+    import sys
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    from nets import build
+    from sj_qvm import convert
+    from sj_qvm._compat import functional
+    for arch in ("cnn", "resnet"):
+        ann, x = build(arch, 4, "round", dtype=torch.float32)
+        snn = convert(ann)
+        nodes = [m for m in snn.modules() if isinstance(m, QVMIFNode)]
+        x_seq = x.unsqueeze(0).repeat(4, *[1] * x.ndim)
+        before = calls("if_rate"), calls("if_forward")
+        functional.reset_net(snn)
+        with torch.no_grad():
+            fast = snn(x_seq)
+        assert calls("if_rate") == before[0] + len(nodes) and calls("if_forward") == before[1]
+        assert all(m.last_dispatch[0] == "native" for m in nodes)
+        v_fast = [m.v.clone() for m in nodes]
+        hooks = [m.register_forward_hook(lambda *a: None) for m in nodes]
+        functional.reset_net(snn)
+        with torch.no_grad():
+            observed = snn(x_seq)
+        for h in hooks:
+            h.remove()
+        assert calls("if_forward") == before[1] + len(nodes)
+        assert torch.equal(fast, observed)
+        assert all(torch.equal(a, m.v) for a, m in zip(v_fast, nodes))
+        torch.testing.assert_close(fast.mean(0), ann(x), rtol=1e-5, atol=1e-5)

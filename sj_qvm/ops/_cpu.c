@@ -20,6 +20,15 @@
  *   v_seq [T, n] (V_t) unless its address is 0. Same predicate and arithmetic as
  *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
  *
+ * spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)
+ *   out[i] = (sum_t spike[t * n + i]) * theta / T: the mean current theta * N / T that a
+ *   per-sample layer passes on, in the order of torch's ``spike_seq.sum(0) * theta / T``.
+ *
+ * if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)
+ *   The IF loop of if_forward on one constant current q [n] (T steps, V in place) that keeps
+ *   only the count N of each neuron and writes out[i] = N * theta / T (spike_rate's order):
+ *   for a layer whose spike train nobody reads, nothing of size [T, n] is written.
+ *
  * Built with -ffp-contract=off: a fused multiply-add would round differently from torch.
  */
 #define PY_SSIZE_T_CLEAN
@@ -139,12 +148,84 @@ QUANT_RELU(double, floor, ceil)
 IF_FORWARD(float)
 IF_FORWARD(double)
 
+#define SPIKE_RATE(type)                                                                    \
+    static void spike_rate_##type(const task *t)                                            \
+    {                                                                                       \
+        const type *spike = (const type *)t->spike;                                         \
+        type *out = (type *)t->out;                                                         \
+        const Py_ssize_t N = t->n;                                                          \
+        const type Tf = (type)t->T;                                                         \
+        SEGMENTS(type, t, {                                                                 \
+            for (Py_ssize_t b = i0; b < i1; b += BLK) {                                     \
+                const Py_ssize_t m = i1 - b < BLK ? i1 - b : BLK;                           \
+                type *ob = out + b;                                                         \
+                for (Py_ssize_t j = 0; j < m; j++)                                          \
+                    ob[j] = spike[b + j];                                                   \
+                for (int k = 1; k < t->T; k++) {                                            \
+                    const type *sk = spike + (Py_ssize_t)k * N + b;                         \
+                    for (Py_ssize_t j = 0; j < m; j++)                                      \
+                        ob[j] = ob[j] + sk[j];                                              \
+                }                                                                           \
+                for (Py_ssize_t j = 0; j < m; j++)                                          \
+                    ob[j] = (ob[j] * p) / Tf;                                               \
+            }                                                                               \
+        })                                                                                  \
+    }
+
+SPIKE_RATE(float)
+SPIKE_RATE(double)
+
+#define IF_RATE(type)                                                                       \
+    static void if_rate_##type(const task *t)                                               \
+    {                                                                                       \
+        const type *x = (const type *)t->x;                                                 \
+        type *v = (type *)t->v, *out = (type *)t->out;                                      \
+        const int T = t->T, strict = t->strict;                                             \
+        const type Tf = (type)T;                                                            \
+        type cnt[BLK];                                                                      \
+        SEGMENTS(type, t, {                                                                 \
+            for (Py_ssize_t b = i0; b < i1; b += BLK) {                                     \
+                const Py_ssize_t m = i1 - b < BLK ? i1 - b : BLK;                           \
+                type *vb = v + b;                                                           \
+                const type *q = x + b;                                                      \
+                for (Py_ssize_t j = 0; j < m; j++)                                          \
+                    cnt[j] = 0;                                                             \
+                for (int k = 0; k < T; k++) {                                               \
+                    if (strict) {                                                           \
+                        for (Py_ssize_t j = 0; j < m; j++) {                                \
+                            const type u = vb[j] + q[j];                                    \
+                            const int s = u > p;                                            \
+                            cnt[j] = cnt[j] + (type)s;                                      \
+                            vb[j] = s ? u - p : u;                                          \
+                        }                                                                   \
+                    } else {                                                                \
+                        for (Py_ssize_t j = 0; j < m; j++) {                                \
+                            const type u = vb[j] + q[j];                                    \
+                            const int s = u >= p;                                           \
+                            cnt[j] = cnt[j] + (type)s;                                      \
+                            vb[j] = s ? u - p : u;                                          \
+                        }                                                                   \
+                    }                                                                       \
+                }                                                                           \
+                for (Py_ssize_t j = 0; j < m; j++)                                          \
+                    out[b + j] = (cnt[j] * p) / Tf;                                         \
+            }                                                                               \
+        })                                                                                  \
+    }
+
+IF_RATE(float)
+IF_RATE(double)
+
 static void run(const task *t)
 {
     if (t->kind == 0)
         (t->dtype ? quant_relu_double : quant_relu_float)(t);
-    else
+    else if (t->kind == 1)
         (t->dtype ? if_forward_double : if_forward_float)(t);
+    else if (t->kind == 2)
+        (t->dtype ? spike_rate_double : spike_rate_float)(t);
+    else
+        (t->dtype ? if_rate_double : if_rate_float)(t);
 }
 
 #ifndef _WIN32
@@ -254,16 +335,72 @@ static PyObject *if_forward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *spike_rate(PyObject *self, PyObject *args)
+{
+    unsigned long long spike, out, th_addr;
+    Py_ssize_t n, th_div, th_mod, threads;
+    int T, dtype;
+    double th_value;
+    if (!PyArg_ParseTuple(args, "KKniKdnnin:spike_rate", &spike, &out, &n, &T, &th_addr,
+                          &th_value, &th_div, &th_mod, &dtype, &threads))
+        return NULL;
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
+        || dtype > 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "spike_rate: bad size, T or dtype");
+        return NULL;
+    }
+    task t = {0};
+    t.kind = 2;
+    t.spike = (uintptr_t)spike, t.out = (uintptr_t)out, t.n = n, t.T = T;
+    t.p_addr = (uintptr_t)th_addr, t.p_value = th_value, t.p_div = th_div, t.p_mod = th_mod;
+    t.dtype = dtype;
+    Py_BEGIN_ALLOW_THREADS
+    run_split(t, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *if_rate(PyObject *self, PyObject *args)
+{
+    unsigned long long x, v, out, th_addr;
+    Py_ssize_t n, th_div, th_mod, threads;
+    int T, strict, dtype;
+    double th_value;
+    if (!PyArg_ParseTuple(args, "KKKKdnnniiin:if_rate", &x, &v, &out, &th_addr, &th_value,
+                          &th_div, &th_mod, &n, &T, &strict, &dtype, &threads))
+        return NULL;
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
+        || dtype > 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "if_rate: bad size, T or dtype");
+        return NULL;
+    }
+    task t = {0};
+    t.kind = 3;
+    t.x = (uintptr_t)x, t.v = (uintptr_t)v, t.out = (uintptr_t)out, t.n = n, t.T = T;
+    t.p_addr = (uintptr_t)th_addr, t.p_value = th_value, t.p_div = th_div, t.p_mod = th_mod;
+    t.strict = strict, t.dtype = dtype;
+    Py_BEGIN_ALLOW_THREADS
+    run_split(t, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"quant_relu", quant_relu, METH_VARARGS,
      "quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)"},
     {"if_forward", if_forward, METH_VARARGS,
      "if_forward(x, x_tstride, spike, v, v_seq, th_addr, th_value, th_div, th_mod, n, T, "
      "strict, expected, dtype, threads)"},
+    {"if_rate", if_rate, METH_VARARGS,
+     "if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)"},
+    {"spike_rate", spike_rate, METH_VARARGS,
+     "spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
-                                    "CPU kernels for QuantReLU and the IF loop", -1, methods};
+                                    "CPU kernels for QuantReLU, the IF loop and its spike rate", -1, methods};
 
 PyMODINIT_FUNC PyInit__cpu(void) { return PyModule_Create(&module); }

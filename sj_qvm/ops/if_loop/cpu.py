@@ -17,6 +17,8 @@ import torch
 from .. import native
 from .launch import index_form
 
+__all__ = ["if_multi_step_cpu", "spike_rate", "if_rate_cpu"]
+
 
 def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
                       current: str = "instant", store_v_seq: bool = False) -> Optional[tuple]:
@@ -48,3 +50,58 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
                 int(current == "expected"), native.DTYPES[x_seq.dtype], native.threads())
     del th  # kept alive through the call
     return spike_seq, v, v_seq
+
+
+def _param(p, shape, dtype):
+    """``(keep-alive, addr, value, div, mod)`` of a float or tensor parameter, or ``None`` when
+    the kernels cannot read it (a tensor of another dtype or device)."""
+    if isinstance(p, torch.Tensor):
+        if p.dtype != dtype or p.device.type != "cpu":
+            return None
+        t, div, mod = index_form(p, shape, dtype)
+        return t, t.data_ptr(), 0.0, div, mod
+    if isinstance(p, Real):
+        return None, 0, float(p), 1, 1
+    return None
+
+
+def spike_rate(spike_seq: torch.Tensor, v_threshold) -> torch.Tensor:
+    """``N * theta / T`` with ``N = spike_seq.sum(0)`` and ``T = spike_seq.shape[0]``: ``[T, N, *] -> [N, *]``, the mean current
+    a per-sample layer passes on; ``v_threshold`` a float or a tensor broadcastable to ``[N, *]``.
+    Computed as ``spike_seq.sum(0) * theta / T`` (in that order, so that N == M gives the ANN's
+    ``M * gamma / L`` bit for bit), in one compiled pass where it can."""
+    shape = spike_seq.shape[1:]
+    p = _param(v_threshold, shape, spike_seq.dtype) if (
+        native.takes(spike_seq) and spike_seq.is_contiguous() and spike_seq.numel()) else None
+    if p is None:
+        return spike_seq.sum(0) * v_threshold / spike_seq.shape[0]
+    keep, addr, value, div, mod = p
+    out = torch.empty(shape, dtype=spike_seq.dtype)
+    native.call("spike_rate", spike_seq.data_ptr(), out.data_ptr(), math.prod(shape),
+                spike_seq.shape[0], addr, value, div, mod, native.DTYPES[spike_seq.dtype],
+                native.threads())
+    del keep
+    return out
+
+
+def if_rate_cpu(q: torch.Tensor, v_init, v_threshold, strict: bool, time_steps: int):
+    """T IF steps on the constant current ``q: [N, *]``, keeping only the counts:
+    ``(N * theta / T [N, *], V_T [N, *])``, or ``None`` when the kernel cannot take the call.
+
+    The same loop as :func:`if_multi_step_cpu` on ``q`` broadcast over T, followed by
+    :func:`spike_rate`, without writing the ``[T, N, *]`` spike train (bit-identical results)."""
+    if not native.takes(q) or q.ndim < 1 or q.numel() == 0 or not q.is_contiguous():
+        return None
+    shape = q.shape
+    p = _param(v_threshold, shape, q.dtype)
+    if p is None:
+        return None
+    keep, addr, value, div, mod = p
+    v = torch.empty(shape, dtype=q.dtype)
+    v.copy_(torch.as_tensor(v_init, dtype=v.dtype).expand_as(v))
+    out = torch.empty(shape, dtype=q.dtype)
+    native.call("if_rate", q.data_ptr(), v.data_ptr(), out.data_ptr(), addr, value, div, mod,
+                q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
+                native.threads())
+    del keep
+    return out, v
