@@ -9,6 +9,7 @@
  *   out[i] = clip(Q(x[i] * L / gamma), 0, L) * gamma / L, NaN -> 0, for i < n;
  *   rounding 0 floor, 1 round (half-up, floor(z + 1/2)), 2 ceil. The operations and their
  *   order are those of ops/quant_relu/fused.py, so the results are bit-identical.
+ *   (The IF loops reset with V = U - theta * s, s in {0, 1}: branch-free, and exact.)
  *
  * if_forward(x, x_tstride, spike, v, v_seq, th_addr, th_value, th_div, th_mod, n, T, strict,
  *            expected, dtype, threads)
@@ -29,7 +30,8 @@
  *   only the count N of each neuron and writes out[i] = N * theta / T (spike_rate's order):
  *   for a layer whose spike train nobody reads, nothing of size [T, n] is written.
  *
- * Built with -ffp-contract=off: a fused multiply-add would round differently from torch.
+ * Built with -ffp-contract=off (a fused multiply-add would round differently from torch) and
+ * -fno-trapping-math (so that the compare-and-reset loops vectorize; rounding is unchanged).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -63,28 +65,67 @@ typedef struct {
         i0 = i1;                                                                            \
     }
 
-#define QUANT_RELU(type, FLOOR, CEIL)                                                       \
-    static void quant_relu_##type(const task *t)                                            \
-    {                                                                                       \
-        const type *x = (const type *)t->x;                                                 \
-        type *out = (type *)t->out;                                                         \
-        const type L = (type)t->levels;                                                     \
-        const int r = t->rounding;                                                          \
-        SEGMENTS(type, t, {                                                                 \
-            for (Py_ssize_t i = i0; i < i1; i++) {                                          \
-                type z = x[i] * L;                                                          \
-                z = z / p;                                                                  \
-                z = r == 0 ? FLOOR(z) : r == 1 ? FLOOR(z + (type)0.5) : CEIL(z);            \
-                z = z < 0 ? (type)0 : z;                                                    \
-                z = z > L ? L : z;                                                          \
-                z = z != z ? (type)0 : z; /* NaN -> level 0 */                              \
-                out[i] = (z * p) / L;                                                       \
-            }                                                                               \
-        })                                                                                  \
+/* floor and ceil without libm calls (baseline x86-64 has no rounding instruction, so floorf is
+ * a call per element and the loop cannot vectorize). Exact: below 2^23 (2^52) in magnitude the
+ * truncation is exact and corrected by one; above, every value is an integer; NaN and inf pass
+ * through; the sign of a zero result is z's, as floorf/ceilf give it. */
+static inline float floor_f(float z)
+{
+    const float t = copysignf((float)(int32_t)z, z);
+    const float f = t > z ? t - 1.0f : t;
+    return fabsf(z) < 8388608.0f ? f : z;
+}
+static inline float ceil_f(float z)
+{
+    const float t = copysignf((float)(int32_t)z, z);
+    const float c = t < z ? t + 1.0f : t;
+    return fabsf(z) < 8388608.0f ? c : z;
+}
+static inline double floor_d(double z)
+{
+    const double t = copysign((double)(int64_t)z, z);
+    const double f = t > z ? t - 1.0 : t;
+    return fabs(z) < 4503599627370496.0 ? f : z;
+}
+static inline double ceil_d(double z)
+{
+    const double t = copysign((double)(int64_t)z, z);
+    const double c = t < z ? t + 1.0 : t;
+    return fabs(z) < 4503599627370496.0 ? c : z;
+}
+
+/* One rounding's loop: Q is an expression of z. */
+#define QUANT_LOOP(type, Q)                                                                \
+    for (Py_ssize_t i = i0; i < i1; i++) {                                                 \
+        type z = x[i] * L;                                                                 \
+        z = z / p;                                                                         \
+        z = Q;                                                                             \
+        z = z < 0 ? (type)0 : z;                                                           \
+        z = z > L ? L : z;                                                                 \
+        z = z != z ? (type)0 : z; /* NaN -> level 0 */                                     \
+        out[i] = (z * p) / L;                                                              \
     }
 
-QUANT_RELU(float, floorf, ceilf)
-QUANT_RELU(double, floor, ceil)
+#define QUANT_RELU(type, FLOOR, CEIL)                                                      \
+    static void quant_relu_##type(const task *t)                                           \
+    {                                                                                      \
+        const type *x = (const type *)t->x;                                                \
+        type *out = (type *)t->out;                                                        \
+        const type L = (type)t->levels;                                                    \
+        const int r = t->rounding;                                                         \
+        SEGMENTS(type, t, {                                                                \
+            if (r == 0) {                                                                  \
+                QUANT_LOOP(type, FLOOR(z))                                                 \
+            } else if (r == 1) {                                                           \
+                QUANT_LOOP(type, FLOOR(z + (type)0.5))                                     \
+            } else {                                                                       \
+                QUANT_LOOP(type, CEIL(z))                                                  \
+            }                                                                              \
+        })                                                                                 \
+    }
+
+QUANT_RELU(float, floor_f, ceil_f)
+QUANT_RELU(double, floor_d, ceil_d)
 
 /* Neurons per block: the block's V (and expected current) stay in L1 over the T steps, and
  * the inner loops over a block vectorize. */
@@ -123,16 +164,16 @@ QUANT_RELU(double, floor, ceil)
                     if (strict) {                                                           \
                         for (Py_ssize_t j = 0; j < m; j++) {                                \
                             const type u = vb[j] + qk[j];                                   \
-                            const int s = u > p;                                            \
-                            sk[j] = (type)s;                                                \
-                            vb[j] = s ? u - p : u;                                          \
+                            const type s = (type)(u > p);                                   \
+                            sk[j] = s;                                                      \
+                            vb[j] = u - s * p;                                              \
                         }                                                                   \
                     } else {                                                                \
                         for (Py_ssize_t j = 0; j < m; j++) {                                \
                             const type u = vb[j] + qk[j];                                   \
-                            const int s = u >= p;                                           \
-                            sk[j] = (type)s;                                                \
-                            vb[j] = s ? u - p : u;                                          \
+                            const type s = (type)(u >= p);                                  \
+                            sk[j] = s;                                                      \
+                            vb[j] = u - s * p;                                              \
                         }                                                                   \
                     }                                                                       \
                     if (v_seq) {                                                            \
@@ -194,16 +235,16 @@ SPIKE_RATE(double)
                     if (strict) {                                                           \
                         for (Py_ssize_t j = 0; j < m; j++) {                                \
                             const type u = vb[j] + q[j];                                    \
-                            const int s = u > p;                                            \
-                            cnt[j] = cnt[j] + (type)s;                                      \
-                            vb[j] = s ? u - p : u;                                          \
+                            const type s = (type)(u > p);                                   \
+                            cnt[j] = cnt[j] + s;                                            \
+                            vb[j] = u - s * p;                                              \
                         }                                                                   \
                     } else {                                                                \
                         for (Py_ssize_t j = 0; j < m; j++) {                                \
                             const type u = vb[j] + q[j];                                    \
-                            const int s = u >= p;                                           \
-                            cnt[j] = cnt[j] + (type)s;                                      \
-                            vb[j] = s ? u - p : u;                                          \
+                            const type s = (type)(u >= p);                                  \
+                            cnt[j] = cnt[j] + s;                                            \
+                            vb[j] = u - s * p;                                              \
                         }                                                                   \
                     }                                                                       \
                 }                                                                           \
