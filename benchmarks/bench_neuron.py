@@ -1,21 +1,33 @@
 """QVMIFNode vs SpikingJelly's IFNode(v_reset=None), multi-step, measured side by side in one process.
 
-    python benchmarks/bench_neuron.py [--shape 4 32 64 32 32] [--repeats 15]
+    python benchmarks/bench_neuron.py [--shape 4 32 64 32 32] [--repeats 15] [--threads 2]
 
-Prints the median time of each and the ratio SJ / ours (> 1: ours is faster).
+Runs itself twice, with the default glibc allocator and with
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000`` (no fresh page faults per >= 32 MiB
+allocation), and prints for each the median time of SJ's node and of ours in both currents, with
+the compiled CPU kernel (``sj_qvm.ops._cpu``) and with its torch fallback, the ratio SJ / ours
+(> 1: ours is faster) and ours / a ``clone`` of the input (the memory bound).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
-from sj_qvm import QVMIFNode
-from sj_qvm._compat import SJ_VERSION, IFNode, functional
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sj_qvm import QVMIFNode  # noqa: E402
+from sj_qvm._compat import SJ_VERSION, IFNode, functional  # noqa: E402
+from sj_qvm.ops import native  # noqa: E402
+
+NO_MMAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -28,19 +40,33 @@ def median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", type=int, nargs="+", default=[4, 32, 64, 32, 32])
-    p.add_argument("--repeats", type=int, default=15)
-    args = p.parse_args()
+class Fallback:
+    """Run a node with the compiled kernels switched off."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __call__(self, x):
+        saved, native.ENABLED = native.ENABLED, False
+        try:
+            return self.node(x)
+        finally:
+            native.ENABLED = saved
+
+
+def child(args) -> None:
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.rand(*args.shape) * 0.8
-    ours = QVMIFNode(1.0, 0.0, current="instant", step_mode="m")
-    sj = IFNode(v_threshold=1.0, v_reset=None, step_mode="m")
+    nodes = {"SJ IFNode": IFNode(v_threshold=1.0, v_reset=None, step_mode="m")}
+    for current in ("instant", "expected"):
+        node = QVMIFNode(1.0, 0.0, current=current, step_mode="m")
+        nodes[f"QVM {current}"] = node
+        nodes[f"QVM {current} (torch fallback)"] = Fallback(node)
 
     def forward(node):
         def run():
-            functional.reset_net(node)
+            functional.reset_net(getattr(node, "node", node))
             with torch.no_grad():
                 node(x)
         return run
@@ -50,28 +76,59 @@ def main() -> None:
 
     def train_step(node):
         def run():
-            functional.reset_net(node)
+            functional.reset_net(getattr(node, "node", node))
             xg.grad = None
             (node(xg) * g).sum().backward()
         return run
 
     rows = {}
-    # Interleave the two so that machine noise hits both alike.
-    for case, make in (("forward (no_grad)", forward), ("forward+backward", train_step)):
-        a, b = [], []
-        for _ in range(3):
-            a.append(median_ms(make(sj), max(1, args.repeats // 3)))
-            b.append(median_ms(make(ours), max(1, args.repeats // 3)))
-        rows[case] = (statistics.median(a), statistics.median(b))
-    clone_ms = median_ms(lambda: x.clone(), args.repeats)
-    print(f"input {list(x.shape)} float32; torch {torch.__version__}, spikingjelly {SJ_VERSION}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"{'case':<20}{'SJ IFNode ms':>14}{'QVMIFNode ms':>14}{'SJ/ours':>10}")
-    for case, (sj_ms, our_ms) in rows.items():
-        print(f"{case:<20}{sj_ms:14.2f}{our_ms:14.2f}{sj_ms / our_ms:10.2f}x")
-    print(f"plain x.clone(): {clone_ms:.2f} ms (the memory bound)")
-    print(json.dumps({k: {"sj_ms": v[0], "ours_ms": v[1], "ratio": v[0] / v[1]}
-                      for k, v in rows.items()} | {"clone_ms": clone_ms}))
+    # Interleave them so that machine noise hits all alike.
+    for case, make, names in (("forward (no_grad)", forward, list(nodes)),
+                              ("forward+backward", train_step,
+                               ["SJ IFNode", "QVM instant", "QVM expected"])):
+        runs = {k: make(nodes[k]) for k in names} | {"clone": lambda: x.clone()}
+        times = {k: [] for k in runs}
+        for f in runs.values():
+            f()
+        for _ in range(args.repeats):
+            for k, f in runs.items():
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+        rows[case] = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    rows["machine"] = (f"input {list(x.shape)} float32; torch {torch.__version__}, spikingjelly "
+                       f"{SJ_VERSION}, {torch.get_num_threads()} threads, "
+                       f"{platform.processor() or platform.machine()}, native kernels "
+                       f"{'on' if native.available() else 'off'}, load {os.getloadavg()[0]:.1f}")
+    print("JSON " + json.dumps(rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", type=int, nargs="+", default=[4, 32, 64, 32, 32])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    flags = ["--shape", *map(str, args.shape), "--repeats", str(args.repeats), "--threads",
+             str(args.threads)]
+    out = {}
+    for label, extra in (("default allocator", {}), ("MALLOC_MMAP_MAX_=0", NO_MMAP)):
+        res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"] + flags,
+                             env=dict(os.environ, **extra), capture_output=True, text=True,
+                             check=True).stdout
+        rows = json.loads(next(l for l in res.splitlines() if l.startswith("JSON "))[5:])
+        out[label] = rows
+        print(f"\n=== {label}: {rows['machine']}")
+        for case in ("forward (no_grad)", "forward+backward"):
+            r = rows[case]
+            sj, clone = r["SJ IFNode"], r["clone"]
+            print(f"{case:<20}{'ms':>9}{'SJ/this':>9}{'x clone':>9}")
+            for k, v in r.items():
+                print(f"  {k:<30}{v:9.2f}{sj / v:9.2f}{v / clone:9.2f}")
+    print("JSON " + json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -221,3 +221,59 @@ def test_unobserved_per_sample_layers_count_without_the_train():
         assert torch.equal(fast, observed)
         assert all(torch.equal(a, m.v) for a, m in zip(v_fast, nodes))
         torch.testing.assert_close(fast.mean(0), ann(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("surrogate", ["Sigmoid", "ATan"])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_bptt_kernels_match_the_torch_bptt_under_a_random_gradient(surrogate, current):
+    from sj_qvm._compat import surrogate as sj_surrogate
+    from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+    sg = getattr(sj_surrogate, surrogate)()
+    for strict, detach, per_channel in itertools.product((False, True), (False, True),
+                                                         (False, True)):
+        torch.manual_seed(1)
+        x = torch.rand(5, 4, 3, 6, 7, dtype=torch.float64)  # [T, B, C, H, W]
+        theta = (torch.tensor([0.4, 0.8, 1.2], dtype=torch.float64).view(3, 1, 1)
+                 if per_channel else torch.tensor(0.7, dtype=torch.float64))
+        v0 = torch.rand(4, 3, 6, 7, dtype=torch.float64) * 0.3
+        g_s, g_v = torch.randn_like(x), torch.randn_like(v0)
+        grads, outs = [], []
+        for off in (False, True):
+            xs, th, v = (t.clone().requires_grad_() for t in (x, theta, v0))
+            before = calls("if_backward")
+            ctx = native_off() if off else contextlib.nullcontext()
+            with ctx:
+                s, vT, vseq = if_multi_step_bptt(xs, v, th, strict, current, sg, detach, True)
+                ((s * g_s).sum() + (vT * g_v).sum()).backward()
+            assert calls("if_backward") == before + (0 if off else 1)
+            outs.append((s, vT, vseq))
+            grads.append((xs.grad, th.grad, v.grad))
+        for a, b in zip(*outs):
+            assert torch.equal(a, b)
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+        assert grads[0][0].abs().sum() > 0
+
+
+@needs_native
+def test_qvm_node_trains_through_the_kernels_in_float32():
+    x = torch.rand(4, 8, 3, 5, 5, requires_grad=True)
+    node = QVMIFNode(torch.nn.Parameter(torch.tensor([0.4, 0.8, 1.2])), "round", step_mode="m")
+    before = calls("if_backward")
+    (node(x) * torch.randn(4, 8, 3, 5, 5)).sum().backward()
+    assert calls("if_backward") == before + 1
+    gx, gth = x.grad.clone(), node.v_threshold.grad.clone()
+    g = torch.randn(4, 8, 3, 5, 5)
+    results = []
+    for off in (False, True):
+        x.grad = None
+        node.v_threshold.grad = None
+        node.reset()
+        with native_off() if off else contextlib.nullcontext():
+            (node(x) * g).sum().backward()
+        results.append((x.grad.clone(), node.v_threshold.grad.clone()))
+    (gx_n, gth_n), (gx_t, gth_t) = results
+    torch.testing.assert_close(gx_n, gx_t, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gth_n, gth_t, rtol=1e-4, atol=1e-5)
+    assert gx.shape == gx_n.shape and gth.shape == (3,)

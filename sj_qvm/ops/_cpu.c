@@ -11,14 +11,15 @@
  *   order are those of ops/quant_relu/fused.py, so the results are bit-identical.
  *   (The IF loops reset with V = U - theta * s, s in {0, 1}: branch-free, and exact.)
  *
- * if_forward(x, x_tstride, spike, v, v_seq, th_addr, th_value, th_div, th_mod, n, T, strict,
+ * if_forward(x, x_tstride, spike, v, v_seq, h, th_addr, th_value, th_div, th_mod, n, T, strict,
  *            expected, dtype, threads)
  *   T soft-reset IF steps of n neurons, in place on v (V0 in, V_T out):
  *       U = V + q_t;  s = U >= theta (U > theta if strict);  V = U - theta * s
  *   q_t = x[t * x_tstride + i]; x_tstride is n (a [T, n] sequence) or 0 (one [n] current
  *   broadcast over T). expected: q_t = x_0 + (sum_{t>=1} (x_t - x_0)) / T, summed in time order
  *   (functional.expected_current), or x_0 itself when x_tstride is 0. spike [T, n] in x's dtype;
- *   v_seq [T, n] (V_t) unless its address is 0. Same predicate and arithmetic as
+ *   v_seq [T, n] (V_t) unless its address is 0; h [T, n] (h_t = U_t - theta, what the backward
+ *   reads) unless its address is 0. Same predicate and arithmetic as
  *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
  *
  * spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)
@@ -45,10 +46,11 @@
 #define MIN_SHARE 32768 /* neurons per thread, below which one thread does it all */
 
 typedef struct {
-    uintptr_t x, out, spike, v, v_seq, p_addr;
+    uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_x, g_v0, g_th, p_addr;
     double p_value;
     Py_ssize_t p_div, p_mod, x_tstride, n, begin, end, levels;
-    int T, rounding, strict, expected, dtype, kind;
+    int T, rounding, strict, expected, dtype, kind, detach, sg_id;
+    double sg_p0, sg_p1;
 } task;
 
 /* Runs BODY over [begin, end) in segments where the parameter p is one value, `p`. */
@@ -94,6 +96,10 @@ static inline double ceil_d(double z)
     return fabs(z) < 4503599627370496.0 ? c : z;
 }
 
+/* Division by a power of two k (L or T here) is exact scaling, the same as multiplying by the
+ * exact 1/k: both are the correctly rounded value of one real number. Other k divide. */
+#define POW2(k) ((k) > 0 && (((k) & ((k) - 1)) == 0))
+
 /* One rounding's loop: Q is an expression of z. */
 #define QUANT_LOOP(type, Q)                                                                \
     for (Py_ssize_t i = i0; i < i1; i++) {                                                 \
@@ -103,7 +109,7 @@ static inline double ceil_d(double z)
         z = z < 0 ? (type)0 : z;                                                           \
         z = z > L ? L : z;                                                                 \
         z = z != z ? (type)0 : z; /* NaN -> level 0 */                                     \
-        out[i] = (z * p) / L;                                                              \
+        out[i] = pow2 ? (z * p) * inv : (z * p) / L;                                       \
     }
 
 #define QUANT_RELU(type, FLOOR, CEIL)                                                      \
@@ -111,8 +117,8 @@ static inline double ceil_d(double z)
     {                                                                                      \
         const type *x = (const type *)t->x;                                                \
         type *out = (type *)t->out;                                                        \
-        const type L = (type)t->levels;                                                    \
-        const int r = t->rounding;                                                         \
+        const type L = (type)t->levels, inv = (type)1 / L;                                 \
+        const int r = t->rounding, pow2 = POW2(t->levels);                                 \
         SEGMENTS(type, t, {                                                                \
             if (r == 0) {                                                                  \
                 QUANT_LOOP(type, FLOOR(z))                                                 \
@@ -136,6 +142,7 @@ QUANT_RELU(double, floor_d, ceil_d)
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *spike = (type *)t->spike, *v = (type *)t->v, *v_seq = (type *)t->v_seq;       \
+        type *h = (type *)t->h;                                                             \
         const Py_ssize_t N = t->n, ts = t->x_tstride;                                       \
         const int T = t->T, strict = t->strict, mean = t->expected && ts != 0;              \
         const int constant = t->expected || ts == 0;                                        \
@@ -161,7 +168,17 @@ QUANT_RELU(double, floor_d, ceil_d)
                 for (int k = 0; k < T; k++) {                                               \
                     const type *qk = constant ? q : x + (Py_ssize_t)k * ts + b;             \
                     type *sk = spike + (Py_ssize_t)k * N + b;                               \
-                    if (strict) {                                                           \
+                    if (h) {                                                                \
+                        type *hk = h + (Py_ssize_t)k * N + b;                               \
+                        for (Py_ssize_t j = 0; j < m; j++) {                                \
+                            const type u = vb[j] + qk[j];                                   \
+                            const type hh = u - p;                                          \
+                            const type s = (type)(strict ? hh > 0 : hh >= 0);               \
+                            hk[j] = hh;                                                     \
+                            sk[j] = s;                                                      \
+                            vb[j] = u - s * p;                                              \
+                        }                                                                   \
+                    } else if (strict) {                                                           \
                         for (Py_ssize_t j = 0; j < m; j++) {                                \
                             const type u = vb[j] + qk[j];                                   \
                             const type s = (type)(u > p);                                   \
@@ -195,7 +212,8 @@ IF_FORWARD(double)
         const type *spike = (const type *)t->spike;                                         \
         type *out = (type *)t->out;                                                         \
         const Py_ssize_t N = t->n;                                                          \
-        const type Tf = (type)t->T;                                                         \
+        const type Tf = (type)t->T, inv = (type)1 / Tf;                                     \
+        const int pow2 = POW2(t->T);                                                        \
         SEGMENTS(type, t, {                                                                 \
             for (Py_ssize_t b = i0; b < i1; b += BLK) {                                     \
                 const Py_ssize_t m = i1 - b < BLK ? i1 - b : BLK;                           \
@@ -208,7 +226,7 @@ IF_FORWARD(double)
                         ob[j] = ob[j] + sk[j];                                              \
                 }                                                                           \
                 for (Py_ssize_t j = 0; j < m; j++)                                          \
-                    ob[j] = (ob[j] * p) / Tf;                                               \
+                    ob[j] = pow2 ? (ob[j] * p) * inv : (ob[j] * p) / Tf;                    \
             }                                                                               \
         })                                                                                  \
     }
@@ -216,13 +234,83 @@ IF_FORWARD(double)
 SPIKE_RATE(float)
 SPIKE_RATE(double)
 
+/* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/bptt.py):
+ *   g_s = g_spike_t - theta * g_V  (no reset term if detach);  g_h = sg'(h_t) * g_s
+ *   g_theta -= g_h + g_V * s_t;    g_V <- g_V + g_h;   g_x_t = g_V
+ * and in expected mode every g_x_t is their mean. g_spike, g_v may be absent (0); g_v0 and g_th
+ * (per neuron) are written when present. sg' per surrogates.py: id 0 sigmoid (p0 = alpha),
+ * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel. */
+#define IF_BACKWARD(type, EXP)                                                              \
+    static void if_backward_##type(const task *t)                                           \
+    {                                                                                       \
+        const type *h = (const type *)t->h, *g_spike = (const type *)t->g_spike;            \
+        const type *g_v = (const type *)t->g_v;                                             \
+        type *g_x = (type *)t->g_x, *g_v0 = (type *)t->g_v0, *g_th = (type *)t->g_th;       \
+        const Py_ssize_t N = t->n;                                                          \
+        const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
+        const type p0 = (type)t->sg_p0, p1 = (type)t->sg_p1, Tf = (type)t->T;              \
+        type gv[BLK], gth[BLK];                                                             \
+        SEGMENTS(type, t, {                                                                 \
+            for (Py_ssize_t b = i0; b < i1; b += BLK) {                                     \
+                const Py_ssize_t m = i1 - b < BLK ? i1 - b : BLK;                           \
+                for (Py_ssize_t j = 0; j < m; j++) {                                        \
+                    gv[j] = g_v ? g_v[b + j] : (type)0;                                     \
+                    gth[j] = 0;                                                             \
+                }                                                                           \
+                for (int k = T - 1; k >= 0; k--) {                                          \
+                    const type *hk = h + (Py_ssize_t)k * N + b;                             \
+                    const type *gk = g_spike ? g_spike + (Py_ssize_t)k * N + b : NULL;      \
+                    type *xk = g_x + (Py_ssize_t)k * N + b;                                 \
+                    for (Py_ssize_t j = 0; j < m; j++) {                                    \
+                        const type hh = hk[j];                                              \
+                        const type s = (type)(strict ? hh > 0 : hh >= 0);                   \
+                        type gs = gk ? gk[j] : (type)0;                                     \
+                        if (!detach)                                                        \
+                            gs = gs - p * gv[j];                                            \
+                        const type xs = strict ? -hh : hh;                                  \
+                        type d;                                                             \
+                        if (atan_sg) {                                                      \
+                            const type ax = p1 * xs;                                        \
+                            d = p0 / ((type)1 + ax * ax) * gs;                              \
+                        } else {                                                            \
+                            const type sg = (type)1 / ((type)1 + EXP(-(xs * p0)));          \
+                            d = gs * ((type)1 - sg) * sg * p0;                              \
+                        }                                                                   \
+                        gth[j] = gth[j] - (d + gv[j] * s);                                  \
+                        gv[j] = gv[j] + d;                                                  \
+                        xk[j] = gv[j];                                                      \
+                    }                                                                       \
+                }                                                                           \
+                if (t->expected) {                                                          \
+                    for (Py_ssize_t j = 0; j < m; j++) {                                    \
+                        type acc = 0;                                                       \
+                        for (int k = 0; k < T; k++)                                         \
+                            acc = acc + g_x[(Py_ssize_t)k * N + b + j];                     \
+                        acc = acc / Tf;                                                     \
+                        for (int k = 0; k < T; k++)                                         \
+                            g_x[(Py_ssize_t)k * N + b + j] = acc;                           \
+                    }                                                                       \
+                }                                                                           \
+                for (Py_ssize_t j = 0; j < m; j++) {                                        \
+                    if (g_v0)                                                               \
+                        g_v0[b + j] = gv[j];                                                \
+                    if (g_th)                                                               \
+                        g_th[b + j] = gth[j];                                               \
+                }                                                                           \
+            }                                                                               \
+        })                                                                                  \
+    }
+
+IF_BACKWARD(float, expf)
+IF_BACKWARD(double, exp)
+
 #define IF_RATE(type)                                                                       \
     static void if_rate_##type(const task *t)                                               \
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *v = (type *)t->v, *out = (type *)t->out;                                      \
-        const int T = t->T, strict = t->strict;                                             \
-        const type Tf = (type)T;                                                            \
+        const int T = t->T, strict = t->strict, pow2 = POW2(t->T);                          \
+        const type Tf = (type)T, inv = (type)1 / Tf;                                        \
         type cnt[BLK];                                                                      \
         SEGMENTS(type, t, {                                                                 \
             for (Py_ssize_t b = i0; b < i1; b += BLK) {                                     \
@@ -249,7 +337,7 @@ SPIKE_RATE(double)
                     }                                                                       \
                 }                                                                           \
                 for (Py_ssize_t j = 0; j < m; j++)                                          \
-                    out[b + j] = (cnt[j] * p) / Tf;                                         \
+                    out[b + j] = pow2 ? (cnt[j] * p) * inv : (cnt[j] * p) / Tf;             \
             }                                                                               \
         })                                                                                  \
     }
@@ -265,8 +353,10 @@ static void run(const task *t)
         (t->dtype ? if_forward_double : if_forward_float)(t);
     else if (t->kind == 2)
         (t->dtype ? spike_rate_double : spike_rate_float)(t);
-    else
+    else if (t->kind == 3)
         (t->dtype ? if_rate_double : if_rate_float)(t);
+    else
+        (t->dtype ? if_backward_double : if_backward_float)(t);
 }
 
 #ifndef _WIN32
@@ -350,12 +440,12 @@ static PyObject *quant_relu(PyObject *self, PyObject *args)
 
 static PyObject *if_forward(PyObject *self, PyObject *args)
 {
-    unsigned long long x, spike, v, v_seq, th_addr;
+    unsigned long long x, spike, v, v_seq, h, th_addr;
     Py_ssize_t x_tstride, th_div, th_mod, n, threads;
     int T, strict, expected, dtype;
     double th_value;
-    if (!PyArg_ParseTuple(args, "KnKKKKdnnniiiin:if_forward", &x, &x_tstride, &spike, &v, &v_seq,
-                          &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict, &expected,
+    if (!PyArg_ParseTuple(args, "KnKKKKKdnnniiiin:if_forward", &x, &x_tstride, &spike, &v, &v_seq,
+                          &h, &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict, &expected,
                           &dtype, &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1
@@ -367,7 +457,8 @@ static PyObject *if_forward(PyObject *self, PyObject *args)
     task t = {0};
     t.kind = 1;
     t.x = (uintptr_t)x, t.spike = (uintptr_t)spike, t.v = (uintptr_t)v;
-    t.v_seq = (uintptr_t)v_seq, t.p_addr = (uintptr_t)th_addr, t.p_value = th_value;
+    t.v_seq = (uintptr_t)v_seq, t.h = (uintptr_t)h, t.p_addr = (uintptr_t)th_addr;
+    t.p_value = th_value;
     t.p_div = th_div, t.p_mod = th_mod, t.x_tstride = x_tstride, t.n = n;
     t.T = T, t.strict = strict, t.expected = expected, t.dtype = dtype;
     Py_BEGIN_ALLOW_THREADS
@@ -428,12 +519,44 @@ static PyObject *if_rate(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *if_backward(PyObject *self, PyObject *args)
+{
+    unsigned long long h, g_spike, g_v, g_x, g_v0, g_th, th_addr;
+    Py_ssize_t th_div, th_mod, n, threads;
+    int T, strict, expected, detach, sg_id, dtype;
+    double th_value, p0, p1;
+    if (!PyArg_ParseTuple(args, "KKKKKKKdnnniiiiiddin:if_backward", &h, &g_spike, &g_v, &g_x,
+                          &g_v0, &g_th, &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict,
+                          &expected, &detach, &sg_id, &p0, &p1, &dtype, &threads))
+        return NULL;
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
+        || dtype > 1 || sg_id < 0 || sg_id > 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "if_backward: bad size, T, surrogate or dtype");
+        return NULL;
+    }
+    task t = {0};
+    t.kind = 4;
+    t.h = (uintptr_t)h, t.g_spike = (uintptr_t)g_spike, t.g_v = (uintptr_t)g_v;
+    t.g_x = (uintptr_t)g_x, t.g_v0 = (uintptr_t)g_v0, t.g_th = (uintptr_t)g_th;
+    t.p_addr = (uintptr_t)th_addr, t.p_value = th_value, t.p_div = th_div, t.p_mod = th_mod;
+    t.n = n, t.T = T, t.strict = strict, t.expected = expected, t.detach = detach;
+    t.sg_id = sg_id, t.sg_p0 = p0, t.sg_p1 = p1, t.dtype = dtype;
+    Py_BEGIN_ALLOW_THREADS
+    run_split(t, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"quant_relu", quant_relu, METH_VARARGS,
      "quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)"},
     {"if_forward", if_forward, METH_VARARGS,
-     "if_forward(x, x_tstride, spike, v, v_seq, th_addr, th_value, th_div, th_mod, n, T, "
+     "if_forward(x, x_tstride, spike, v, v_seq, h, th_addr, th_value, th_div, th_mod, n, T, "
      "strict, expected, dtype, threads)"},
+    {"if_backward", if_backward, METH_VARARGS,
+     "if_backward(h, g_spike, g_v, g_x, g_v0, g_th, th_addr, th_value, th_div, th_mod, n, T, "
+     "strict, expected, detach, sg_id, p0, p1, dtype, threads)"},
     {"if_rate", if_rate, METH_VARARGS,
      "if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)"},
     {"spike_rate", spike_rate, METH_VARARGS,

@@ -82,6 +82,8 @@ def if_multi_step_bptt(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = 
 
     ``v_init`` and ``v_threshold`` are floats or tensors broadcastable to ``[N, *]``; tensors that
     require grad get gradients. Needs a surrogate: use the inference path when no grad is needed.
+    On CPU float32/float64 with SJ's Sigmoid or ATan it runs the compiled kernels of
+    :mod:`.bptt_cpu` where they are built; this module's loop is their fallback.
     """
     if current not in CURRENTS:
         raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
@@ -89,5 +91,10 @@ def if_multi_step_bptt(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = 
         raise ValueError("surrogate_function is required for BPTT")
     as_t = lambda a: a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=x_seq.dtype,
                                                                          device=x_seq.device)
+    from .bptt_cpu import if_multi_step_bptt_cpu  # noqa: PLC0415 -- it imports this module
+    out = if_multi_step_bptt_cpu(x_seq, as_t(v_init), as_t(v_threshold), strict, current,
+                                 surrogate_function, detach_reset, store_v_seq)
+    if out is not None:
+        return out
     return _IFLoopBPTT.apply(x_seq, as_t(v_init), as_t(v_threshold), strict, current,
                              surrogate_function, detach_reset, store_v_seq)

@@ -36,6 +36,8 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
             return None
         th, th_div, th_mod = index_form(v_threshold, shape, x_seq.dtype)
         th_addr, th_value = th.data_ptr(), 0.0
+        if th_mod == 1:  # one value: a scalar, so the loop runs unsegmented
+            th, th_addr, th_value = None, 0, th.item()
     elif isinstance(v_threshold, Real):
         th, th_div, th_mod, th_addr, th_value = None, 1, 1, 0, float(v_threshold)
     else:
@@ -45,7 +47,7 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
     spike_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype)
     v_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype) if store_v_seq else None
     native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
-                spike_seq.data_ptr(), v.data_ptr(), 0 if v_seq is None else v_seq.data_ptr(),
+                spike_seq.data_ptr(), v.data_ptr(), 0 if v_seq is None else v_seq.data_ptr(), 0,
                 th_addr, th_value, th_div, th_mod, n, T, int(bool(strict)),
                 int(current == "expected"), native.DTYPES[x_seq.dtype], native.threads())
     del th  # kept alive through the call
@@ -59,6 +61,8 @@ def _param(p, shape, dtype):
         if p.dtype != dtype or p.device.type != "cpu":
             return None
         t, div, mod = index_form(p, shape, dtype)
+        if mod == 1:  # one value: a scalar, so the loops run unsegmented
+            return None, 0, t.item(), 1, 1
         return t, t.data_ptr(), 0.0, div, mod
     if isinstance(p, Real):
         return None, 0, float(p), 1, 1

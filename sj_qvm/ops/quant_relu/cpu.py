@@ -23,6 +23,8 @@ def quant_relu_cpu(x: torch.Tensor, gamma, levels: int, rounding: str) -> Option
             return None
         g, g_div, g_mod = index_form(gamma.detach(), x.shape, x.dtype)
         g_addr, g_value = g.data_ptr(), 0.0
+        if g_mod == 1:  # one value: pass it as a scalar, so the loop runs unsegmented
+            g, g_addr, g_value = None, 0, g.item()
     elif isinstance(gamma, Real):
         g, g_div, g_mod, g_addr, g_value = None, 1, 1, 0, float(gamma)
     else:
