@@ -27,6 +27,7 @@ setup(
         Extension(
             "sj_qvm.ops._cpu",
             sources=["sj_qvm/ops/_cpu.c"],
+            depends=["sj_qvm/ops/_cpu_kernels.h"],
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-pthread"] if unix else [],
             extra_link_args=["-pthread"] if unix else [],
             optional=True,
