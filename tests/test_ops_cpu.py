@@ -277,3 +277,30 @@ def test_qvm_node_trains_through_the_kernels_in_float32():
     torch.testing.assert_close(gx_n, gx_t, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gth_n, gth_t, rtol=1e-4, atol=1e-5)
     assert gx.shape == gx_n.shape and gth.shape == (3,)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rounding", ["floor", "round", "ceil"])
+def test_quant_relu_backward_kernel_equals_the_torch_backward(dtype, rounding):
+    for L, gamma in ((1, 1.0), (4, 2.0), (8, 0.75), (5, 3.0)):
+        z = torch.arange(-4, 2 * (L + 2) + 1, dtype=dtype) / 2
+        flat = torch.cat([z * gamma / L, torch.tensor([float("nan"), float("inf"), -float("inf"),
+                                                       3e38], dtype=dtype),
+                          torch.randn(3 * 7 * 300, dtype=dtype) * gamma])
+        x = flat[: 21 * (flat.numel() // 21)].view(-1, 3, 7)
+        g = torch.randn_like(x)
+        for threshold in (gamma, [gamma, gamma / 2, 2 * gamma]):
+            grads = []
+            for off in (False, True):
+                act = QuantReLU(L, rounding, threshold).to(dtype)
+                xg = x.clone().requires_grad_()
+                before = calls("quant_relu_backward")
+                with native_off() if off else contextlib.nullcontext():
+                    act(xg).backward(g)
+                assert calls("quant_relu_backward") == before + (0 if off else 1)
+                grads.append((xg.grad, act.threshold.grad))
+            (gx, gg), (gx_t, gg_t) = grads
+            assert torch.equal(gx, gx_t)
+            torch.testing.assert_close(gg, gg_t, rtol=1e-5, atol=1e-5)
+            assert torch.isfinite(gg).all()

@@ -22,6 +22,11 @@
  *   reads) unless its address is 0. Same predicate and arithmetic as
  *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
  *
+ * quant_relu_backward(x, g, g_x, g_gamma, n, dtype, g_addr, g_value, g_div, g_mod, levels,
+ *                     rounding, threads)
+ *   QuantReLU's STE backward in one pass: g_x and the per-element terms of dL/dgamma, which the
+ *   caller sums to gamma's shape (ops/quant_relu/cpu.py).
+ *
  * spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)
  *   out[i] = (sum_t spike[t * n + i]) * theta / T: the mean current theta * N / T that a
  *   per-sample layer passes on, in the order of torch's ``spike_seq.sum(0) * theta / T``.
@@ -57,8 +62,10 @@ static void run(const task *t)
         (t->dtype ? spike_rate_double : spike_rate_float)(t);
     else if (t->kind == 3)
         (t->dtype ? if_rate_double : if_rate_float)(t);
-    else
+    else if (t->kind == 4)
         (t->dtype ? if_backward_double : if_backward_float)(t);
+    else
+        (t->dtype ? quant_relu_backward_double : quant_relu_backward_float)(t);
 }
 
 #ifndef _WIN32
@@ -250,12 +257,43 @@ static PyObject *if_backward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *quant_relu_backward(PyObject *self, PyObject *args)
+{
+    unsigned long long x, g, g_x, g_g, g_addr;
+    Py_ssize_t n, g_div, g_mod, levels, threads;
+    int dtype, rounding;
+    double g_value;
+    if (!PyArg_ParseTuple(args, "KKKKniKdnnnin:quant_relu_backward", &x, &g, &g_x, &g_g, &n,
+                          &dtype, &g_addr, &g_value, &g_div, &g_mod, &levels, &rounding,
+                          &threads))
+        return NULL;
+    if (check_threads(threads) || n < 0 || g_div < 1 || g_mod < 1 || levels < 1
+        || rounding < 0 || rounding > 2 || dtype < 0 || dtype > 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError,
+                            "quant_relu_backward: bad size, levels, rounding or dtype");
+        return NULL;
+    }
+    task t = {0};
+    t.kind = 5;
+    t.x = (uintptr_t)x, t.g_spike = (uintptr_t)g, t.g_x = (uintptr_t)g_x, t.g_th = (uintptr_t)g_g;
+    t.p_addr = (uintptr_t)g_addr, t.p_value = g_value, t.p_div = g_div, t.p_mod = g_mod;
+    t.levels = levels, t.rounding = rounding, t.dtype = dtype;
+    Py_BEGIN_ALLOW_THREADS
+    run_split(t, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"quant_relu", quant_relu, METH_VARARGS,
      "quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)"},
     {"if_forward", if_forward, METH_VARARGS,
      "if_forward(x, x_tstride, spike, v, v_seq, h, th_addr, th_value, th_div, th_mod, n, T, "
      "strict, expected, dtype, threads)"},
+    {"quant_relu_backward", quant_relu_backward, METH_VARARGS,
+     "quant_relu_backward(x, g, g_x, g_gamma_terms, n, dtype, g_addr, g_value, g_div, g_mod, "
+     "levels, rounding, threads)"},
     {"if_backward", if_backward, METH_VARARGS,
      "if_backward(h, g_spike, g_v, g_x, g_v0, g_th, th_addr, th_value, th_div, th_mod, n, T, "
      "strict, expected, detach, sg_id, p0, p1, dtype, threads)"},

@@ -95,6 +95,47 @@ static inline double ceil_d(double z)
 QUANT_RELU(float, floor_f, ceil_f)
 QUANT_RELU(double, floor_d, ceil_d)
 
+/* QuantReLU's backward (ops/quant_relu/fused.py): with q = Q(x*L/gamma) and in = [0 < q < L],
+ * g_x = in ? g : 0 and the per-element gamma term g * (clip(q, 0, L)/L - (in ? x/gamma : 0)),
+ * NaN levels as 0; x/gamma is taken as (x*L/gamma)/L (equal up to rounding, one division less). Either output may be absent (address 0). */
+#define QUANT_BACK_LOOP(type, Q)                                                           \
+    for (ptrdiff_t i = i0; i < i1; i++) {                                                  \
+        type z = x[i] * L;                                                                 \
+        z = z / p;                                                                         \
+        const type xg = pow2 ? z * inv : z / L; /* x/gamma up to rounding */             \
+        z = Q;                                                                             \
+        const int in = z > 0 && z < L;                                                     \
+        if (g_x)                                                                           \
+            g_x[i] = in ? g[i] : (type)0;                                                  \
+        if (g_g) {                                                                         \
+            type m = z < 0 ? (type)0 : z;                                                  \
+            m = m > L ? L : m;                                                             \
+            m = m != m ? (type)0 : m;                                                      \
+            g_g[i] = ((pow2 ? m * inv : m / L) - (in ? xg : (type)0)) * g[i];              \
+        }                                                                                  \
+    }
+
+#define QUANT_RELU_BACKWARD(type, FLOOR, CEIL)                                             \
+    static void quant_relu_backward_##type(const task *t)                                  \
+    {                                                                                      \
+        const type *x = (const type *)t->x, *g = (const type *)t->g_spike;                 \
+        type *g_x = (type *)t->g_x, *g_g = (type *)t->g_th;                                \
+        const type L = (type)t->levels, inv = (type)1 / L;                                 \
+        const int r = t->rounding, pow2 = POW2(t->levels);                                 \
+        SEGMENTS(type, t, {                                                                \
+            if (r == 0) {                                                                  \
+                QUANT_BACK_LOOP(type, FLOOR(z))                                            \
+            } else if (r == 1) {                                                           \
+                QUANT_BACK_LOOP(type, FLOOR(z + (type)0.5))                                \
+            } else {                                                                       \
+                QUANT_BACK_LOOP(type, CEIL(z))                                             \
+            }                                                                              \
+        })                                                                                 \
+    }
+
+QUANT_RELU_BACKWARD(float, floor_f, ceil_f)
+QUANT_RELU_BACKWARD(double, floor_d, ceil_d)
+
 /* Neurons per block: the block's V (and expected current) stay in L1 over the T steps, and
  * the inner loops over a block vectorize. */
 #define BLK 512

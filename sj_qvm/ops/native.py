@@ -29,9 +29,11 @@ def available() -> bool:
     return _module is not None and ENABLED
 
 
-def takes(x: torch.Tensor) -> bool:
-    """Whether the kernels can run on ``x``: a CPU float32/float64 tensor, and they are built."""
-    return available() and x.device.type == "cpu" and x.dtype in DTYPES
+def takes(x: torch.Tensor, kernel: str) -> bool:
+    """Whether ``kernel`` can run on ``x``: a CPU float32/float64 tensor, and the extension is
+    built and has it (an extension built from an older source may lack a kernel)."""
+    return (available() and x.device.type == "cpu" and x.dtype in DTYPES
+            and hasattr(_module, kernel))
 
 
 def threads() -> int:

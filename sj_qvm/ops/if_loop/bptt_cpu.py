@@ -69,7 +69,7 @@ def if_multi_step_bptt_cpu(x_seq, v_init: torch.Tensor, v_threshold: torch.Tenso
     when the kernels cannot take the call (not built or off, not CPU float32/float64, a step
     that is not one contiguous block, a surrogate outside the table, or tensors of another
     dtype)."""
-    if not native.takes(x_seq) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+    if not native.takes(x_seq, "if_backward") or x_seq.ndim < 2 or x_seq.shape[0] == 0:
         return None
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)

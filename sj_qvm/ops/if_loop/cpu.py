@@ -25,7 +25,7 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
     """``(spike_seq [T, N, *], v [N, *], v_seq or None)``, or ``None`` when the kernel cannot take
     this call (not built or switched off, not CPU float32/float64, a step that is not one
     contiguous block, or a threshold of another dtype)."""
-    if not native.takes(x_seq) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+    if not native.takes(x_seq, "if_forward") or x_seq.ndim < 2 or x_seq.shape[0] == 0:
         return None
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)
@@ -70,13 +70,14 @@ def _param(p, shape, dtype):
 
 
 def spike_rate(spike_seq: torch.Tensor, v_threshold) -> torch.Tensor:
-    """``N * theta / T`` with ``N = spike_seq.sum(0)`` and ``T = spike_seq.shape[0]``: ``[T, N, *] -> [N, *]``, the mean current
-    a per-sample layer passes on; ``v_threshold`` a float or a tensor broadcastable to ``[N, *]``.
+    """``N * theta / T`` with ``N = spike_seq.sum(0)``, ``T = spike_seq.shape[0]``:
+    ``[T, N, *] -> [N, *]``, the mean current a per-sample layer passes on; ``v_threshold`` a float or a tensor broadcastable to ``[N, *]``.
     Computed as ``spike_seq.sum(0) * theta / T`` (in that order, so that N == M gives the ANN's
     ``M * gamma / L`` bit for bit), in one compiled pass where it can."""
     shape = spike_seq.shape[1:]
-    p = _param(v_threshold, shape, spike_seq.dtype) if (
-        native.takes(spike_seq) and spike_seq.is_contiguous() and spike_seq.numel()) else None
+    ok = (native.takes(spike_seq, "spike_rate") and spike_seq.is_contiguous()
+          and spike_seq.numel() > 0)
+    p = _param(v_threshold, shape, spike_seq.dtype) if ok else None
     if p is None:
         return spike_seq.sum(0) * v_threshold / spike_seq.shape[0]
     keep, addr, value, div, mod = p
@@ -94,7 +95,7 @@ def if_rate_cpu(q: torch.Tensor, v_init, v_threshold, strict: bool, time_steps: 
 
     The same loop as :func:`if_multi_step_cpu` on ``q`` broadcast over T, followed by
     :func:`spike_rate`, without writing the ``[T, N, *]`` spike train (bit-identical results)."""
-    if not native.takes(q) or q.ndim < 1 or q.numel() == 0 or not q.is_contiguous():
+    if not native.takes(q, "if_rate") or q.ndim < 1 or q.numel() == 0 or not q.is_contiguous():
         return None
     shape = q.shape
     p = _param(v_threshold, shape, q.dtype)
