@@ -97,7 +97,8 @@ QUANT_RELU(double, floor_d, ceil_d)
 
 /* QuantReLU's backward (ops/quant_relu/fused.py): with q = Q(x*L/gamma) and in = [0 < q < L],
  * g_x = in ? g : 0 and the per-element gamma term g * (clip(q, 0, L)/L - (in ? x/gamma : 0)),
- * NaN levels as 0; x/gamma is taken as (x*L/gamma)/L (equal up to rounding, one division less). Either output may be absent (address 0). */
+ * NaN levels as 0; x/gamma is taken as (x*L/gamma)/L (equal up to rounding, one division
+ * less). Either output may be absent (address 0). */
 #define QUANT_BACK_LOOP(type, Q)                                                           \
     for (ptrdiff_t i = i0; i < i1; i++) {                                                  \
         type z = x[i] * L;                                                                 \

@@ -6,7 +6,8 @@ On CPU float32/float64 inputs it runs the compiled kernel of :mod:`.cpu` when th
 Same signature and bit-identical spikes and V_T as :func:`..reference.if_multi_step_ref` with
 ``surrogate_function=None``: ``U >= theta`` is tested as ``U - theta >= 0`` there, which IEEE
 subtraction makes the same predicate, and ``V - theta * s`` with ``s`` in {0, 1} is exact either way.
-On 2 CPU cores it runs at about 3x a plain ``clone`` of the input (see benchmarks/RESULTS.md).
+The compiled kernel runs at about 2x a plain ``clone`` of the input, the torch loop at 4-12x
+(benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
