@@ -13,7 +13,8 @@ from sj_qvm.ops.if_loop.inference import if_multi_step_inference, if_multi_step_
 from sj_qvm.ops.quant_relu.fused import quant_relu_levels
 
 needs_native = pytest.mark.skipif(
-    native._module is None, reason=f"sj_qvm.ops._cpu is not built: {native.IMPORT_ERROR}")
+    not native.available(),
+    reason=f"sj_qvm.ops._cpu is not built ({native.IMPORT_ERROR}) or SJ_QVM_NO_NATIVE is set")
 
 
 @contextlib.contextmanager
