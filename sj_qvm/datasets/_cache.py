@@ -1,65 +1,200 @@
-"""Cache entries: one ``.npz`` per sample, written to a temporary name and renamed into place.
+"""Cache entries: one ``.npz`` per sample, written atomically, validated whenever it is read.
 
-An entry's final path exists only once its bytes are complete, so a killed run leaves at most a
-``.tmp`` file that no reader looks at; :func:`remove_stale` deletes those of dead processes and
-the next run rebuilds the missing entries.
+An entry's final path exists only once its bytes are complete (:mod:`._atomic`), so a killed run
+leaves at most a temporary that no reader looks at; the next run rebuilds the missing entries.
+
+Every entry holds ``source``, the fingerprint ``[size, mtime_ns]`` (int64 ``[2]``) of the recording
+it was built from: an entry whose recording has since been rewritten is stale. Layouts:
+
+- frames entry: ``frames`` ``[T, 2, H, W]`` uint8/uint16/uint32 counts, ``events_count`` (int64
+  scalar: the events they were counted from) and ``source``;
+- events entry (DVS128 Gesture): ``events`` ``[N]`` of :data:`EVENT_DTYPE` and ``source``.
+
+A read that fails any check raises :class:`BadEntry` (a ``ValueError`` naming the entry);
+:func:`load_valid` then rebuilds the entry once, with a logged warning, and raises if it cannot.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["save_entry", "load_entry", "remove_stale", "compact_counts", "CACHE_VERSION"]
+from . import _atomic
+from .aedat import EVENT_DTYPE
 
-CACHE_VERSION = "v1"  # bump when an entry's layout changes: old folders are then ignored
-_TMP_MARK = ".tmp-"
+__all__ = [
+    "CACHE_VERSION", "BadEntry", "fingerprint", "fingerprint_or_bad", "save_entry", "load_entry", "load_valid", "is_fresh",
+    "check_frames", "check_events", "remove_stale", "compact_counts",
+]
+
+CACHE_VERSION = "v2"  # bump when an entry's layout changes: old folders are then ignored
+COUNT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
+FRAMES_KEYS = frozenset({"frames", "events_count", "source"})
+EVENTS_KEYS = frozenset({"events", "source"})
+_log = logging.getLogger(__name__)
+
+
+class BadEntry(ValueError):
+    """A cache entry that cannot be used: unreadable, stale, or failing its layout checks."""
+
+
+def fingerprint(source: Path) -> np.ndarray:
+    """``[size, mtime_ns]`` of ``source`` as int64 ``[2]``: what an entry built from it stores."""
+    stat = os.stat(source)
+    return np.array([stat.st_size, stat.st_mtime_ns], dtype=np.int64)
+
+
+def fingerprint_or_bad(entry: Path, source: Path) -> np.ndarray:
+    """:func:`fingerprint` of ``source``; :class:`BadEntry` naming ``entry`` where it is gone."""
+    try:
+        return fingerprint(source)
+    except OSError as error:
+        raise BadEntry(f"{entry}: cannot be checked against its recording {source}: "
+                       f"{error.strerror or error}") from error
+
+
+def save_entry(path: Path, compress: bool = False, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    _atomic.atomic_write(path, lambda f: _write(f, arrays, compress), clean=False)
 
 
 def _write(f, arrays: dict, compress: bool) -> None:
     (np.savez_compressed if compress else np.savez)(f, **arrays)
 
 
-def save_entry(path: Path, compress: bool = False, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
+def load_entry(path: Path, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """All arrays of the entry at ``path``; raises :class:`BadEntry` naming ``path`` when it is
+    missing, a symbolic link, not a complete ``.npz``, holds objects, or would take more than
+    ``max_bytes`` (each array's declared size is checked before any memory is allocated)."""
     try:
-        with open(tmp, "wb") as f:
-            _write(f, arrays, compress)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as error:
+        raise BadEntry(f"{path}: cannot open the cache entry ({error.strerror or error})") from error
+    with os.fdopen(fd, "rb") as f:
+        try:
+            with np.load(f, allow_pickle=False) as data:
+                if not isinstance(data, np.lib.npyio.NpzFile):
+                    raise BadEntry(f"{path}: not an .npz cache entry")
+                _check_declared_sizes(path, data.zip, max_bytes)
+                return {key: data[key] for key in data.files}
+        except BadEntry:
+            raise
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, MemoryError) as error:
+            raise BadEntry(f"{path}: unreadable cache entry ({type(error).__name__}: {error})") from error
 
 
-def load_entry(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+def _check_declared_sizes(path: Path, archive: zipfile.ZipFile, max_bytes: int | None) -> None:
+    total = 0
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(member)
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared > info.file_size:
+            raise BadEntry(f"{path}: {info.filename} declares {declared} bytes but holds {info.file_size}")
+        total += declared
+    if max_bytes is not None and total > max_bytes:
+        raise BadEntry(f"{path}: holds {total} bytes, more than the {max_bytes} this entry can need")
+
+
+def load_valid(path: Path, check: Callable[[Path, dict], None], rebuild: Callable[[], None],
+               max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The entry at ``path`` once ``check(path, entry)`` passes.
+
+    A bad entry (see :class:`BadEntry`) is rebuilt by ``rebuild()`` with a logged warning naming
+    it. Raises :class:`BadEntry` naming the entry when the rebuild fails (a read-only cache, a
+    missing recording) or its result still fails the check.
+    """
+    try:
+        entry = load_entry(path, max_bytes)
+        check(path, entry)
+        return entry
+    except BadEntry as problem:
+        _log.warning("%s; rebuilding it", problem)
+        try:
+            rebuild()
+        except OSError as error:
+            raise BadEntry(f"{problem}; it cannot be rebuilt: {error}") from error
+    entry = load_entry(path, max_bytes)
+    check(path, entry)
+    return entry
+
+
+def is_fresh(path: Path, source: np.ndarray) -> bool:
+    """Whether ``path`` holds an entry built from the recording whose fingerprint is ``source``:
+    a cheap test (it reads only ``source``) for deciding what to build."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "rb") as f, np.load(f, allow_pickle=False) as data:
+            stored = data["source"] if isinstance(data, np.lib.npyio.NpzFile) else None
+            return stored is not None and stored.shape == (2,) and np.array_equal(stored, source)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, MemoryError):
+        return False
+
+
+def _check_common(path: Path, entry: dict, keys: frozenset, source_path: Path, source: np.ndarray) -> None:
+    if set(entry) != keys:
+        raise BadEntry(f"{path}: holds the arrays {sorted(entry)}, expected {sorted(keys)}")
+    stored = entry["source"]
+    if stored.dtype != np.int64 or stored.shape != (2,):
+        raise BadEntry(f"{path}: 'source' must be int64 [size, mtime_ns], got {stored.dtype} {stored.shape}")
+    if not np.array_equal(stored, source):
+        raise BadEntry(
+            f"{path}: stale, built from {source_path} with [size, mtime_ns] = {stored.tolist()}, "
+            f"which is now {source.tolist()}"
+        )
+
+
+def check_frames(path: Path, entry: dict, frames_number: int, size_hw: tuple[int, int],
+                 split_by: str, source_path: Path, source: np.ndarray) -> None:
+    """Raise :class:`BadEntry` unless ``entry`` is a frames entry for these settings, built from
+    ``source_path`` as it is now, whose counts add up: ``frames.sum() == events_count`` for
+    ``split_by="number"``, ``<=`` for ``"time"`` (windows of unsorted events can miss some)."""
+    _check_common(path, entry, FRAMES_KEYS, source_path, source)
+    frames, count = entry["frames"], entry["events_count"]
+    if frames.dtype not in COUNT_DTYPES:
+        raise BadEntry(f"{path}: frames have dtype {frames.dtype}, expected uint8, uint16 or uint32 counts")
+    expected = (frames_number, 2, *size_hw)
+    if frames.shape != expected:
+        raise BadEntry(f"{path}: frames have shape {list(frames.shape)}, expected {list(expected)}")
+    if count.shape != () or count.dtype != np.int64 or int(count) < 0:
+        raise BadEntry(f"{path}: events_count must be a non-negative int64 scalar, got {count!r}")
+    total = int(frames.sum(dtype=np.uint64))
+    if total > int(count) or (split_by == "number" and total != int(count)):
+        raise BadEntry(f"{path}: frames count {total} events, but the sample has {int(count)}")
+
+
+def check_events(path: Path, entry: dict, start: int, end: int, size_hw: tuple[int, int],
+                 source_path: Path, source: np.ndarray) -> None:
+    """Raise :class:`BadEntry` unless ``entry`` is an events entry built from ``source_path`` as
+    it is now, with every event in ``start <= t < end`` and on the sensor."""
+    _check_common(path, entry, EVENTS_KEYS, source_path, source)
+    events = entry["events"]
+    if events.dtype != EVENT_DTYPE or events.ndim != 1:
+        raise BadEntry(f"{path}: events have dtype {events.dtype} and {events.ndim} dims, expected [N] of {EVENT_DTYPE}")
+    if len(events) and not (
+        events["t"].min() >= start and events["t"].max() < end
+        and events["x"].min() >= 0 and events["x"].max() < size_hw[1]
+        and events["y"].min() >= 0 and events["y"].max() < size_hw[0] and events["p"].max() <= 1
+    ):
+        raise BadEntry(f"{path}: events outside the sample's window [{start}, {end}) or the "
+                       f"{size_hw[0]}x{size_hw[1]} sensor, or with polarity > 1")
 
 
 def remove_stale(folder: Path) -> int:
-    """Delete temporary files left in ``folder`` by processes that no longer run."""
-    removed = 0
-    if not folder.is_dir():
-        return removed
-    for tmp in folder.rglob(f"*{_TMP_MARK}*"):
-        pid = tmp.name.rsplit(_TMP_MARK, 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Delete temporaries left anywhere under ``folder`` by processes that no longer run; those
+    that cannot be deleted (a read-only cache) are left, and the cache stays readable."""
+    return _atomic.remove_stale(folder, recursive=True)
 
 
 def compact_counts(frames: np.ndarray) -> np.ndarray:
