@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from . import _cache
 from ._parallel import check_workers
 from .aedat import EVENT_DTYPE
-from .frames import FRAME_DTYPE, check_frame_args, check_split_by
+from .frames import check_frame_args, check_split_by
 
 
 class EventDataset(Dataset):
@@ -58,7 +58,8 @@ class EventDataset(Dataset):
         def check(path, data):
             _cache.check_frames(path, data, self.frames_number, size_hw, self.split_by, source, fingerprint)
 
-        max_bytes = self.frames_number * 2 * size_hw[0] * size_hw[1] * FRAME_DTYPE.itemsize + 4096
+        # Room for float64 frames, so that an entry of the wrong dtype is named as such.
+        max_bytes = self.frames_number * 2 * size_hw[0] * size_hw[1] * 8 + 4096
         data = _cache.load_valid(entry, check, rebuild, max_bytes)
         return torch.from_numpy(data["frames"].astype(np.float32))
 

@@ -28,7 +28,7 @@ from . import _atomic
 from .aedat import EVENT_DTYPE
 
 __all__ = [
-    "CACHE_VERSION", "BadEntry", "fingerprint", "fingerprint_or_bad", "save_entry", "load_entry", "load_valid", "is_fresh",
+    "CACHE_VERSION", "BadEntry", "fingerprint", "fingerprint_or_bad", "save_entry", "load_entry", "usable", "load_valid", "is_fresh",
     "check_frames", "check_events", "remove_stale", "compact_counts",
 ]
 
@@ -58,9 +58,20 @@ def fingerprint_or_bad(entry: Path, source: Path) -> np.ndarray:
                        f"{error.strerror or error}") from error
 
 
-def save_entry(path: Path, compress: bool = False, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    _atomic.atomic_write(path, lambda f: _write(f, arrays, compress), clean=False)
+def save_entry(path: Path, compress: bool = False, replacing: BadEntry | None = None,
+               **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` atomically (temp file in the same folder + ``os.replace``).
+
+    ``replacing``: the problem of the bad entry this write replaces; a write that then fails (a
+    read-only cache) raises :class:`BadEntry` naming the entry instead of the ``OSError``.
+    Stale temporaries are left to :func:`remove_stale`, which the datasets run once per folder.
+    """
+    try:
+        _atomic.atomic_write(path, lambda f: _write(f, arrays, compress), clean=False)
+    except OSError as error:
+        if replacing is None:
+            raise
+        raise BadEntry(f"{replacing}; it cannot be rebuilt: {error}") from error
 
 
 def _write(f, arrays: dict, compress: bool) -> None:
@@ -77,9 +88,10 @@ def load_entry(path: Path, max_bytes: int | None = None) -> dict[str, np.ndarray
         raise BadEntry(f"{path}: cannot open the cache entry ({error.strerror or error})") from error
     with os.fdopen(fd, "rb") as f:
         try:
-            with np.load(f, allow_pickle=False) as data:
-                if not isinstance(data, np.lib.npyio.NpzFile):
-                    raise BadEntry(f"{path}: not an .npz cache entry")
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise BadEntry(f"{path}: not an .npz cache entry")
+            with data:
                 _check_declared_sizes(path, data.zip, max_bytes)
                 return {key: data[key] for key in data.files}
         except BadEntry:
@@ -104,24 +116,38 @@ def _check_declared_sizes(path: Path, archive: zipfile.ZipFile, max_bytes: int |
         raise BadEntry(f"{path}: holds {total} bytes, more than the {max_bytes} this entry can need")
 
 
+def usable(path: Path, check: Callable[[Path, dict], None], max_bytes: int | None = None,
+           warn: bool = True) -> tuple[dict | None, BadEntry | None]:
+    """``(entry, None)`` when the entry at ``path`` passes ``check(path, entry)``, else
+    ``(None, problem)``; ``problem`` is None for a missing entry and is logged as a warning (with
+    ``warn``) for an entry that exists but is bad: the caller rebuilds it."""
+    try:
+        entry = load_entry(path, max_bytes)
+        check(path, entry)
+        return entry, None
+    except BadEntry as problem:
+        if not (os.path.exists(path) or os.path.islink(path)):
+            return None, None
+        if warn:
+            _log.warning("%s; rebuilding it", problem)
+        return None, problem
+
+
 def load_valid(path: Path, check: Callable[[Path, dict], None], rebuild: Callable[[], None],
                max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """The entry at ``path`` once ``check(path, entry)`` passes.
 
-    A bad entry (see :class:`BadEntry`) is rebuilt by ``rebuild()`` with a logged warning naming
-    it. Raises :class:`BadEntry` naming the entry when the rebuild fails (a read-only cache, a
-    missing recording) or its result still fails the check.
+    A bad or missing entry is rebuilt by ``rebuild()`` (which must not warn again), with a logged
+    warning naming it. Raises :class:`BadEntry` naming the entry when the rebuild fails (a
+    read-only cache, a missing recording) or its result still fails the check.
     """
-    try:
-        entry = load_entry(path, max_bytes)
-        check(path, entry)
+    entry, problem = usable(path, check, max_bytes)
+    if entry is not None:
         return entry
-    except BadEntry as problem:
-        _log.warning("%s; rebuilding it", problem)
-        try:
-            rebuild()
-        except OSError as error:
-            raise BadEntry(f"{problem}; it cannot be rebuilt: {error}") from error
+    try:
+        rebuild()
+    except OSError as error:
+        raise BadEntry(f"{problem or f'{path}: missing'}; it cannot be rebuilt: {error}") from error
     entry = load_entry(path, max_bytes)
     check(path, entry)
     return entry
@@ -135,9 +161,13 @@ def is_fresh(path: Path, source: np.ndarray) -> bool:
     except OSError:
         return False
     try:
-        with os.fdopen(fd, "rb") as f, np.load(f, allow_pickle=False) as data:
-            stored = data["source"] if isinstance(data, np.lib.npyio.NpzFile) else None
-            return stored is not None and stored.shape == (2,) and np.array_equal(stored, source)
+        with os.fdopen(fd, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                return False
+            with data:
+                stored = data["source"]
+            return stored.shape == (2,) and np.array_equal(stored, source)
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, MemoryError):
         return False
 

@@ -21,6 +21,7 @@ __all__ = ["CIFAR10DVS", "SPLITS", "split_files", "check_split"]
 
 SPLITS = ("first900", "tebn", "random")
 TRAIN_RATIO = 0.9
+_SENSOR_HW = (128, 128)
 
 
 def split_files(names_by_class: list[list[str]], split: str, train: bool, seed: int = 0) -> list[list[str]]:
@@ -71,12 +72,20 @@ def _file_id(name: str) -> int:
     return int(match.group(1))
 
 
-def _build_frames(aedat: Path, target: Path, frames_number: int, split_by: str) -> None:
-    """Worker: one recording's frames entry."""
+def _build_frames(aedat: Path, target: Path, frames_number: int, split_by: str, warn: bool = True) -> None:
+    """Worker: one recording's frames entry, unless it is there and passes its checks; ``warn``
+    logs a bad entry found."""
     source = _cache.fingerprint(aedat)  # before reading: a later rewrite then shows as stale
+
+    def check(path, entry):
+        _cache.check_frames(path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
+
+    entry, problem = _cache.usable(target, check, None, warn)
+    if entry is not None:
+        return
     events = read_aedat2(aedat)
-    frames = events_to_frames(events, frames_number, split_by, (128, 128))
-    _cache.save_entry(target, compress=True, frames=_cache.compact_counts(frames),
+    frames = events_to_frames(events, frames_number, split_by, _SENSOR_HW)
+    _cache.save_entry(target, compress=True, replacing=problem, frames=_cache.compact_counts(frames),
                       events_count=np.int64(len(events)), source=source)
 
 
@@ -172,5 +181,5 @@ class CIFAR10DVS(EventDataset):
         if self.frames_dir is None:
             return read_aedat2(aedat), label
         target = self._entry(relative)
-        rebuild = lambda: _build_frames(aedat, target, self.frames_number, self.split_by)  # noqa: E731
+        rebuild = lambda: _build_frames(aedat, target, self.frames_number, self.split_by, warn=False)  # noqa: E731
         return self._load_frames(target, aedat, rebuild), label

@@ -114,18 +114,6 @@ def _events_max_bytes(source: np.ndarray) -> int:
     return int(source[0]) // 8 * EVENT_DTYPE.itemsize + 4096  # a sample holds at most the file
 
 
-def _usable(path: Path, check: Callable[[Path, dict], None], max_bytes: int | None) -> dict | None:
-    """The entry at ``path`` if it passes ``check``; None (with a warning if it exists) if not."""
-    try:
-        entry = _cache.load_entry(path, max_bytes)
-        check(path, entry)
-        return entry
-    except _cache.BadEntry as problem:
-        if path.exists() or path.is_symlink():
-            _log.warning("%s; rebuilding it", problem)
-        return None
-
-
 def _build_trial(
     aedat: Path,
     samples: list[_Sample],
@@ -133,14 +121,15 @@ def _build_trial(
     frames_dir: Path | None,
     frames_number: int | None,
     split_by: str,
+    warn: bool = True,
 ) -> None:
     """Worker: (re)write the events (and frames) entries of one recording's samples that are
-    missing or fail their checks."""
+    missing or fail their checks; ``warn`` logs each bad entry found."""
     source = _cache.fingerprint(aedat)  # before reading: a later rewrite then shows as stale
     events = None
     for sample in samples:
         path = events_dir / f"{sample.key}.npz"
-        entry = _usable(path, _events_check(sample, aedat, source), _events_max_bytes(source))
+        entry, problem = _cache.usable(path, _events_check(sample, aedat, source), _events_max_bytes(source), warn)
         if entry is not None:
             chosen = entry["events"]
         else:
@@ -148,7 +137,7 @@ def _build_trial(
                 events = read_aedat31(aedat)
             # The windows may overlap (user22_led): a mask per sample, as SpikingJelly slices.
             chosen = events[(events["t"] >= sample.start) & (events["t"] < sample.end)]
-            _cache.save_entry(path, events=chosen, source=source)
+            _cache.save_entry(path, replacing=problem, events=chosen, source=source)
         if frames_dir is None:
             continue
         path = frames_dir / f"{sample.key}.npz"
@@ -156,9 +145,10 @@ def _build_trial(
         def check(entry_path, entry):
             _cache.check_frames(entry_path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
 
-        if _usable(path, check, None) is None:
+        entry, problem = _cache.usable(path, check, None, warn)
+        if entry is None:
             frames = events_to_frames(chosen, frames_number, split_by, _SENSOR_HW)
-            _cache.save_entry(path, compress=True, frames=_cache.compact_counts(frames),
+            _cache.save_entry(path, compress=True, replacing=problem, frames=_cache.compact_counts(frames),
                               events_count=np.int64(len(chosen)), source=source)
 
 
@@ -263,7 +253,8 @@ class DVSGesture(EventDataset):
         aedat = self.raw / f"{sample.trial}.aedat"
 
         def rebuild():
-            _build_trial(aedat, [sample], self.events_dir, self.frames_dir, self.frames_number, self.split_by)
+            _build_trial(aedat, [sample], self.events_dir, self.frames_dir, self.frames_number,
+                         self.split_by, warn=False)
 
         if self.frames_dir is not None:
             return self._load_frames(self.frames_dir / f"{sample.key}.npz", aedat, rebuild), sample.label
