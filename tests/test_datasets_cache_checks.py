@@ -27,8 +27,10 @@ def clean(release, tmp_path_factory):
     return [frames.numpy() for frames, _ in dataset]
 
 
-def frames_entry(cache, key="user01_led_03"):
-    return cache / f"dvs_gesture_{_cache.CACHE_VERSION}" / f"frames_T{T}_number" / f"{key}.npz"
+def frames_entry(cache, key="user01_led_03", folder=f"frames_T{T}_number"):
+    """The one entry of sample ``key``: ``<key>.s<size>.m<mtime_ns>.npz``."""
+    (entry,) = (cache / f"dvs_gesture_{_cache.CACHE_VERSION}" / folder).glob(f"{key}.s*.m*.npz")
+    return entry
 
 
 def good_arrays(path):
@@ -126,7 +128,7 @@ def test_corrupt_frames_entry_is_rebuilt_with_a_warning(release, clean, tmp_path
 def test_corrupt_events_entry_is_rebuilt(release, tmp_path, caplog):
     dataset = DVSGesture(release, cache_dir=tmp_path, num_workers=0)
     expected = dataset[2][0]
-    entry = tmp_path / f"dvs_gesture_{_cache.CACHE_VERSION}" / "events" / "user01_led_02.npz"
+    entry = frames_entry(tmp_path, "user01_led_02", "events")
     arrays = good_arrays(entry)
     arrays["events"] = DVSGesture(release, cache_dir=tmp_path, num_workers=0)[3][0]  # another window
     np.savez(entry, **arrays)
@@ -156,6 +158,7 @@ def test_rewritten_recording_is_not_served_stale(release, tmp_path, caplog):
     write_dvs_gesture(root, users=(1,), lightings=("led",), events_per_sample=300)
     aedat = root / "DvsGesture" / "user01_led.aedat"
     old = [f.numpy() for f, _ in DVSGesture(root, frames_number=T, cache_dir=tmp_path / "c", num_workers=0)]
+    old_entry = frames_entry(tmp_path / "c", "user01_led_00")
     events = read_aedat31(aedat)
     events["p"] = 1 - events["p"]  # same size on disk: only the mtime tells
     stat = aedat.stat()
@@ -166,7 +169,24 @@ def test_rewritten_recording_is_not_served_stale(release, tmp_path, caplog):
     new = [f.numpy() for f, _ in DVSGesture(root, frames_number=T, cache_dir=tmp_path / "c", num_workers=0)]
     for before, after in zip(old, new):
         assert np.array_equal(after, before[:, ::-1])  # the polarity channels swapped
-    assert any("stale" in r.getMessage() and "user01_led_00.npz" in r.getMessage() for r in caplog.records)
+    assert any("stale" in r.getMessage() and str(old_entry) in r.getMessage() for r in caplog.records)
+    assert not old_entry.exists() and frames_entry(tmp_path / "c", "user01_led_00") != old_entry
+
+
+def test_recording_rewritten_after_construction_is_rebuilt_on_read(tmp_path, caplog):
+    root = write_dvs_gesture(tmp_path / "root", users=(1,), lightings=("led",), events_per_sample=300)
+    aedat = root / "DvsGesture" / "user01_led.aedat"
+    dataset = DVSGesture(root, cache_dir=tmp_path / "c", num_workers=0)  # events mode
+    events = read_aedat31(aedat)
+    events["x"] = 127 - events["x"]
+    stat = aedat.stat()
+    write_aedat31(aedat, events)
+    os.utime(aedat, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    caplog.set_level(logging.WARNING, logger="sj_qvm.datasets")
+    sample = dataset.samples[5]
+    expected = events[(events["t"] >= sample.start) & (events["t"] < sample.end)]
+    assert np.array_equal(dataset[5][0], expected)
+    assert any("user01_led_05" in r.getMessage() and "missing; rebuilding" in r.getMessage() for r in caplog.records)
 
 
 def test_recording_gone_after_construction_names_the_entry(release, tmp_path):
@@ -174,7 +194,7 @@ def test_recording_gone_after_construction_names_the_entry(release, tmp_path):
     write_dvs_gesture(root, users=(1,), lightings=("led",), events_per_sample=300)
     dataset = DVSGesture(root, frames_number=T, cache_dir=tmp_path / "c", num_workers=0)
     (root / "DvsGesture" / "user01_led.aedat").unlink()
-    with pytest.raises(ValueError, match=r"user01_led_00\.npz: cannot be checked against its recording .*user01_led\.aedat"):
+    with pytest.raises(ValueError, match=r"frames_T4_number/user01_led_00: cannot be checked against its recording .*user01_led\.aedat"):
         dataset[0]
 
 
@@ -186,7 +206,7 @@ def test_rebuild_that_cannot_write_names_the_entry(release, tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_cache._atomic, "atomic_write", no_space)
-    with pytest.raises(ValueError, match=r"user01_led_03\.npz: frames have shape \[3, 2, 128, 128\].*cannot be rebuilt.*No space"):
+    with pytest.raises(ValueError, match=r"user01_led_03\.s\d+\.m\d+\.npz: frames have shape \[3, 2, 128, 128\].*cannot be rebuilt.*No space"):
         dataset[3]
 
 
@@ -195,7 +215,8 @@ def test_cifar10_dvs_entries_are_checked_and_fingerprinted(tmp_path, caplog):
     cache = tmp_path / "cache"
     dataset = CIFAR10DVS(root, train=True, frames_number=T, split_by="time", cache_dir=cache, num_workers=0)
     relative = dataset.samples[0][0]
-    entry = cache / f"cifar10_dvs_{_cache.CACHE_VERSION}" / f"frames_T{T}_time" / relative.replace(".aedat", ".npz")
+    (entry,) = (cache / f"cifar10_dvs_{_cache.CACHE_VERSION}" / f"frames_T{T}_time").glob(
+        relative.replace(".aedat", ".s*.npz"))
     negative_floats(entry)
     caplog.set_level(logging.WARNING, logger="sj_qvm.datasets")
     frames = dataset[0][0].numpy()

@@ -48,12 +48,13 @@ class EventDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load_frames(self, entry: Path, source: Path, rebuild: Callable[[], None]) -> torch.Tensor:
-        """The frames entry ``entry`` of the recording ``source`` as a ``[T, 2, H, W]`` float32
-        tensor, validated (see :func:`_cache.check_frames`); a bad entry is rebuilt by
-        ``rebuild()`` with a logged warning, or raises ``ValueError`` naming it."""
+    def _load_frames(self, entry: Path, source: Path, fingerprint: np.ndarray,
+                     rebuild: Callable[[], None]) -> torch.Tensor:
+        """The frames entry ``entry`` of the recording ``source`` (whose fingerprint is
+        ``fingerprint``) as a ``[T, 2, H, W]`` float32 tensor, validated (see
+        :func:`_cache.check_frames`); a bad entry is rebuilt by ``rebuild()`` with a logged
+        warning, or raises ``ValueError`` naming it."""
         size_hw = self.sensor_size[1::-1]
-        fingerprint = _cache.fingerprint_or_bad(entry, source)
 
         def check(path, data):
             _cache.check_frames(path, data, self.frames_number, size_hw, self.split_by, source, fingerprint)

@@ -3,8 +3,12 @@
 An entry's final path exists only once its bytes are complete (:mod:`._atomic`), so a killed run
 leaves at most a temporary that no reader looks at; the next run rebuilds the missing entries.
 
-Every entry holds ``source``, the fingerprint ``[size, mtime_ns]`` (int64 ``[2]``) of the recording
-it was built from: an entry whose recording has since been rewritten is stale. Layouts:
+Entries are keyed by the fingerprint ``[size, mtime_ns]`` of the recording they were built from
+as well as by the settings (the folder): sample ``key`` of a recording with fingerprint
+``[S, M]`` lives at ``<key>.s<S>.m<M>.npz`` (:func:`entry_path`), so finding out what to build
+costs one ``stat`` per recording, and a rewritten recording's old entries are never looked up
+again (:func:`sweep_stale` deletes them). Every entry also stores the fingerprint as ``source``
+(int64 ``[2]``), checked on each read. Layouts:
 
 - frames entry: ``frames`` ``[T, 2, H, W]`` uint8/uint16/uint32 counts, ``events_count`` (int64
   scalar: the events they were counted from) and ``source``;
@@ -28,7 +32,8 @@ from . import _atomic
 from .aedat import EVENT_DTYPE
 
 __all__ = [
-    "CACHE_VERSION", "BadEntry", "fingerprint", "fingerprint_or_bad", "save_entry", "load_entry", "usable", "load_valid", "is_fresh",
+    "CACHE_VERSION", "BadEntry", "fingerprint", "fingerprint_or_bad", "entry_path", "is_present",
+    "sweep_stale", "save_entry", "load_entry", "usable", "load_valid",
     "check_frames", "check_events", "remove_stale", "compact_counts",
 ]
 
@@ -50,12 +55,45 @@ def fingerprint(source: Path) -> np.ndarray:
 
 
 def fingerprint_or_bad(entry: Path, source: Path) -> np.ndarray:
-    """:func:`fingerprint` of ``source``; :class:`BadEntry` naming ``entry`` where it is gone."""
+    """:func:`fingerprint` of ``source``; :class:`BadEntry` naming ``entry`` (the entry's folder
+    and key) where the recording is gone."""
     try:
         return fingerprint(source)
     except OSError as error:
         raise BadEntry(f"{entry}: cannot be checked against its recording {source}: "
                        f"{error.strerror or error}") from error
+
+
+def entry_path(folder: Path, key: str, source: np.ndarray) -> Path:
+    """Where sample ``key`` of the recording with fingerprint ``source`` is cached in ``folder``.
+
+    ``key`` comes from a validated file name (``userNN_<lighting>_<row>``, ``cifar10_<class>_<n>``)
+    and so holds no ``.`` or ``/``."""
+    return Path(folder) / f"{key}.s{int(source[0])}.m{int(source[1])}.npz"
+
+
+def sweep_stale(folder: Path, current: dict[str, Path], sources: dict[str, Path]) -> int:
+    """Delete the entries in ``folder`` of the keys in ``current`` that are not ``current[key]``:
+    versions built from an earlier state of the recording ``sources[key]``. Each is logged as a
+    warning; one that cannot be deleted (a read-only cache) is left, unused. Returns the count."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        key = name.split(".", 1)[0]
+        if key not in current or not name.endswith(".npz") or name == current[key].name:
+            continue
+        old = Path(folder) / name
+        _log.warning("%s: stale, built from an earlier version of %s; rebuilding it as %s",
+                     old, sources[key], current[key].name)
+        try:
+            old.unlink()
+            removed += 1
+        except OSError as error:
+            _log.debug("left the stale entry %s in place: %s", old, error)
+    return removed
 
 
 def save_entry(path: Path, compress: bool = False, replacing: BadEntry | None = None,
@@ -144,6 +182,8 @@ def load_valid(path: Path, check: Callable[[Path, dict], None], rebuild: Callabl
     entry, problem = usable(path, check, max_bytes)
     if entry is not None:
         return entry
+    if problem is None:
+        _log.warning("%s: missing; rebuilding it", path)
     try:
         rebuild()
     except OSError as error:
@@ -153,23 +193,10 @@ def load_valid(path: Path, check: Callable[[Path, dict], None], rebuild: Callabl
     return entry
 
 
-def is_fresh(path: Path, source: np.ndarray) -> bool:
-    """Whether ``path`` holds an entry built from the recording whose fingerprint is ``source``:
-    a cheap test (it reads only ``source``) for deciding what to build."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                return False
-            with data:
-                stored = data["source"]
-            return stored.shape == (2,) and np.array_equal(stored, source)
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, MemoryError):
-        return False
+def is_present(path: Path) -> bool:
+    """Whether an entry file (not a symbolic link) is at ``path``: what deciding to build needs,
+    the fingerprint being in the name. Its contents are checked when it is read."""
+    return os.path.isfile(path) and not os.path.islink(path)
 
 
 def _check_common(path: Path, entry: dict, keys: frozenset, source_path: Path, source: np.ndarray) -> None:

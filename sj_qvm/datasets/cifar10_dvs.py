@@ -72,10 +72,11 @@ def _file_id(name: str) -> int:
     return int(match.group(1))
 
 
-def _build_frames(aedat: Path, target: Path, frames_number: int, split_by: str, warn: bool = True) -> None:
-    """Worker: one recording's frames entry, unless it is there and passes its checks; ``warn``
-    logs a bad entry found."""
+def _build_frames(aedat: Path, folder: Path, frames_number: int, split_by: str, warn: bool = True) -> None:
+    """Worker: the frames entry of one recording in ``folder``, unless it is there and passes its
+    checks; ``warn`` logs a bad entry found."""
     source = _cache.fingerprint(aedat)  # before reading: a later rewrite then shows as stale
+    target = _cache.entry_path(folder, aedat.stem, source)
 
     def check(path, entry):
         _cache.check_frames(path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
@@ -102,9 +103,10 @@ class CIFAR10DVS(EventDataset):
 
     Frames are preprocessed once in ``num_workers`` processes into ``cache_dir`` (default
     ``root/sj_qvm_cache``) ``/cifar10_dvs_v2/frames_T{T}_{split_by}/<class>/``, one compressed
-    uint8/uint16/uint32 entry per recording, renamed into place once complete. Entries record
-    their recording's size and mtime_ns and are checked on every read: a stale or corrupt entry is
-    rebuilt with a logged warning, or raises ``ValueError`` naming it where it cannot be. Only
+    uint8/uint16/uint32 entry per recording, ``cifar10_<class>_<n>.s<size>.m<mtime_ns>.npz``
+    (keyed by the recording's size and mtime_ns: a rewritten recording is rebuilt), renamed into
+    place once complete. Entries are checked on every read: a corrupt entry is rebuilt with a
+    logged warning, or raises ``ValueError`` naming it where it cannot be. Only
     files ``<class>/cifar10_<class>_<n>.aedat`` are listed, so entry paths stay in the cache.
     ``train`` must be a bool, ``seed`` an integer in 0..2**32-1.
     """
@@ -157,9 +159,6 @@ class CIFAR10DVS(EventDataset):
         )
         self._prepare(num_workers)
 
-    def _entry(self, relative: str) -> Path:
-        return self.frames_dir / f"{relative[: -len('.aedat')]}.npz"
-
     def _prepare(self, num_workers: int | None) -> None:
         if self.frames_dir is None:
             return
@@ -167,11 +166,19 @@ class CIFAR10DVS(EventDataset):
             (self.frames_dir / name).mkdir(parents=True, exist_ok=True)
         _cache.remove_stale(self.frames_dir)
         tasks, names = [], []
-        for relative, _ in self.samples:
-            target = self._entry(relative)
-            if not _cache.is_fresh(target, _cache.fingerprint(self.root / relative)):
-                tasks.append((self.root / relative, target, self.frames_number, self.split_by))
-                names.append(str(self.root / relative))
+        current = {name: {} for name in self.classes}
+        sources = {}
+        for relative, label in self.samples:
+            aedat = self.root / relative
+            folder = self.frames_dir / self.classes[label]
+            target = _cache.entry_path(folder, aedat.stem, _cache.fingerprint(aedat))
+            current[self.classes[label]][aedat.stem] = target
+            sources[aedat.stem] = aedat
+            if not _cache.is_present(target):
+                tasks.append((aedat, folder, self.frames_number, self.split_by))
+                names.append(str(aedat))
+        for name in self.classes:
+            _cache.sweep_stale(self.frames_dir / name, current[name], sources)
         split = "train" if self.train else "test"
         run_tasks(_build_frames, tasks, names, f"CIFAR10DVS {split}: preprocessing", num_workers)
 
@@ -180,6 +187,8 @@ class CIFAR10DVS(EventDataset):
         aedat = self.root / relative
         if self.frames_dir is None:
             return read_aedat2(aedat), label
-        target = self._entry(relative)
-        rebuild = lambda: _build_frames(aedat, target, self.frames_number, self.split_by, warn=False)  # noqa: E731
-        return self._load_frames(target, aedat, rebuild), label
+        folder = self.frames_dir / self.classes[label]
+        source = _cache.fingerprint_or_bad(folder / aedat.stem, aedat)
+        target = _cache.entry_path(folder, aedat.stem, source)
+        rebuild = lambda: _build_frames(aedat, folder, self.frames_number, self.split_by, warn=False)  # noqa: E731
+        return self._load_frames(target, aedat, source, rebuild), label

@@ -128,7 +128,7 @@ def _build_trial(
     source = _cache.fingerprint(aedat)  # before reading: a later rewrite then shows as stale
     events = None
     for sample in samples:
-        path = events_dir / f"{sample.key}.npz"
+        path = _cache.entry_path(events_dir, sample.key, source)
         entry, problem = _cache.usable(path, _events_check(sample, aedat, source), _events_max_bytes(source), warn)
         if entry is not None:
             chosen = entry["events"]
@@ -140,7 +140,7 @@ def _build_trial(
             _cache.save_entry(path, replacing=problem, events=chosen, source=source)
         if frames_dir is None:
             continue
-        path = frames_dir / f"{sample.key}.npz"
+        path = _cache.entry_path(frames_dir, sample.key, source)
 
         def check(entry_path, entry):
             _cache.check_frames(entry_path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
@@ -173,11 +173,12 @@ class DVSGesture(EventDataset):
     The first use preprocesses in ``num_workers`` processes (default: CPU count, at most 8; 0 runs
     in this process) into ``cache_dir`` (default ``root/sj_qvm_cache``): ``dvs_gesture_v2/events``
     holds per-sample events, ``dvs_gesture_v2/frames_T{T}_{split_by}`` per-sample frames as
-    compressed uint8/uint16/uint32 counts. Entries are renamed into place once complete, so an
-    interrupted run resumes where it stopped. Each entry records the size and mtime_ns of its
-    recording and is checked whenever it is read (:mod:`._cache`): a stale or corrupt entry is
-    rebuilt with a logged warning, or raises ``ValueError`` naming it where it cannot be (a
-    read-only cache). A complete cache is read without writing anything.
+    compressed uint8/uint16/uint32 counts, as ``<userNN_lighting>_<row>.s<size>.m<mtime_ns>.npz``
+    (keyed by the recording's size and mtime_ns: a rewritten recording's samples are rebuilt).
+    Entries are renamed into place once complete, so an interrupted run resumes where it stopped,
+    and are checked whenever they are read (:mod:`._cache`): a corrupt entry is rebuilt with a
+    logged warning, or raises ``ValueError`` naming it where it cannot be (a read-only cache). A
+    complete cache is read without writing anything.
     """
 
     classes = (
@@ -237,14 +238,24 @@ class DVSGesture(EventDataset):
             folder.mkdir(parents=True, exist_ok=True)
             _cache.remove_stale(folder)
         tasks, names = [], []
+        current = {folder: {} for folder in folders}
+        sources = {}
         for stem in trials:
             samples = [s for s in self.samples if s.trial == stem]
             aedat = raw / f"{stem}.aedat"
             source = _cache.fingerprint(aedat)
-            if all(_cache.is_fresh(folder / f"{s.key}.npz", source) for s in samples for folder in folders):
+            paths = []
+            for folder in folders:
+                for s in samples:
+                    current[folder][s.key] = _cache.entry_path(folder, s.key, source)
+                    sources[s.key] = aedat
+                    paths.append(current[folder][s.key])
+            if all(_cache.is_present(path) for path in paths):
                 continue
             tasks.append((aedat, samples, self.events_dir, self.frames_dir, self.frames_number, self.split_by))
             names.append(str(aedat))
+        for folder in folders:
+            _cache.sweep_stale(folder, current[folder], sources)
         split = "train" if self.train else "test"
         run_tasks(_build_trial, tasks, names, f"DVSGesture {split}: preprocessing", num_workers)
 
@@ -256,9 +267,10 @@ class DVSGesture(EventDataset):
             _build_trial(aedat, [sample], self.events_dir, self.frames_dir, self.frames_number,
                          self.split_by, warn=False)
 
+        folder = self.events_dir if self.frames_dir is None else self.frames_dir
+        source = _cache.fingerprint_or_bad(folder / sample.key, aedat)
+        path = _cache.entry_path(folder, sample.key, source)
         if self.frames_dir is not None:
-            return self._load_frames(self.frames_dir / f"{sample.key}.npz", aedat, rebuild), sample.label
-        path = self.events_dir / f"{sample.key}.npz"
-        source = _cache.fingerprint_or_bad(path, aedat)
+            return self._load_frames(path, aedat, source, rebuild), sample.label
         entry = _cache.load_valid(path, _events_check(sample, aedat, source), rebuild, _events_max_bytes(source))
         return entry["events"], sample.label
