@@ -1,6 +1,7 @@
 """A complete cache on a read-only mount reads; writers' temporaries never outlive them."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,23 @@ def test_aedat_writers_remove_dead_writers_temporaries(tmp_path, write, read):
     assert np.array_equal(read(path), events)
     assert not dead.exists() and other.exists()  # each write cleans up after its own file only
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name])
+
+
+def test_writes_never_follow_a_planted_link(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"keep me")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = cache / "entry.npz"
+    (cache / f"entry.npz{_atomic.TMP_MARK}{os.getpid()}").symlink_to(outside)  # where we write first
+    _cache.save_entry(path, frames=np.arange(3, dtype=np.uint8))
+    assert outside.read_bytes() == b"keep me" and not path.is_symlink()
+    assert _cache.load_entry(path)["frames"].tolist() == [0, 1, 2]
+    path.unlink()
+    path.symlink_to(outside)  # an entry that is a link is replaced, not written through
+    _cache.save_entry(path, frames=np.arange(2, dtype=np.uint8))
+    assert outside.read_bytes() == b"keep me" and not path.is_symlink()
+    assert sorted(p.name for p in cache.iterdir()) == ["entry.npz"]
 
 
 def test_failed_write_leaves_no_temporary(tmp_path):

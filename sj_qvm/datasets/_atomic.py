@@ -26,14 +26,18 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], clean: bool = Tr
 
     The temporary is removed when ``write`` or the rename fails. With ``clean``, stale
     temporaries of ``path`` left by dead writers are removed first (caches clean whole folders
-    once instead). ``os.replace`` replaces a symbolic link at ``path`` itself, never its target.
+    once instead). Nothing is written through a symbolic link: the temporary is created afresh
+    (``O_EXCL | O_NOFOLLOW``), and ``os.replace`` replaces a link at ``path``, never its target.
     """
     path = Path(path)
     if clean:
         remove_stale(path.parent, glob.escape(path.name))
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # an earlier process with this pid, or a planted link
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
