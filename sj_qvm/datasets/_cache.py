@@ -117,41 +117,47 @@ def _write(f, arrays: dict, compress: bool) -> None:
 
 
 def load_entry(path: Path, max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """All arrays of the entry at ``path``; raises :class:`BadEntry` naming ``path`` when it is
-    missing, a symbolic link, not a complete ``.npz``, holds objects, or would take more than
-    ``max_bytes`` (each array's declared size is checked before any memory is allocated)."""
+    """All arrays of the ``.npz`` entry at ``path``; raises :class:`BadEntry` naming ``path`` when
+    it is missing, a symbolic link, not a complete ``.npz`` of plain arrays (CRCs checked), or
+    would take more than ``max_bytes``. Each array's declared size is checked against the bytes
+    the archive holds before any memory is allocated for it."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as error:
         raise BadEntry(f"{path}: cannot open the cache entry ({error.strerror or error})") from error
     with os.fdopen(fd, "rb") as f:
         try:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise BadEntry(f"{path}: not an .npz cache entry")
-            with data:
-                _check_declared_sizes(path, data.zip, max_bytes)
-                return {key: data[key] for key in data.files}
+            with zipfile.ZipFile(f) as archive:
+                return _read_arrays(path, archive, max_bytes)
         except BadEntry:
             raise
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, MemoryError) as error:
             raise BadEntry(f"{path}: unreadable cache entry ({type(error).__name__}: {error})") from error
 
 
-def _check_declared_sizes(path: Path, archive: zipfile.ZipFile, max_bytes: int | None) -> None:
-    total = 0
+def _read_arrays(path: Path, archive: zipfile.ZipFile, max_bytes: int | None) -> dict[str, np.ndarray]:
+    arrays, total = {}, 0
     for info in archive.infolist():
+        if not info.filename.endswith(".npy") or "/" in info.filename:
+            raise BadEntry(f"{path}: holds {info.filename!r}, not an array of an .npz entry")
         with archive.open(info) as member:
             version = np.lib.format.read_magic(member)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(member)
-        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if declared > info.file_size:
-            raise BadEntry(f"{path}: {info.filename} declares {declared} bytes but holds {info.file_size}")
-        total += declared
-    if max_bytes is not None and total > max_bytes:
-        raise BadEntry(f"{path}: holds {total} bytes, more than the {max_bytes} this entry can need")
+            shape, fortran_order, dtype = read_header(member)
+            if dtype.hasobject:
+                raise BadEntry(f"{path}: {info.filename} holds Python objects")
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            total += declared
+            if declared > info.file_size or (max_bytes is not None and total > max_bytes):
+                raise BadEntry(f"{path}: {info.filename} declares {declared} bytes; the archive holds "
+                               f"{info.file_size} and the entry may need {max_bytes}")
+            buffer = bytearray(declared)
+            if member.readinto(buffer) != declared or member.read(1):  # the last read checks the CRC
+                raise BadEntry(f"{path}: {info.filename} does not hold the {declared} bytes it declares")
+        array = np.frombuffer(buffer, dtype=dtype)
+        arrays[info.filename[: -len(".npy")]] = array.reshape(shape, order="F" if fortran_order else "C")
+    return arrays
 
 
 def usable(path: Path, check: Callable[[Path, dict], None], max_bytes: int | None = None,
