@@ -243,7 +243,7 @@ def test_fuzz_slow(tmp_path, fmt):
     """10,000 mutated files per reader, other seeds than the default run's.
 
     Deselected by default; run it with
-    ``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_datasets_aedat.py`` (about 25 s on 2 cores).
+    ``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_datasets_aedat.py`` (20-80 s on 2 cores).
     """
     _fuzz(tmp_path, fmt, SLOW_FUZZ_CASES, seed=1)
 
