@@ -20,6 +20,7 @@ def _demo(args) -> int:
                             "--frames", str(args.levels), "--rounding", args.rounding,
                             "--seed", str(args.seed), "--out", str(args.out or "runs/demo"),
                             "--cache-dir", str(args.cache_dir)]
+    argv += ["--overwrite"] if args.overwrite else []
     return pipeline_main(DVS_GESTURE, argv + (["--quiet"] if args.quiet else []))
 
 
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
     demo.add_argument("--out", metavar="DIR", help="output folder (DVS default: runs/demo)")
     demo.add_argument("--cache-dir", default="runs/synthetic",
                       help="where the synthetic release is written (default runs/synthetic)")
+    demo.add_argument("--overwrite", action="store_true", help="DVS: replace the run already in "
+                      "--out (without it, an --out that holds a run is refused)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
