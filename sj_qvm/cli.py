@@ -21,6 +21,7 @@ def _demo(args) -> int:
                             "--seed", str(args.seed), "--out", str(args.out or "runs/demo"),
                             "--cache-dir", str(args.cache_dir)]
     argv += ["--overwrite"] if args.overwrite else []
+    argv += ["--resume"] if args.resume else []
     return pipeline_main(DVS_GESTURE, argv + (["--quiet"] if args.quiet else []))
 
 
@@ -61,8 +62,11 @@ def main(argv=None) -> int:
     demo.add_argument("--out", metavar="DIR", help="output folder (DVS default: runs/demo)")
     demo.add_argument("--cache-dir", default="runs/synthetic",
                       help="where the synthetic release is written (default runs/synthetic)")
-    demo.add_argument("--overwrite", action="store_true", help="DVS: replace the run already in "
-                      "--out (without it, an --out that holds a run is refused)")
+    again = demo.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="DVS: continue the run in --out")
+    again.add_argument("--overwrite", action="store_true", help="DVS: replace the run already in "
+                       "--out (without --resume or --overwrite, an --out that holds a run is "
+                       "refused)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)

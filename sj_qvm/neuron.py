@@ -162,25 +162,27 @@ class QVMIFNode(_compat.MemoryModule):
         self.__dict__.pop(slot, None)
 
     def _set_tensor_or_float(self, slot: str, value, name: str, positive: bool = False):
+        """Check ``value`` fully, then replace the slot: a rejected value keeps the old one."""
         allowed = "a float > 0 or a 1-D per-channel tensor" if positive else \
             f"one of {ROUNDINGS}, a float or a tensor"
         if value is None or isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
             raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
-        self._clear(slot)
         if isinstance(value, torch.Tensor):
             if positive:
                 check_positive_finite(value, name)
             elif not torch.isfinite(value.detach()).all():
                 raise ValueError(f"{name} must be finite")
+            self._clear(slot)
             if isinstance(value, torch.nn.Parameter):
                 self.register_parameter(slot, value)
             else:
                 self.register_buffer(slot, value.detach().clone())
-        elif isinstance(value, Real) and not isinstance(value, bool):
+        else:
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
             if positive and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+            self._clear(slot)
             object.__setattr__(self, slot, float(value))
 
     @property
@@ -257,8 +259,8 @@ class QVMIFNode(_compat.MemoryModule):
             raise ValueError("current='expected' needs step_mode='m'; this node is in "
                              "step_mode='s'")
         if not isinstance(x, torch.Tensor) or x.ndim < 1:
-            raise ValueError("single-step input must be a tensor [N, *], got "
-                             f"{f'a {x.ndim}-d tensor' if isinstance(x, torch.Tensor) else type(x).__name__}")
+            got = f"a {x.ndim}-d tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"single-step input must be a tensor [N, *], got {got}")
         v = self._fresh_v(x)
         surrogate = self.surrogate_function if self._needs_grad(x) else None
         spike, self.v = if_step(x, v, self._theta_for(x), self.strict, surrogate,

@@ -285,7 +285,15 @@ def test_assigning_none_later_is_rejected_and_keeps_the_old_value():
         node.v_threshold = None
     with pytest.raises(TypeError, match="v_init"):
         node.v_init = None
+    with pytest.raises(ValueError, match="v_threshold must be finite"):
+        node.v_threshold = float("nan")
+    with pytest.raises(ValueError, match="v_threshold must be > 0"):
+        node.v_threshold = torch.tensor([1.0, -1.0])
     assert node.v_threshold == 0.5 and node.v_init == "round"
+    node.v_init = 0.2
+    with pytest.raises(ValueError, match="v_init must be finite"):
+        node.v_init = torch.tensor([float("inf")])
+    assert node.v_init == 0.2
 
 
 @pytest.mark.parametrize("x_seq", [torch.rand(0, 2, 3), torch.rand(5)], ids=["T=0", "no T dim"])

@@ -166,6 +166,11 @@ def test_conversion_failure_keeps_the_trained_checkpoint_and_resume_converts(cac
     monkeypatch.setattr(pipeline_eval, "convert", real_convert)
     assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--resume"]) == 0  # converts, no training
     assert _log_epochs(out) == [1] and (out / "results.json").exists()
+    # Resuming with other model flags names them and loads nothing.
+    before = (out / "checkpoint.pt").read_bytes()
+    assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--resume", "--width", "8"]) == 2
+    assert "written with --width 4 (this run: 8)" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="reproduces the issue's CPU trajectory")
@@ -229,6 +234,11 @@ def test_sj_qvm_demo_runs_the_dvs_pipeline(tmp_path):
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
     assert sorted(res["snn_accuracy"]["instant"]) == ["1", "16", "2", "4", "8"]
     assert (out / "accuracy_vs_T.png").exists() and (out / "conversion_report.png").exists()
+    # Running it again into the same folder is refused; nothing of the first run is touched.
+    log = (out / "log.jsonl").read_bytes()
+    assert main(["demo", "--epochs", "2", "--quiet", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "syn")]) == 2
+    assert (out / "log.jsonl").read_bytes() == log
 
 
 def test_sj_qvm_demo_digits(tmp_path, capsys):
