@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -147,7 +148,14 @@ def load_checkpoint(path: Path) -> dict:
             "left untouched. Restore a good copy, or start afresh with --overwrite.")
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # a crafted pickle, a torch zip with odd members: all mean the same
+    except pickle.UnpicklingError as e:  # weights_only refused a global: a crafted or foreign file
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read safely: it holds "
+            + (f"the global {found.group(1)}" if found else "objects")
+            + " besides tensors and plain types, so it is not an sj-qvm checkpoint (it may be "
+            "crafted to run code; it was not unpickled) and was left untouched") from e
+    except Exception as e:  # a truncated or odd torch zip
         raise CheckpointError(f"checkpoint {path} cannot be read safely ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); it was left "
                               "untouched") from e

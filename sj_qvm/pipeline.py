@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -103,6 +104,12 @@ def _resolve(args, spec: DatasetSpec):
     for name in ("frames", "levels", "epochs", "batch_size", "width"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if any(T < 1 for T in args.eval_time_steps):
+        raise SystemExit(f"--eval-time-steps must all be >= 1, got {args.eval_time_steps}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise SystemExit(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise SystemExit(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
     if args.frames != args.levels:
         warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
                       f"{args.frames} frames, and exactness needs T = L", stacklevel=2)

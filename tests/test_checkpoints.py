@@ -97,7 +97,7 @@ def test_crafted_pickle_does_not_run(tmp_path):
     model, opt, sched = _training()
     path = tmp_path / "checkpoint.pt"
     _write_raw(path, _raw_payload(model, opt, sched, args={"x": _Payload(marker)}))
-    with pytest.raises(CheckpointError, match="cannot be read safely"):
+    with pytest.raises(CheckpointError, match="cannot be read safely: it holds the global exec"):
         load_checkpoint(path)
     assert not marker.exists()
     torch.load(path, weights_only=False)  # the converse: the file is live when unpickled
