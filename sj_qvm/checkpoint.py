@@ -248,11 +248,11 @@ def _check_optimizer(saved: dict, optimizer: torch.optim.Optimizer, path: Path) 
         raise CheckpointError(f"checkpoint {path}: the optimizer has {len(saved['param_groups'])} "
                               f"parameter groups, this run's has {len(groups)}")
     for i, (g_saved, g) in enumerate(zip(saved["param_groups"], groups)):
-        if set(g_saved) != set(g):
+        foreign = sorted(set(g_saved) - set(g))  # fewer keys is fine: an older torch wrote it
+        if foreign:
             raise CheckpointError(
-                f"checkpoint {path}: optimizer group {i} has settings {sorted(g_saved)}, this "
-                f"run's {type(optimizer).__name__} has {sorted(g)}; it was written by another "
-                "optimizer")
+                f"checkpoint {path}: optimizer group {i} has settings {foreign} that this run's "
+                f"{type(optimizer).__name__} does not know; it was written by another optimizer")
         if len(g_saved["params"]) != len(g["params"]):
             raise CheckpointError(f"checkpoint {path}: optimizer group {i} holds "
                                   f"{len(g_saved['params'])} parameters, this run's "
