@@ -278,3 +278,41 @@ def test_fresh_run_into_a_used_folder_is_refused_and_overwrite_clears_only_run_f
     run_folder.check_fresh(tmp_path, resume=True, overwrite=False)
     run_folder.prepare(tmp_path, resume=False, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+_SAVER = """
+import sys, torch
+from sj_qvm.checkpoint import save_checkpoint
+w = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))  # 4 MiB per save
+epoch = 0
+while True:
+    save_checkpoint({"epoch": epoch, "model": {"w": w + epoch}, "optimizer": {"state": {},
+                     "param_groups": []}, "scheduler": {}, "args": {}}, sys.argv[1])
+    if epoch == 0:
+        print("saved", flush=True)
+    epoch += 1
+"""
+
+
+def test_sigkill_during_saves_leaves_a_checkpoint_that_loads_and_the_next_save_cleans_up(tmp_path):
+    import os
+    import random
+    import signal
+    import time
+    path = tmp_path / "checkpoint.pt"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    rng = random.Random(0)
+    w0 = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        p = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE,
+                             env=env, text=True)
+        assert p.stdout.readline() == "saved\n"
+        time.sleep(rng.uniform(0.05, 0.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        ckpt = load_checkpoint(path)  # whichever epoch it reached, it verifies and is whole
+        assert torch.equal(ckpt["model"]["w"], w0 + ckpt["epoch"])
+        model, opt, sched = _training()
+        save_checkpoint(_state(model, opt, sched, epoch=ckpt["epoch"] + 1), path)
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["checkpoint.pt", "checkpoint.pt.sha256"]
+        assert load_checkpoint(path)["epoch"] == ckpt["epoch"] + 1
