@@ -32,8 +32,9 @@ def _digits(args) -> int:
     print(format_table(res))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(res, f, indent=2)
+        from .atomic import write_atomic
+        write_atomic(os.path.join(args.out, "results.json"),
+                     json.dumps(res, indent=2).encode("utf-8"))
     L = res["levels"]
     exact = res["mismatched_neurons"] == 0 and res["snn_accuracy"]["expected"][L] == res["ann_accuracy"]
     if not exact:

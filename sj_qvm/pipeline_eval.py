@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import _compat
+from .atomic import write_atomic
 from .convert import convert
 from .pipeline_data import Frames, to_time_major
 
@@ -79,9 +80,8 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
         "report": {c: [dataclasses.asdict(r) for r in rows]
                    for c, rows in report.rows_by_current.items()},
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(results, f, indent=2)
-    (out / "conversion_report.md").write_text(report.to_markdown())
+    write_atomic(out / "results.json", json.dumps(results, indent=2).encode("utf-8"))
+    write_atomic(out / "conversion_report.md", report.to_markdown().encode("utf-8"))
     title = f"{spec.title}{' (synthetic)' if args.root is None else ''}, L = {L}"
     report.plot(out / "conversion_report.png", title=f"{title}: per-layer unevenness error")
     analysis.plot_accuracy_vs_time_steps({"ann": ann_acc, "snn": snn_acc},
