@@ -57,7 +57,7 @@ def _alive(pid: int) -> bool:
         return False  # our own leftovers: this process writes one file at a time, and not now
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
         return False
     except PermissionError:  # exists, owned by someone else
         return True
@@ -85,6 +85,6 @@ def remove_stale_temporaries(path: Path) -> list:
             try:
                 entry.unlink()
                 removed.append(entry)
-            except FileNotFoundError:
+            except OSError:  # gone already, a folder, or a read-only mount: leave it
                 pass
     return removed

@@ -238,14 +238,17 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         dead = _dead_pid()
-        stale = [tmp_path / f".checkpoint.pt.tmp-{dead}", tmp_path / f".checkpoint.pt.sha256.tmp-{dead}"]
+        stale = [tmp_path / f".checkpoint.pt.tmp-{dead}", tmp_path / f".checkpoint.pt.sha256.tmp-{dead}",
+                 tmp_path / f".checkpoint.pt.tmp-{10 ** 30}"]  # no such pid can exist
         kept = [tmp_path / f".checkpoint.pt.tmp-{live.pid}", tmp_path / f".other.pt.tmp-{dead}",
                 tmp_path / "notes.txt"]
         for p in stale + kept:
             p.write_bytes(b"")
+        odd = tmp_path / f".checkpoint.pt.sha256.tmp-{10 ** 30}"
+        odd.mkdir()  # a folder under a temporary's name is left alone, without an error
         save_checkpoint(_state(model, opt, sched), path)
         assert not any(p.exists() for p in stale)
-        assert all(p.exists() for p in kept)
+        assert all(p.exists() for p in kept) and odd.is_dir()
         assert load_checkpoint(path)["epoch"] == 0
     finally:
         live.kill()
