@@ -140,6 +140,9 @@ def run(args, spec: DatasetSpec) -> dict:
     args = _resolve(args, spec)
     out = Path(args.out)
     check_fresh(out, args.resume, args.overwrite)  # every rank, before anything is written
+    ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    # Verified before any data is read, so a bad checkpoint stops the run at once.
+    ckpt = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
     rank, world = _setup_distributed()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
         else torch.device("cpu")
@@ -166,10 +169,8 @@ def run(args, spec: DatasetSpec) -> dict:
         opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.epochs)
     start = 0
-    ckpt_path, log_path = out / CHECKPOINT, out / LOG
     if args.resume:
-        if ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path)
+        if ckpt is not None:
             flags = {k: getattr(args, k) for k in RESUME_FLAGS}
             start = restore(ckpt, ckpt_path, model, opt, sched, flags) + 1
             if rank == 0:

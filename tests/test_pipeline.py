@@ -82,11 +82,13 @@ def test_corrupt_checkpoint_is_reported_and_kept(cache, tmp_path, capsys):
     out.mkdir()
     bad = b"this is not a checkpoint"
     (out / "checkpoint.pt").write_bytes(bad)
-    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--cache-dir", str(cache), "--out", str(out),
+    syn = tmp_path / "syn"
+    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--cache-dir", str(syn), "--out", str(out),
                                                      "--resume"])
     assert rc == 2
     assert "cannot be verified" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == bad
+    assert not syn.exists()  # refused before any data was written or read
     with pytest.raises(pipeline.CheckpointError, match="left untouched"):
         pipeline.load_checkpoint(out / "checkpoint.pt")
 
