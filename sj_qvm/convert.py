@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import operator
+import os
+import re
+import traceback
 import warnings
 from typing import Optional
 
@@ -83,22 +86,71 @@ class QVMTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
+def _check_model(model, name: str = "ann") -> None:
+    """A module with real tensors, or a TypeError/ValueError saying what it is instead."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (the trained ANN), got "
+                        f"{type(model).__name__} {model!r:.80}")
+    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta),
+                None)
+    if meta is not None:
+        raise ValueError(f"{name} has tensors on the meta device (first: '{meta}'): it holds no "
+                         "weights to convert. Materialise it first, e.g. "
+                         "ann.to_empty(device='cpu') and then ann.load_state_dict(...)")
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _user_frame(frames) -> str:
+    """``file:line in fn: code`` of the innermost ``(file, line, fn, code)`` outside torch itself.
+
+    The fx stack of a node runs from the user's ``forward`` line into torch's own frames (on
+    torch 2.14 the user's frame is the first, older versions record only user frames), and a
+    tracing error's traceback ends in torch's; the user's line is the last frame outside torch.
+    """
+    user = [f for f in frames if not os.path.abspath(f[0]).startswith(_TORCH_DIR)]
+    if not user:
+        return ""
+    file, line, fn, code = user[-1]
+    return f"{file}:{line} in {fn}" + (f": {code.strip()}" if code and code.strip() else "")
+
+
+_STACK_FRAME = re.compile(r'\s*File "(.+)", line (\d+), in (.+)')
+
+
+def _stack_frames(stack: str):
+    """``(file, line, fn, code)`` tuples of a formatted stack summary (fx's ``stack_trace``)."""
+    lines, frames = stack.splitlines(), []
+    for i, line in enumerate(lines):
+        m = _STACK_FRAME.fullmatch(line)
+        if m:
+            nxt = lines[i + 1] if i + 1 < len(lines) and not _STACK_FRAME.fullmatch(lines[i + 1]) \
+                else ""
+            frames.append((m.group(1), int(m.group(2)), m.group(3), nxt))
+    return frames
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model`` with :class:`QVMTracer`; explain why if that is impossible."""
+    _check_model(model, "model")
     tracer = QVMTracer()
     tracer.record_stack_traces = True
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises many types; all mean the same here
+        tb = traceback.extract_tb(e.__traceback__)
+        where = _user_frame([(f.filename, f.lineno, f.name, f.line) for f in tb])
         raise ConversionError(
-            f"torch.fx could not trace {type(model).__name__}: {e}. QVM conversion needs a "
-            "graph without data-dependent Python control flow.") from e
+            f"torch.fx could not trace {type(model).__name__}"
+            + (f" at {where}" if where else "") + f": {e}. QVM conversion needs a graph without "
+            "data-dependent Python control flow.") from e
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def _qualify(gm: fx.GraphModule, node: fx.Node) -> str:
-    stack = node.meta.get("stack_trace") or ""
-    where = stack.strip().splitlines()[-1].strip() if stack.strip() else ""
+    """``graph node 'name' (file:line in fn: code)``, the user's source line of ``node``."""
+    where = _user_frame(_stack_frames(node.meta.get("stack_trace") or ""))
     return f"graph node '{node.name}'" + (f" ({where})" if where else "")
 
 
@@ -204,14 +256,42 @@ class QVMNetwork(nn.Module):
         """``(name, SpikingActivation)`` pairs in graph order."""
         return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingActivation)]
 
+    def _input_ndim(self):
+        """``(ndim, exact)`` that ``x_seq`` needs when the first op says: a conv needs its batched
+        input's ndim plus T exactly, a linear layer at least ``[T, B, F]``; else ``(2, False)``."""
+        for node in self.body.graph.nodes:
+            if node.op != "placeholder":
+                break
+            for user in node.users:
+                if user.op == "call_module":
+                    m = self.body.get_submodule(user.target)
+                    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                        return m.weight.ndim + 1, True  # weight [O, I, *k]; x_seq [T, B, C, *k]
+                    if isinstance(m, nn.Linear):
+                        return 3, False
+            break
+        return 2, False
+
     def forward(self, x_seq: torch.Tensor):
-        if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2:
-            raise ValueError("QVMNetwork input must be a tensor [T, B, *]; got "
-                             f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
+        want = "x_seq: [T, B, *] (time-steps first, T >= 1, then the ANN's input [B, *])"
+        if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+            got = tuple(x_seq.shape) if isinstance(x_seq, torch.Tensor) else type(x_seq).__name__
+            raise ValueError(f"QVMNetwork input must be {want}; got {got}")
+        ndim, exact = self._input_ndim()
+        if x_seq.ndim < ndim or (exact and x_seq.ndim != ndim):
+            hint = (": it lacks the T dimension; a static input x runs as "
+                    "x.unsqueeze(0).repeat(T, *[1] * x.ndim)" if x_seq.ndim == ndim - 1 else "")
+            raise ValueError(f"QVMNetwork input must be {want}, {'' if exact else 'at least '}"
+                             f"{ndim} dims for this network's first layer; got shape "
+                             f"{tuple(x_seq.shape)}{hint}")
         T, B = x_seq.shape[:2]
         for _, m in self.spiking_layers():
             m.time_steps = T
-        out = self.body(x_seq.flatten(0, 1))
+        try:
+            out = self.body(x_seq.flatten(0, 1))
+        except RuntimeError as e:
+            e.add_note(f"QVMNetwork's input x_seq had shape {tuple(x_seq.shape)}; it must be {want}")
+            raise
         unfold = lambda y: y.reshape(T, B, *y.shape[1:]) if isinstance(y, torch.Tensor) else y
         if isinstance(out, (tuple, list)):
             return type(out)(unfold(y) for y in out)
@@ -241,6 +321,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         ConversionError (a ValueError) naming the op and its place in the graph for any op with no
         exact spiking equivalent (MaxPool, plain ReLU, GELU, ...).
     """
+    _check_model(ann)
     if current not in CURRENTS:
         raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
     levels = _levels_of(ann)
