@@ -38,7 +38,8 @@ __all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS", "Frames", "augment", "bu
            "check_exact"]
 
 #: Settings a resumed run must share with its checkpoint (they change the model, data or optimizer).
-RESUME_FLAGS = ("arch", "width", "levels", "rounding", "size", "frames", "optimizer")
+RESUME_FLAGS = ("arch", "width", "levels", "rounding", "layer_thresholds", "size", "frames",
+                "optimizer")
 
 
 # -- distributed --------------------------------------------------------------------------------
@@ -70,6 +71,8 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--frames", type=int, default=4, help="T frames per sample (default 4)")
     p.add_argument("--levels", type=int, default=4, help="quantization levels L (default 4)")
     p.add_argument("--rounding", choices=("floor", "round", "ceil"), default="round")
+    p.add_argument("--layer-thresholds", action="store_true",
+                   help="one threshold gamma per layer instead of one per channel (the default)")
     p.add_argument("--size", type=int, default=128, choices=(32, 64, 128),
                    help="frame size after sum-pooling (64 for CPU runs)")
     p.add_argument("--arch", choices=ARCHS, default="resnet18")
@@ -161,7 +164,8 @@ def run(args, spec: DatasetSpec) -> dict:
 
     torch.manual_seed(args.seed)
     model = build_model(args.arch, in_channels=2, num_classes=spec.num_classes, levels=args.levels,
-                        rounding=args.rounding, width=args.width).to(device)
+                        rounding=args.rounding, width=args.width,
+                        channel_wise=not args.layer_thresholds).to(device)
     if args.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
                               weight_decay=args.weight_decay)

@@ -270,10 +270,11 @@ class _Run:
             return quantized_forward(x) if name in self.quantized else torch.relu(x)
         return forward
 
-    def pass_over(self, dataloader, desc: str, progress: bool, record=(), stop_at=None,
-                  output_pool: Optional[_Pool] = None) -> Dict[str, _Pool]:
+    def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
+                  stop_at=None, output_pool: Optional[_Pool] = None) -> Dict[str, _Pool]:
+        """One pass; ``record`` maps site names to how many values to keep (0: means only)."""
         from tqdm.auto import tqdm
-        self.record = {s: _Pool(self.max_samples, self.channel_wise) for s in record}
+        self.record = {s: _Pool(n, self.channel_wise) for s, n in record.items()}
         self.stop_at = stop_at
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         n = 0
@@ -314,19 +315,20 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
     run = _Run(model, sites, max_samples, channel_wise)
     chosen: Dict[str, torch.Tensor] = {}
     try:
-        float_means: Dict[str, torch.Tensor] = {}
-        if bias_correction:
-            out_pool = _Pool(0, False)
-            pools = run.pass_over(dataloader, "calibration: float ANN", progress, record=sites,
-                                  output_pool=out_pool)
-            float_means = {s: p.mean() for s, p in pools.items()}
-            float_means[None] = out_pool.mean()
-        if not sequential:
-            pools = run.pass_over(dataloader, "calibrating thresholds", progress, record=sites)
+        float_means: Dict[str, Optional[torch.Tensor]] = {}
         for k, name in enumerate(sites):
-            if sequential:
+            if k == 0 or sequential:
+                # The first pass sees the float ANN: it also gives bias correction its targets.
+                everything = k == 0 and (bias_correction or not sequential)
+                keep = {s: (max_samples if s == name or not sequential else 0)
+                        for s in (sites if everything else [name])}
+                out_pool = _Pool(0, False) if everything and bias_correction else None
                 pools = run.pass_over(dataloader, f"calibrating {k + 1}/{len(sites)} {name}",
-                                      progress, record=[name], stop_at=name)
+                                      progress, keep, stop_at=None if everything else name,
+                                      output_pool=out_pool)
+                if out_pool is not None:
+                    float_means = {s: p.mean() for s, p in pools.items()}
+                    float_means[None] = out_pool.mean()
             shift = None
             if bias_correction and (layer := _producer(model, name)) is not None:
                 shift = float_means[name] - pools[name].mean()
@@ -338,7 +340,8 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
             run.quantized.add(name)
         if bias_correction and (layer := _producer(model, None)) is not None:
             out_pool = _Pool(0, False)
-            run.pass_over(dataloader, "calibration: output bias", progress, output_pool=out_pool)
+            run.pass_over(dataloader, "calibration: output bias", progress, {},
+                          output_pool=out_pool)
             _add_bias(layer, float_means[None] - out_pool.mean())
     finally:
         run.close()

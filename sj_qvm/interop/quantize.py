@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..convert import ConversionError, _set_submodule, trace
+from ..qat import clamp_thresholds
 from ..quant import QuantReLU, check_levels, check_rounding
 from .calibration import batch_input, calibrate, check_calibration_args
 
@@ -216,10 +217,7 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-3,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            with torch.no_grad():  # a threshold pushed to <= 0 kills its layer for good
-                for m in qann.modules():
-                    if isinstance(m, QuantReLU):
-                        m.threshold.clamp_(min=1e-3)
+            clamp_thresholds(qann)  # a threshold pushed to <= 0 kills its layer for good
             total += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.4f}")
