@@ -115,8 +115,11 @@ def test_layer_by_layer_fits_the_quantized_inputs_a_later_layer_sees(method):
 
 def test_bias_correction_restores_the_float_mean_of_each_layers_input():
     net, data = two_layer_cnn(), loader(n=256, shape=(2, 4, 4))
-    plain = sj_qvm.quantize(net, 2, dataloader=data, progress=False)
-    fixed = sj_qvm.quantize(net, 2, dataloader=data, bias_correction=True, progress=False)
+    plain = sj_qvm.quantize(net, 2, dataloader=data, bias_correction=False, progress=False)
+    fixed = sj_qvm.quantize(net, 2, dataloader=data, progress=False)  # on by default
+    explicit = sj_qvm.quantize(net, 2, dataloader=data, bias_correction=True, progress=False)
+    assert all(torch.equal(a.threshold, b.threshold)
+               for a, b in zip(quant_modules(explicit), quant_modules(fixed), strict=True))
     with torch.no_grad():
         h = torch.cat([net[:4](x) for x, _ in data])          # float input of the 2nd ReLU
         out = torch.cat([net(x) for x, _ in data])
@@ -168,6 +171,10 @@ def test_bad_arguments_name_the_allowed_values():
         sj_qvm.quantize(net, 4, dataloader=loader(), method="kl")
     with pytest.raises(ValueError, match="channel_wise must be True or False"):
         sj_qvm.quantize(net, 4, dataloader=loader(), channel_wise=1)
+    with pytest.raises(ValueError, match=r"bias_correction must be None \(automatic\), True or"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), bias_correction="yes")
+    with pytest.raises(ValueError, match="needs sequential=True"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), bias_correction=True, sequential=False)
     with pytest.raises(ValueError, match=r"percentile must be a number in \(0, 100\]"):
         sj_qvm.quantize(net, 4, dataloader=loader(), percentile="99.9")
     with pytest.raises(ValueError, match="yielded no batch"):

@@ -15,7 +15,8 @@ inputs it will really see, with every earlier QuantReLU already quantized at its
 every later one passing ``relu(x)`` on. Each layer's pass stops at that layer. ``sequential=False``
 is one pass over the float ANN (every QuantReLU passes ``relu(x)`` on).
 
-``bias_correction=True`` first records, on the float ANN, the per-channel mean of every QuantReLU's
+``bias_correction`` (default ``None``: on for a sequential calibration of a traced model, which
+is what :func:`sj_qvm.quantize` runs) first records, on the float ANN, the per-channel mean of every QuantReLU's
 input and of the network output. In the sequential pass, each layer's input mean is then moved back
 to the float mean by adding the difference to the bias of the conv / linear / BatchNorm that feeds
 it (when it feeds nothing else), before its gamma is chosen; the output layer last.
@@ -42,15 +43,17 @@ METHODS = ("mse", "percentile", "max")
 _GRID, _TOP, _REFINE = 256, 4, 64
 
 
-def check_calibration_args(method, channel_wise, percentile, bias_correction=False,
+def check_calibration_args(method, channel_wise, percentile, bias_correction=None,
                            sequential=True) -> None:
     """Raise ValueError/TypeError naming the argument and its allowed values."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    for name, v in (("channel_wise", channel_wise), ("bias_correction", bias_correction),
-                    ("sequential", sequential)):
+    for name, v in (("channel_wise", channel_wise), ("sequential", sequential)):
         if not isinstance(v, bool):
             raise ValueError(f"{name} must be True or False, got {v!r}")
+    if bias_correction is not None and not isinstance(bias_correction, bool):
+        raise ValueError(f"bias_correction must be None (automatic), True or False, got "
+                         f"{bias_correction!r}")
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) \
             or not 0 < percentile <= 100:
         raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
@@ -299,11 +302,13 @@ class _Run:
 
 
 def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: bool = True,
-              percentile: float = 99.9, sequential: bool = True, bias_correction: bool = False,
+              percentile: float = 99.9, sequential: bool = True, bias_correction: Optional[bool] = None,
               max_samples: int = 1 << 20, progress: bool = True) -> Dict[str, torch.Tensor]:
     """Set every QuantReLU threshold of ``model`` in place from ``dataloader`` (see the module
     docstring); ``{name: gamma}``, gamma ``[]`` or ``[C]``. ``model`` is left in eval mode."""
     check_calibration_args(method, channel_wise, percentile, bias_correction, sequential)
+    if bias_correction is None:  # on wherever it applies
+        bias_correction = sequential and isinstance(model, fx.GraphModule)
     if bias_correction and not (sequential and isinstance(model, fx.GraphModule)):
         raise ValueError("bias_correction=True needs sequential=True and a traced model "
                          "(the output of sj_qvm.quantize)")

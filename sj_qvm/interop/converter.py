@@ -85,7 +85,7 @@ class Converter:
                  percentile: float = 99.9, time_steps: Optional[int] = None,
                  current: str = "expected", finetune_epochs: int = 0, finetune_lr: float = 1e-3,
                  replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
-                 channel_wise: bool = True, bias_correction: bool = False):
+                 channel_wise: bool = True, bias_correction: Optional[bool] = None):
         _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current)
         _check_finetune(finetune_epochs, finetune_lr)
         if time_steps is not None:
@@ -137,7 +137,7 @@ if _compat.FXConversionRecipe is not None:
         def __init__(self, levels: int = 8, rounding: str = "round", dataloader=None,
                      percentile: float = 99.9, current: str = "expected",
                      replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
-                     channel_wise: bool = True, bias_correction: bool = False):
+                     channel_wise: bool = True, bias_correction: Optional[bool] = None):
             _check_common(levels, rounding, method, channel_wise, percentile, bias_correction,
                           current)
             self.levels, self.rounding, self.dataloader = levels, rounding, dataloader

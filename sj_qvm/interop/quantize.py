@@ -146,7 +146,7 @@ def _avgpool_function_args(node: fx.Node):
 
 def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=None,
              method: str = "mse", channel_wise: bool = True, percentile: float = 99.9,
-             replace_maxpool: bool = False, bias_correction: bool = False,
+             replace_maxpool: bool = False, bias_correction: Optional[bool] = None,
              sequential: bool = True, progress: bool = True) -> fx.GraphModule:
     """A copy of a plain-ReLU ANN in which every ReLU is a calibrated :class:`~sj_qvm.QuantReLU`.
 
@@ -165,7 +165,8 @@ def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=
         sequential: calibrate layer by layer with the earlier layers quantized (default), or in
             one pass over the float ANN.
         bias_correction: move each layer's per-channel input mean back to the float ANN's through
-            the bias of the layer feeding it (measured in ``benchmarks/bench_conversion.py``).
+            the bias of the layer feeding it; ``None`` (default) does it whenever ``sequential``
+            (it wins at L = 2 and is neutral at L = 4, 8 in ``benchmarks/bench_conversion.py``).
         replace_maxpool: max-pooling raises :class:`~sj_qvm.convert.ConversionError` unless this
             is True, in which case it becomes average pooling over the same window.
     Returns:
