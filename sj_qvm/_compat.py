@@ -31,6 +31,8 @@ SJ_MAJOR: int = int(SJ_VERSION.split(".")[0])
 
 MemoryModule = base.MemoryModule
 IFNode = neuron.IFNode
+#: 2.x's IF node that starts at V0 = theta/2 (its channel-wise and LTB recipes use it); None on 0.14.
+HalfThresholdIFNode = getattr(neuron, "HalfThresholdIFNode", None)
 SeqToANNContainer = layer.SeqToANNContainer
 reset_net = functional.reset_net
 set_step_mode = functional.set_step_mode
@@ -141,12 +143,14 @@ def sj_convert(ann: nn.Module, dataloader, mode: str = "99.9%") -> nn.Module:
     return SJConverter(dataloader=dataloader, mode=mode)(ann)
 
 
-def make_if_node(**kwargs) -> nn.Module:
-    """A host ``IFNode``; ``backend=`` (removed in 2.0 with CuPy) is passed on 0.14 only."""
+def make_if_node(cls=None, **kwargs) -> nn.Module:
+    """A host IF node (``IFNode`` unless ``cls`` is given); ``backend=`` (removed in 2.0 with
+    CuPy) is passed on 0.14 only."""
+    cls = IFNode if cls is None else cls
     backend = kwargs.pop("backend", None)
     if backend is not None and SJ_MAJOR < 2:
         kwargs["backend"] = backend
-    return IFNode(**kwargs)
+    return cls(**kwargs)
 
 
 # -- op counting -------------------------------------------------------------------------------

@@ -76,11 +76,11 @@ def compare_levels(ann: nn.Module, snn: nn.Module, x: torch.Tensor,
     thetas = {n: m.v_threshold for n, m in snn.named_modules() if isinstance(m, QVMIFNode)}
     rows = []
     for (name, M), (sname, N) in zip(levels, counts):
-        theta = thetas[sname]
-        theta = theta if isinstance(theta, float) else theta.mean().item()
-        diff = (M - N).abs()
-        rows.append(LayerMatch(name, M.numel(), int((diff != 0).sum()),
-                               float(theta / T * diff.double().mean())))
+        theta = torch.as_tensor(thetas[sname], dtype=torch.float64)
+        diff = (M - N).abs().double()
+        # eq. 5 per neuron, with each channel's own theta (channel = dim 1).
+        xi = channel_view(theta, diff.ndim) / T * diff
+        rows.append(LayerMatch(name, M.numel(), int((diff != 0).sum()), float(xi.mean())))
     return rows
 
 
@@ -296,7 +296,7 @@ class ConversionReport:
 
 def _activation_sites(ann: nn.Module, x: torch.Tensor) -> list:
     """``[(name, a, M or None, levels or None)]`` for each QuantReLU / ReLU call of ``ann(x)``."""
-    from .convert import trace
+    from .graph import trace
     from .interop.quantize import _is_relu
     gm = trace(ann)
     modules = dict(gm.named_modules())

@@ -20,6 +20,8 @@ def _demo(args) -> int:
                             "--frames", str(args.levels), "--rounding", args.rounding,
                             "--seed", str(args.seed), "--out", str(args.out or "runs/demo"),
                             "--cache-dir", str(args.cache_dir)]
+    argv += ["--overwrite"] if args.overwrite else []
+    argv += ["--resume"] if args.resume else []
     return pipeline_main(DVS_GESTURE, argv + (["--quiet"] if args.quiet else []))
 
 
@@ -30,8 +32,9 @@ def _digits(args) -> int:
     print(format_table(res))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(res, f, indent=2)
+        from .atomic import write_atomic
+        write_atomic(os.path.join(args.out, "results.json"),
+                     json.dumps(res, indent=2).encode("utf-8"))
     L = res["levels"]
     exact = res["mismatched_neurons"] == 0 and res["snn_accuracy"]["expected"][L] == res["ann_accuracy"]
     if not exact:
@@ -60,6 +63,11 @@ def main(argv=None) -> int:
     demo.add_argument("--out", metavar="DIR", help="output folder (DVS default: runs/demo)")
     demo.add_argument("--cache-dir", default="runs/synthetic",
                       help="where the synthetic release is written (default runs/synthetic)")
+    again = demo.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="DVS: continue the run in --out")
+    again.add_argument("--overwrite", action="store_true", help="DVS: replace the run already in "
+                       "--out (without --resume or --overwrite, an --out that holds a run is "
+                       "refused)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)

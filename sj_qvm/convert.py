@@ -24,10 +24,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from . import _compat
 from .functional import CURRENTS, expected_current
+from .graph import (ConversionError, QVMTracer, _check_model, _fold_batchnorm, _qualify,  # noqa: F401
+                    _set_submodule, trace)
 from .neuron import QVMIFNode
 from .ops.if_loop.cpu import if_rate_cpu, spike_rate
 from .quant import QuantReLU, channel_view, check_levels
@@ -35,10 +36,6 @@ from .quant import QuantReLU, channel_view, check_levels
 __all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError", "SCHEDULES"]
 
 SCHEDULES = ("per_sample", "per_step")
-
-
-class ConversionError(ValueError):
-    """The ANN holds an op with no exact spiking equivalent."""
 
 
 # Linear ops that act on every time-step alike (module types, in eval mode).
@@ -82,64 +79,6 @@ _FUNCTION_HINTS = {
 }
 _GENERIC_HINT = ("it has no exact spiking equivalent; QVM supports conv, linear, batch-norm, "
                  "average pooling, flatten/reshape, dropout, residual '+', torch.cat and QuantReLU")
-
-
-class QVMTracer(fx.Tracer):
-    """``torch.fx`` tracer that keeps ``QuantReLU``, ``QVMIFNode`` and SJ modules as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (QuantReLU, QVMIFNode)) or _compat.is_spikingjelly_module(m):
-            return True
-        return super().is_leaf_module(m, qualname)
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` with :class:`QVMTracer`; explain why if that is impossible."""
-    tracer = QVMTracer()
-    tracer.record_stack_traces = True
-    try:
-        graph = tracer.trace(model)
-    except Exception as e:  # fx raises many types; all mean the same here
-        raise ConversionError(
-            f"torch.fx could not trace {type(model).__name__}: {e}. QVM conversion needs a "
-            "graph without data-dependent Python control flow.") from e
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
-
-
-def _qualify(gm: fx.GraphModule, node: fx.Node) -> str:
-    stack = node.meta.get("stack_trace") or ""
-    where = stack.strip().splitlines()[-1].strip() if stack.strip() else ""
-    return f"graph node '{node.name}'" + (f" ({where})" if where else "")
-
-
-def _fold_batchnorm(gm: fx.GraphModule) -> None:
-    """Fold every BatchNorm whose input is a conv/linear used by nothing else into that layer."""
-    modules = dict(gm.named_modules())
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
-            continue
-        prev = node.args[0]
-        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
-            continue
-        layer, bn = modules[prev.target], modules[node.target]
-        if not bn.track_running_stats or bn.running_mean is None:
-            continue
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            fused = fuse_conv_bn_eval(layer.eval(), bn.eval())
-        elif isinstance(layer, nn.Linear) and layer.out_features == bn.num_features:
-            fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
-        else:
-            continue
-        _set_submodule(gm, prev.target, fused)
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-
-
-def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
-    parent, _, name = target.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
 def _is_constant_scaling(node: fx.Node) -> bool:
@@ -256,22 +195,52 @@ class QVMNetwork(nn.Module):
         """``(name, SpikingActivation)`` pairs in graph order."""
         return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingActivation)]
 
+    def _input_ndim(self):
+        """``(ndim, exact)`` that ``x_seq`` needs when the first op says: a conv needs its batched
+        input's ndim plus T exactly, a linear layer at least ``[T, B, F]``; else ``(2, False)``."""
+        for node in self.body.graph.nodes:
+            if node.op != "placeholder":
+                break
+            for user in node.users:
+                if user.op == "call_module":
+                    m = self.body.get_submodule(user.target)
+                    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                        return m.weight.ndim + 1, True  # weight [O, I, *k]; x_seq [T, B, C, *k]
+                    if isinstance(m, nn.Linear):
+                        return 3, False
+            break
+        return 2, False
+
     def forward(self, x_seq: torch.Tensor):
-        if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2:
-            raise ValueError("QVMNetwork input must be a tensor [T, B, *]; got "
-                             f"{getattr(x_seq, 'shape', type(x_seq).__name__)}")
+        want = "x_seq: [T, B, *] (time-steps first, T >= 1, then the ANN's input [B, *])"
+        if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+            got = tuple(x_seq.shape) if isinstance(x_seq, torch.Tensor) else type(x_seq).__name__
+            raise ValueError(f"QVMNetwork input must be {want}; got {got}")
+        ndim, exact = self._input_ndim()
+        if x_seq.ndim < ndim or (exact and x_seq.ndim != ndim):
+            hint = (": it lacks the T dimension; a static input x runs as "
+                    "x.unsqueeze(0).repeat(T, *[1] * x.ndim)" if x_seq.ndim == ndim - 1 else "")
+            raise ValueError(f"QVMNetwork input must be {want}, {'' if exact else 'at least '}"
+                             f"{ndim} dims for this network's first layer; got shape "
+                             f"{tuple(x_seq.shape)}{hint}")
         T, B = x_seq.shape[:2]
         layers = [m for _, m in self.spiking_layers()]
         per_sample = self.schedule == "per_sample" and all(
             m.node.current == "expected" for m in layers)
         for m in layers:
             m.time_steps, m.per_sample = T, per_sample
+        try:
+            if per_sample:
+                out = self.body(expected_current(x_seq))
+            else:
+                out = self.body(x_seq.flatten(0, 1))
+        except RuntimeError as e:
+            e.add_note(f"QVMNetwork's input x_seq had shape {tuple(x_seq.shape)}; it must be {want}")
+            raise
         if per_sample:
-            out = self.body(expected_current(x_seq))
             unfold = lambda y: (y.unsqueeze(0).expand(T, *y.shape) if isinstance(y, torch.Tensor)
                                 else y)
         else:
-            out = self.body(x_seq.flatten(0, 1))
             unfold = lambda y: y.reshape(T, B, *y.shape[1:]) if isinstance(y, torch.Tensor) else y
         if isinstance(out, (tuple, list)):
             return type(out)(unfold(y) for y in out)
@@ -324,6 +293,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         ConversionError (a ValueError) naming the op and its place in the graph for any op with no
         exact spiking equivalent (MaxPool, plain ReLU, GELU, ...).
     """
+    _check_model(ann)
     if current not in CURRENTS:
         raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
     levels = _levels_of(ann)

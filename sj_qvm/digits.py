@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .analysis import accuracy_vs_time_steps, compare_levels
 from .convert import convert
+from .qat import clamp_thresholds
 from .quant import QuantReLU
 
 
@@ -38,7 +39,10 @@ def digits_cnn(levels: int = 4, rounding: str = "round", width: int = 16) -> nn.
 
 def train_qat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 30,
               lr: float = 3e-3, batch_size: int = 64, seed: int = 0, progress: bool = True):
-    """Quantization-aware training with Adam and a cosine schedule; returns the model in eval mode."""
+    """Quantization-aware training with Adam and a cosine schedule; returns the model in eval mode.
+
+    Every QuantReLU threshold is clamped to stay > 0 after each step (:mod:`sj_qvm.qat`).
+    """
     from tqdm.auto import tqdm
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -55,6 +59,7 @@ def train_qat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            clamp_thresholds(model)
             total += loss.item() * len(idx)
         sched.step()
         bar.set_postfix(loss=f"{total / len(x):.3f}")

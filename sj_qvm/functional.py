@@ -68,18 +68,21 @@ def expected_current(x_seq: torch.Tensor) -> torch.Tensor:
     steps are all equal (a static input repeated T times) gives exactly ``x_0`` with no rounding.
     A sequence that is one ``[N, *]`` tensor broadcast over T (stride 0 on dim 0, as the
     per-sample schedule of :func:`sj_qvm.convert` passes) is that tensor, returned as it is
-    (a view, no pass over the data; also exact for infinite entries, where ``x_0 - x_0`` is NaN).
+    (a view, no pass over the data). Where ``x_0`` is infinite the offset is 0 instead
+    (``inf - inf`` would be NaN), so the mean is IEEE's: +inf or -inf when the infinities agree,
+    NaN when they do not or a NaN is present.
     """
     x0 = x_seq[0]
     if x_seq.shape[0] == 1 or x_seq.stride(0) == 0:
         return x0
-    acc = torch.zeros_like(x0)
+    ref = torch.where(torch.isinf(x0), torch.zeros_like(x0), x0)
+    acc = x0 - ref  # exactly 0 where x_0 is finite
     for t in range(1, x_seq.shape[0]):
-        acc = acc + (x_seq[t] - x0)
+        acc = acc + (x_seq[t] - ref)
     # A 0-dim tensor divisor, not a Python int: CUDA turns division by a CPU scalar into a
     # multiplication by its reciprocal, which differs in the last bit when T is no power of 2.
     T = torch.full((), x_seq.shape[0], dtype=acc.dtype, device=acc.device)
-    return x0 + acc / T
+    return ref + acc / T
 
 
 def if_multi_step_ref(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,

@@ -1,6 +1,9 @@
 """ANNs for event-camera frames, built to convert exactly: QuantReLU activations, average pooling.
 
 Both take the time-averaged frame ``[B, C, H, W]`` (C = 2 polarities) and return logits ``[B, K]``.
+Every activation is a :class:`~sj_qvm.QuantReLU` with one trainable threshold gamma per channel
+(``channel_wise=True``, the default) or per layer; ``levels=None`` builds the plain-ReLU float
+ANN of the same architecture (for post-training conversion with :func:`sj_qvm.quantize`).
 """
 from __future__ import annotations
 
@@ -11,18 +14,23 @@ from .quant import QuantReLU
 ARCHS = ("resnet18", "vgg")
 
 
-def _act(levels: int, rounding: str, threshold: float) -> QuantReLU:
-    return QuantReLU(levels, rounding, threshold)
+def _act(levels, rounding: str, threshold: float, channels: int, channel_wise: bool) -> nn.Module:
+    if levels is None:
+        return nn.ReLU()
+    if not isinstance(channel_wise, bool):
+        raise ValueError(f"channel_wise must be True or False, got {channel_wise!r}")
+    return QuantReLU(levels, rounding, [float(threshold)] * channels if channel_wise else threshold)
 
 
 class BasicBlock(nn.Module):
     """ResNet basic block; each activation is its own QuantReLU (its own threshold gamma)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, levels: int, rounding: str, threshold: float):
+    def __init__(self, cin: int, cout: int, stride: int, levels, rounding: str, threshold: float,
+                 channel_wise: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.act1 = _act(levels, rounding, threshold)
+        self.act1 = _act(levels, rounding, threshold, cout, channel_wise)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
@@ -30,7 +38,7 @@ class BasicBlock(nn.Module):
             # Average-pool then 1x1 conv: a strided 1x1 conv would drop 3/4 of the input.
             self.shortcut = nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
                                           nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        self.act2 = _act(levels, rounding, threshold)
+        self.act2 = _act(levels, rounding, threshold, cout, channel_wise)
 
     def forward(self, x):
         y = self.act1(self.bn1(self.conv1(x)))
@@ -40,17 +48,20 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 for ``[B, in_channels, H, W]``: 3x3 stem, stages of 2 blocks, avg-pool head."""
 
-    def __init__(self, in_channels: int = 2, num_classes: int = 11, levels: int = 4,
-                 rounding: str = "round", width: int = 64, threshold: float = 2.0):
+    def __init__(self, in_channels: int = 2, num_classes: int = 11, levels=4,
+                 rounding: str = "round", width: int = 64, threshold: float = 2.0,
+                 channel_wise: bool = True):
         super().__init__()
         w = width
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
-                                  _act(levels, rounding, threshold), nn.AvgPool2d(2))
+                                  _act(levels, rounding, threshold, w, channel_wise),
+                                  nn.AvgPool2d(2))
         layers, cin = [], w
         for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
             for j in range(2):
                 stride = 2 if (i > 0 and j == 0) else 1
-                layers.append(BasicBlock(cin, cout, stride, levels, rounding, threshold))
+                layers.append(BasicBlock(cin, cout, stride, levels, rounding, threshold,
+                                         channel_wise))
                 cin = cout
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -60,14 +71,14 @@ class ResNet18(nn.Module):
         return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
 
 
-def vgg(in_channels: int = 2, num_classes: int = 11, levels: int = 4, rounding: str = "round",
-        width: int = 16, threshold: float = 2.0) -> nn.Sequential:
+def vgg(in_channels: int = 2, num_classes: int = 11, levels=4, rounding: str = "round",
+        width: int = 16, threshold: float = 2.0, channel_wise: bool = True) -> nn.Sequential:
     """A small VGG-style net for CPU runs: 4 conv-BN-QuantReLU-avgpool stages and a classifier."""
     layers, cin = [], in_channels
     for i in range(4):
         cout = width * 2 ** min(i, 2)
         layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                   _act(levels, rounding, threshold), nn.AvgPool2d(2)]
+                   _act(levels, rounding, threshold, cout, channel_wise), nn.AvgPool2d(2)]
         cin = cout
     layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin * 4, num_classes)]
     return nn.Sequential(*layers)

@@ -15,6 +15,40 @@ from .quant import ROUNDINGS, channel_view, check_positive_finite
 STEP_MODES = ("s", "m")
 
 
+def _broadcastable(p: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """theta or V0 as given (scalar, per-channel ``[C]``, per-neuron) viewed to broadcast over one
+    step's input ``x: [N, C, *]``; the one check both take. A 1-D tensor is per-channel: its size
+    must be C (one element acts as a scalar), never matched against another dim by broadcasting."""
+    if p.ndim == 0:
+        return p
+    if p.ndim == 1:
+        if p.numel() == 1:
+            return p.reshape(())
+        if x.ndim < 2 or p.numel() != x.shape[1]:
+            has = f"{x.shape[1]} (dim 1 of {tuple(x.shape)})" if x.ndim >= 2 else \
+                f"no channel dim (shape {tuple(x.shape)})"
+            raise ValueError(f"per-channel {name} has {p.numel()} channels, but each step's input "
+                             f"[N, C, *] has {has}; a multi-step input is [T, N, C, *]")
+        return channel_view(p, x.ndim)
+    try:
+        ok = torch.broadcast_shapes(p.shape, x.shape) == x.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"per-neuron {name} of shape {tuple(p.shape)} does not broadcast to each "
+                         f"step's input shape {tuple(x.shape)} ([N, C, *]; give it as [C, *])")
+    return p
+
+
+def _check_same_channels(theta, v0) -> None:
+    """Per-channel theta and V0 must agree on the channel count (checked at construction)."""
+    sizes = [t.numel() for t in (theta, v0)
+             if isinstance(t, torch.Tensor) and t.ndim == 1 and t.numel() > 1]
+    if len(sizes) == 2 and sizes[0] != sizes[1]:
+        raise ValueError(f"per-channel v_threshold has {sizes[0]} channels but per-channel v_init "
+                         f"has {sizes[1]}; both must have the input's channel count C")
+
+
 class QVMIFNode(_compat.MemoryModule):
     """Integrate-and-fire neuron with soft reset and a Quantization-Voltage-Matched V0.
 
@@ -23,7 +57,8 @@ class QVMIFNode(_compat.MemoryModule):
         U_t = V_{t-1} + q_t;   s_t = 1[U_t >= theta];   V_t = U_t - theta * s_t
 
     Args:
-        v_threshold: theta > 0, a float or a per-channel 1-D tensor (channel = dim 1 of ``[N, C, *]``).
+        v_threshold: theta > 0, a float or a per-channel 1-D tensor ``[C]`` (channel = dim 1 of
+            ``[N, C, *]``; its size must equal C, and a 1-element tensor acts as a scalar).
         v_init: V0, matched to the ANN's rounding so that, with T = L and the expected current,
             the spike count N equals the ANN level M at every z = T*q/theta, boundaries included:
 
@@ -33,14 +68,17 @@ class QVMIFNode(_compat.MemoryModule):
             * ``"ceil"``: V0 = theta, fire on ``U > theta`` (strict) -> N = clip(ceil(z), 0, T).
               With ``>=`` a V0 = theta neuron would give floor(z) + 1 at integer z.
             * a float, or a tensor (scalar, per-channel ``[C]`` or per-neuron ``[C, *]``): V0 itself,
-              fire on ``U >= theta``. A tensor that requires grad is learned by BPTT.
+              fire on ``U >= theta``. A tensor that requires grad is learned by BPTT. A
+              per-channel V0 takes the same check as theta: its size must equal C (dim 1 of the
+              input), else the forward raises; a per-neuron V0 must broadcast to the input.
 
             ``v_init`` is a public attribute: a new value takes effect at the next
             ``functional.reset_net`` (or ``reset()``), whatever the batch size.
         current: ``"instant"`` (step t receives its own input, streaming, as every SJ node) or
             ``"expected"`` (multi-step only: each step receives the mean of the T inputs, eq. 9).
-        surrogate_function: SJ surrogate for the spike's gradient (default ``surrogate.Sigmoid()``).
-        detach_reset: detach the reset term from the graph, as in SJ.
+        surrogate_function: SJ surrogate for the spike's gradient (default ``surrogate.Sigmoid()``);
+            an instance (``surrogate.ATan()``) or another callable ``h -> spikes``, not a name.
+        detach_reset: detach the reset term from the graph, as in SJ (a bool).
         step_mode: ``"s"`` (input ``[N, *]``) or ``"m"`` (input ``[T, N, *]``, output ``[T, N, *]``).
         store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset).
         backend: multi-step path, ``"auto"`` (the fused CUDA kernels for CUDA inputs when CuPy
@@ -48,6 +86,16 @@ class QVMIFNode(_compat.MemoryModule):
             the kernels cannot run). ``self.last_dispatch`` and
             :func:`sj_qvm.ops.if_loop.backend.diagnose` say which path ran and why. On the
             kernels the state is fp32 for every input dtype, so ``self.v`` is fp32.
+
+    Non-finite input currents (the policy shared with :class:`~sj_qvm.QuantReLU`, which maps a NaN
+    pre-activation to level 0 and +inf / -inf to L / 0):
+
+    * **NaN never fires.** ``U >= theta`` is false for ``U = NaN``, so a NaN current gives no
+      spike; V becomes NaN and the neuron fires no more spikes until the next reset. In expected
+      mode one NaN step makes the mean NaN: 0 spikes in all T steps. Nothing raises.
+    * **+inf fires every step** (T spikes: V stays +inf after each reset) and **-inf never**
+      (0 spikes), in both current modes and for every V0 and firing rule. (Not yet on the
+      fused kernels in expected mode: their mean still computes ``inf - inf`` and gives 0.)
 
     Single-step and multi-step modes give identical spikes. Without autograd (``torch.no_grad``
     or inputs that need no grad) multi-step mode runs an in-place loop that stores nothing; with
@@ -66,13 +114,23 @@ class QVMIFNode(_compat.MemoryModule):
         if current == "expected" and step_mode == "s":
             raise ValueError("current='expected' needs step_mode='m' (the mean over T needs all T "
                              "inputs); use current='instant' for single-step mode")
+        for name, flag in (("detach_reset", detach_reset), ("store_v_seq", store_v_seq)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
+        if surrogate_function is not None and (isinstance(surrogate_function, type)
+                                               or not callable(surrogate_function)):
+            what = ("the class " + surrogate_function.__name__ if isinstance(surrogate_function, type)
+                    else f"{type(surrogate_function).__name__} {surrogate_function!r}")
+            raise TypeError("surrogate_function must be a SpikingJelly surrogate instance (e.g. "
+                            f"surrogate.Sigmoid(), surrogate.ATan()) or a callable, got {what}")
         self.current = current
         self.v_threshold = v_threshold
         self.v_init = v_init
+        _check_same_channels(self._theta, self._v0)
         self.surrogate_function = (_compat.default_surrogate() if surrogate_function is None
                                    else surrogate_function)
-        self.detach_reset = bool(detach_reset)
-        self.store_v_seq = bool(store_v_seq)
+        self.detach_reset = detach_reset
+        self.store_v_seq = store_v_seq
         self.step_mode = step_mode
         self.backend = backend
         self.last_dispatch = None
@@ -90,7 +148,8 @@ class QVMIFNode(_compat.MemoryModule):
                 if value not in ROUNDINGS:
                     raise ValueError(f"v_init must be one of {ROUNDINGS}, a float or a tensor, "
                                      f"got {value!r}")
-                self._set_tensor_or_float("_v0", None, "v_init")
+                self._clear("_v0")
+                object.__setattr__(self, "_v0", None)
                 object.__setattr__(self, "_v_init_mode", value)
             else:
                 self._set_tensor_or_float("_v0", value, "v_init")
@@ -98,31 +157,34 @@ class QVMIFNode(_compat.MemoryModule):
         else:
             super().__setattr__(name, value)
 
-    def _set_tensor_or_float(self, slot: str, value, name: str, positive: bool = False):
+    def _clear(self, slot: str):
         for d in (self._parameters, self._buffers):
             d.pop(slot, None)
         self.__dict__.pop(slot, None)
-        if value is None:
-            return
+
+    def _set_tensor_or_float(self, slot: str, value, name: str, positive: bool = False):
+        """Check ``value`` fully, then replace the slot: a rejected value keeps the old one."""
+        allowed = "a float > 0 or a 1-D per-channel tensor" if positive else \
+            f"one of {ROUNDINGS}, a float or a tensor"
+        if value is None or isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+            raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
         if isinstance(value, torch.Tensor):
             if positive:
                 check_positive_finite(value, name)
             elif not torch.isfinite(value.detach()).all():
                 raise ValueError(f"{name} must be finite")
+            self._clear(slot)
             if isinstance(value, torch.nn.Parameter):
                 self.register_parameter(slot, value)
             else:
                 self.register_buffer(slot, value.detach().clone())
-        elif isinstance(value, Real) and not isinstance(value, bool):
+        else:
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
             if positive and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+            self._clear(slot)
             object.__setattr__(self, slot, float(value))
-        else:
-            allowed = "a float > 0 or a 1-D tensor" if positive else \
-                f"one of {ROUNDINGS}, a float or a tensor"
-            raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
 
     @property
     def supported_backends(self):
@@ -161,11 +223,7 @@ class QVMIFNode(_compat.MemoryModule):
         th = self._theta
         if isinstance(th, float):
             return th
-        th = th.to(dtype=dtype or x.dtype, device=x.device)
-        if th.ndim == 1 and x.ndim >= 2 and th.numel() != x.shape[1]:
-            raise ValueError(f"per-channel v_threshold has {th.numel()} channels, "
-                             f"but the input has {x.shape[1]} (dim 1 of {tuple(x.shape)})")
-        return channel_view(th, x.ndim)
+        return _broadcastable(th.to(dtype=dtype or x.dtype, device=x.device), x, "v_threshold")
 
     def _v0_for(self, x: torch.Tensor, dtype=None):
         """V0 as a float or a tensor broadcastable to ``x: [N, *]`` (in ``dtype``, default ``x``'s)."""
@@ -174,9 +232,7 @@ class QVMIFNode(_compat.MemoryModule):
             return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[mode] * self._theta_for(x, dtype)
         v0 = self._v0
         if isinstance(v0, torch.Tensor):
-            v0 = v0.to(dtype=dtype or x.dtype, device=x.device)
-            if v0.ndim == 1 and x.ndim > 2 and v0.numel() == x.shape[1]:
-                v0 = channel_view(v0, x.ndim)
+            v0 = _broadcastable(v0.to(dtype=dtype or x.dtype, device=x.device), x, "v_init")
         return v0
 
     def initial_v(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,8 +259,9 @@ class QVMIFNode(_compat.MemoryModule):
         if self.current == "expected":
             raise ValueError("current='expected' needs step_mode='m'; this node is in "
                              "step_mode='s'")
-        if x.ndim < 1:
-            raise ValueError(f"single-step input must be [N, *], got a {x.ndim}-d tensor")
+        if not isinstance(x, torch.Tensor) or x.ndim < 1:
+            got = f"a {x.ndim}-d tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"single-step input must be a tensor [N, *], got {got}")
         v = self._fresh_v(x)
         surrogate = self.surrogate_function if self._needs_grad(x) else None
         spike, self.v = if_step(x, v, self._theta_for(x), self.strict, surrogate,
@@ -212,9 +269,11 @@ class QVMIFNode(_compat.MemoryModule):
         return spike
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if x_seq.ndim < 2:
-            raise ValueError(f"multi-step input must be [T, N, *] (at least 2 dims), got "
-                             f"shape {tuple(x_seq.shape)}")
+        if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+            got = (f"shape {tuple(x_seq.shape)}" if isinstance(x_seq, torch.Tensor)
+                   else type(x_seq).__name__)
+            raise ValueError("multi-step input must be x_seq: [T, N, *] (time-steps first, T >= 1, "
+                             f"at least 2 dims), got {got}")
         needs_grad = self._needs_grad(x_seq)
         path, reason = _backend.select(self.backend, x_seq, self.surrogate_function, needs_grad)
         self.last_dispatch = (path, reason)

@@ -1,54 +1,45 @@
-"""The DVS pipeline shared by examples/dvs_gesture and examples/cifar10_dvs: data, QAT, convert, evaluate.
+"""The DVS pipeline shared by examples/dvs_gesture and examples/cifar10_dvs: QAT, convert, evaluate.
 
-Inputs. A sample is ``frames: [T, 2, H, W]`` event counts (SpikingJelly's integration, split by
-event number). The ANN sees the time-averaged frame ``frames.mean(0)``; the SNN sees the T frames
-as its input current sequence, so in expected mode its first layer receives exactly the ANN's
-input. To run the SNN at another T', the events are integrated into T' frames and scaled by T'/T,
-which keeps their mean (the expected current) equal to the ANN's input.
+This file holds the command line and the training loop; the data is in :mod:`.pipeline_data`,
+the evaluation and report in :mod:`.pipeline_eval`, checkpoints in :mod:`.checkpoint` and the
+output folder's policy (fresh, ``--resume``, ``--overwrite``; ``log.jsonl``) in :mod:`.run_folder`.
 
-Augmentation (training only, the same for all T frames of a sample): a random translation of up to
-1/8 of the frame size with zero fill, plus a random horizontal flip for CIFAR10-DVS (not for
-gestures, whose classes include left/right pairs).
+Every epoch's randomness is a function of (seed, epoch), so a resumed run repeats exactly what an
+uninterrupted one does. Every QuantReLU threshold is kept > 0 after each step
+(:func:`sj_qvm.qat.clamp_thresholds`). A conversion failure after training keeps the trained
+checkpoint and says how to convert it again.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import math
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
-from . import _compat
-from .convert import convert
+from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from .convert import ConversionError
 from .models import ARCHS, build_model
+from .pipeline_data import CIFAR10_DVS, DVS_GESTURE, DatasetSpec, Frames, augment
+from .pipeline_eval import check_exact, convert_and_report, evaluate_ann, format_summary
+from .qat import clamp_thresholds
+from .run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
 
-__all__ = ["DatasetSpec", "build_parser", "run", "main", "CheckpointError"]
+__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS", "Frames", "augment", "build_parser", "run",
+           "main", "CheckpointError", "load_checkpoint", "save_checkpoint", "format_summary",
+           "check_exact"]
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read; the file is left as it is."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    title: str
-    num_classes: int
-    flip: bool
-    make: Callable            # (root, train, frames_number) -> Dataset of (frames, label)
-    write_synthetic: Callable  # (root, tiny: bool, seed) -> None; writes the release at root once
-    paper_accuracy: float
-    real_data_help: str
+#: Settings a resumed run must share with its checkpoint (they change the model, data or optimizer).
+RESUME_FLAGS = ("arch", "width", "levels", "rounding", "layer_thresholds", "size", "frames",
+                "optimizer")
 
 
 # -- distributed --------------------------------------------------------------------------------
@@ -61,78 +52,6 @@ def _setup_distributed():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world
-
-
-# -- data ---------------------------------------------------------------------------------------
-class Frames(torch.utils.data.Dataset):
-    """Wraps a dataset of ``(frames [T, 2, 128, 128], label)``: downsampling, scaling, augmentation.
-
-    Items are ``(frames [T, 2, size, size] float32, label)``. Downsampling sums counts over
-    ``k x k`` blocks, so ``frames.sum()`` is kept.
-    """
-
-    def __init__(self, base, size: int, scale: float = 1.0, train: bool = False, flip: bool = False):
-        self.base, self.size, self.scale, self.train, self.flip = base, size, scale, train, flip
-        self._cache: dict = {}
-
-    def __len__(self):
-        return len(self.base)
-
-    def _load(self, i):
-        if i not in self._cache:
-            frames, label = self.base[i]
-            frames = torch.as_tensor(frames, dtype=torch.float32)
-            k = frames.shape[-1] // self.size
-            if k > 1:
-                frames = F.avg_pool2d(frames, k) * (k * k)
-            self._cache[i] = (frames * self.scale, int(label))
-        return self._cache[i]
-
-    def __getitem__(self, i):
-        frames, label = self._load(i)
-        if self.train:
-            frames = augment(frames, self.flip)
-        return frames, label
-
-
-def augment(frames: torch.Tensor, flip: bool) -> torch.Tensor:
-    """Random translation (zero fill, up to size/8) and optional h-flip of ``[T, C, H, W]``."""
-    H, W = frames.shape[-2:]
-    m = max(1, H // 8)
-    dy, dx = (int(v) for v in torch.randint(-m, m + 1, (2,)))
-    out = torch.zeros_like(frames)
-    ys, yd = slice(max(0, -dy), H - max(0, dy)), slice(max(0, dy), H - max(0, -dy))
-    xs, xd = slice(max(0, -dx), W - max(0, dx)), slice(max(0, dx), W - max(0, -dx))
-    out[..., yd, xd] = frames[..., ys, xs]
-    if flip and torch.rand(()) < 0.5:
-        out = out.flip(-1)
-    return out
-
-
-def _to_time_major(frames: torch.Tensor) -> torch.Tensor:
-    """``[B, T, *] -> [T, B, *]``."""
-    return frames.transpose(0, 1).contiguous()
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated zip, garbage, wrong pickle: all mean the same here
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it was "
-                              "left untouched. Delete it to start afresh, or restore a good copy.") from e
-    if not isinstance(ckpt, dict) or not {"epoch", "model", "optimizer"} <= set(ckpt):
-        raise CheckpointError(f"checkpoint {path} is not an sj-qvm training checkpoint (keys "
-                              f"{sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}); "
-                              "it was left untouched")
-    return ckpt
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -152,6 +71,8 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--frames", type=int, default=4, help="T frames per sample (default 4)")
     p.add_argument("--levels", type=int, default=4, help="quantization levels L (default 4)")
     p.add_argument("--rounding", choices=("floor", "round", "ceil"), default="round")
+    p.add_argument("--layer-thresholds", action="store_true",
+                   help="one threshold gamma per layer instead of one per channel (the default)")
     p.add_argument("--size", type=int, default=128, choices=(32, 64, 128),
                    help="frame size after sum-pooling (64 for CPU runs)")
     p.add_argument("--arch", choices=ARCHS, default="resnet18")
@@ -164,7 +85,13 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--paper", action="store_true", help="the paper's hyper-parameters: resnet18, "
                    "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4")
     p.add_argument("--eval-time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
+                       "(log.jsonl is cut back to the checkpoint's epoch); without a checkpoint "
+                       "it says so and starts from epoch 1")
+    again.add_argument("--overwrite", action="store_true", help="delete the run already in OUT "
+                       "and start afresh (without --resume or --overwrite, an OUT that holds a "
+                       "run is refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -180,6 +107,12 @@ def _resolve(args, spec: DatasetSpec):
     for name in ("frames", "levels", "epochs", "batch_size", "width"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if any(T < 1 for T in args.eval_time_steps):
+        raise SystemExit(f"--eval-time-steps must all be >= 1, got {args.eval_time_steps}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise SystemExit(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise SystemExit(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
     if args.frames != args.levels:
         warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
                       f"{args.frames} frames, and exactness needs T = L", stacklevel=2)
@@ -198,38 +131,26 @@ def _release_root(args, spec: DatasetSpec, rank: int) -> Path:
     return root
 
 
-def _evaluate_ann(model, loader, device) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for frames, y in loader:
-            out = model(frames.to(device).mean(1))
-            correct += (out.argmax(1).cpu() == y).sum().item()
-            total += len(y)
-    return correct / max(1, total)
-
-
-def _evaluate_snn(snn, loader, device) -> float:
-    correct = total = 0
-    with torch.no_grad():
-        for frames, y in loader:
-            _compat.reset_net(snn)
-            out = snn(_to_time_major(frames.to(device))).mean(0)
-            correct += (out.argmax(1).cpu() == y).sum().item()
-            total += len(y)
-    return correct / max(1, total)
+def _plain_args(args, root: Path) -> dict:
+    """The run's settings as plain types (paths as str), for the checkpoint."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | \
+        {"root": str(root)}
 
 
 def run(args, spec: DatasetSpec) -> dict:
     """Train (or resume), convert, evaluate and report; returns the results dict (rank 0)."""
     from tqdm.auto import tqdm
     args = _resolve(args, spec)
+    out = Path(args.out)
+    check_fresh(out, args.resume, args.overwrite)  # every rank, before anything is written
+    ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    # Verified before any data is read, so a bad checkpoint stops the run at once.
+    ckpt = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
     rank, world = _setup_distributed()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
         else torch.device("cpu")
-    out = Path(args.out)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        prepare(out, args.resume, args.overwrite)
     root = _release_root(args, spec, rank)
     # Rank 0 preprocesses into the cache first; the others then only read it.
     for turn in (0, 1):
@@ -243,7 +164,8 @@ def run(args, spec: DatasetSpec) -> dict:
 
     torch.manual_seed(args.seed)
     model = build_model(args.arch, in_channels=2, num_classes=spec.num_classes, levels=args.levels,
-                        rounding=args.rounding, width=args.width).to(device)
+                        rounding=args.rounding, width=args.width,
+                        channel_wise=not args.layer_thresholds).to(device)
     if args.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
                               weight_decay=args.weight_decay)
@@ -251,15 +173,17 @@ def run(args, spec: DatasetSpec) -> dict:
         opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.epochs)
     start = 0
-    ckpt_path = out / "checkpoint.pt"
-    if args.resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start = ckpt["epoch"] + 1
+    if args.resume:
+        if ckpt is not None:
+            flags = {k: getattr(args, k) for k in RESUME_FLAGS}
+            start = restore(ckpt, ckpt_path, model, opt, sched, flags) + 1
+            if rank == 0:
+                print(f"resumed from {ckpt_path} after epoch {start}")
+        elif rank == 0:
+            print(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1",
+                  file=sys.stderr)
         if rank == 0:
-            print(f"resumed from {ckpt_path} after epoch {ckpt['epoch'] + 1}")
+            truncate_log(log_path, start)
     net = model
     if world > 1:
         if device.type == "cuda":  # batch statistics over all processes (CUDA only in torch)
@@ -271,10 +195,7 @@ def run(args, spec: DatasetSpec) -> dict:
     test_loader = torch.utils.data.DataLoader(test_ds, batch_size=args.batch_size)
     amp = device.type == "cuda" and not args.no_amp
     loss_fn = nn.CrossEntropyLoss()
-    log_path = out / "log.jsonl"
     for epoch in range(start, args.epochs):
-        # Every epoch's randomness (shuffle, augmentation, dropout) is a function of
-        # (seed, epoch), so a resumed run repeats exactly what an uninterrupted one does.
         torch.manual_seed(args.seed * 1000 + epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -293,6 +214,7 @@ def run(args, spec: DatasetSpec) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            clamp_thresholds(model)
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -300,103 +222,38 @@ def run(args, spec: DatasetSpec) -> dict:
         sched.step()
         if rank == 0:
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
-                   "train_acc": correct / max(1, seen), "test_acc": _evaluate_ann(model, test_loader, device),
+                   "train_acc": correct / max(1, seen),
+                   "test_acc": evaluate_ann(model, test_loader, device),
                    "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
             print(json.dumps(row), flush=True)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_atomic({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "args": vars(args) | {"root": str(root)}},
-                        ckpt_path)
+            # Log first, checkpoint second: a kill in between is undone by truncate_log on resume.
+            append_log(log_path, row)
+            save_checkpoint({"epoch": epoch, "model": model.state_dict(),
+                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             "args": _plain_args(args, root)}, ckpt_path)
         if dist.is_initialized():
             dist.barrier()
     if rank != 0:
         dist.destroy_process_group()
         return {}
-    results = _convert_and_report(model.eval(), args, spec, root, test_ds, device)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        results = convert_and_report(model.eval(), args, spec, root, test_ds, device)
+    except ConversionError as e:
+        raise ConversionError(
+            f"training finished and the trained model is saved in {ckpt_path}, but converting it "
+            f"failed: {e}. Fix the cause, then rerun with --resume: it converts the saved model "
+            "without training again.") from e
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return results
-
-
-def _convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
-    from tqdm.auto import tqdm
-
-    from . import analysis
-    out = Path(args.out)
-    L = args.levels
-    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=args.batch_size)
-    ann_acc = _evaluate_ann(ann, test_loader, device)
-    snn_acc: dict = {"instant": {}, "expected": {}}
-    Ts = sorted(set(args.eval_time_steps) | {args.frames})
-    for T in tqdm(Ts, desc="SNN over T", disable=args.quiet):
-        if T == args.frames:
-            ds = test_ds
-        else:  # integrate the events into T frames, scaled so their mean is the ANN's input
-            ds = Frames(spec.make(root, False, T), args.size, scale=T / args.frames)
-        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
-        for current in ("instant", "expected"):
-            snn = convert(ann, time_steps=T, current=current, warn=False).to(device)
-            snn_acc[current][T] = _evaluate_snn(snn, loader, device)
-
-    # Per-layer report on (up to) 64 test samples at T = frames, instant and expected side by side.
-    frames = torch.stack([test_ds[i][0] for i in range(min(64, len(test_ds)))]).to(device)
-    snn = convert(ann, time_steps=args.frames, current="expected", warn=False).to(device)
-    report = analysis.conversion_report(ann, snn, _to_time_major(frames), sequence=True)
-    exp = report.rows_by_current["expected"]
-    results = {
-        "dataset": spec.name, "synthetic": args.root is None, "arch": args.arch, "width": args.width,
-        "levels": L, "rounding": args.rounding, "frames": args.frames, "size": args.size,
-        "epochs": args.epochs, "test_samples": len(test_ds),
-        "ann_accuracy": ann_acc, "snn_accuracy": {c: {str(T): a for T, a in v.items()}
-                                                  for c, v in snn_acc.items()},
-        "mismatched_neurons": sum(r.mismatched for r in exp),
-        "report_neurons": sum(r.neurons for r in exp) * report.batch_size,
-        "energy": {c: report.energy(c) for c in report.rows_by_current},
-        "report": {c: [dataclasses.asdict(r) for r in rows]
-                   for c, rows in report.rows_by_current.items()},
-    }
-    with open(out / "results.json", "w") as f:
-        json.dump(results, f, indent=2)
-    (out / "conversion_report.md").write_text(report.to_markdown())
-    title = f"{spec.title}{' (synthetic)' if args.root is None else ''}, L = {L}"
-    report.plot(out / "conversion_report.png", title=f"{title}: per-layer unevenness error")
-    analysis.plot_accuracy_vs_time_steps({"ann": ann_acc, "snn": snn_acc},
-                                         out / "accuracy_vs_T.png", levels=L, title=title)
-    print(format_summary(results))
-    return results
-
-
-def format_summary(res: dict) -> str:
-    L = res["levels"]
-    Ts = sorted(int(T) for T in res["snn_accuracy"]["expected"])
-    lines = [f"{res['dataset']}{' (synthetic)' if res['synthetic'] else ''}: {res['arch']}, "
-             f"L = {L}, {res['test_samples']} test samples",
-             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%",
-             "SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
-    for c in ("instant", "expected"):
-        lines.append(f"  {c:<17}" + "".join(f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%" for T in Ts))
-    lines.append(f"neurons with N != M at T = {res['frames']} (expected): {res['mismatched_neurons']} "
-                 f"of {res['report_neurons']}")
-    e = res["energy"]["expected"]
-    lines.append(f"energy per sample, SNN / ANN: {e['snn_over_ann']:.3f} ({e['snn_pj'] / 1e6:.3g} uJ "
-                 f"vs {e['ann_pj'] / 1e6:.3g} uJ; 45 nm, 0.9 pJ/AC, 4.6 pJ/MAC)")
-    return "\n".join(lines)
-
-
-def check_exact(res: dict) -> bool:
-    """True when SNN accuracy at T = L (expected) equals the ANN's and no neuron mismatches."""
-    if res["frames"] != res["levels"]:
-        return True  # nothing promised
-    snn = res["snn_accuracy"]["expected"][str(res["levels"])]
-    return snn == res["ann_accuracy"] and res["mismatched_neurons"] == 0
 
 
 def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
     args = build_parser(spec, prog).parse_args(argv)
     try:
         res = run(args, spec)
-    except (FileNotFoundError, CheckpointError) as e:
+    except (FileNotFoundError, FileExistsError, CheckpointError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not res:
@@ -411,58 +268,3 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
           f"{res['ann_accuracy']:.4f}, {res['mismatched_neurons']} neurons with N != M",
           file=sys.stderr)
     return 1
-
-
-# -- the two datasets ---------------------------------------------------------------------------
-def _gesture(root, train, frames_number):
-    from .datasets import DVSGesture
-    return DVSGesture(root, train=train, frames_number=frames_number, split_by="number")
-
-
-def _write_once(root: Path, write) -> None:
-    """Write a synthetic release once: a marker, renamed into place last, says it is complete."""
-    marker = Path(root) / ".sj_qvm_complete"
-    if marker.exists():
-        return
-    write()
-    tmp = marker.with_name(f"{marker.name}.tmp-{os.getpid()}")
-    tmp.write_text("complete\n")
-    os.replace(tmp, marker)
-
-
-def _gesture_synthetic(root, tiny, seed):
-    from .datasets.synthetic import write_dvs_gesture
-    if tiny:  # 22 train and 11 test samples
-        kw = dict(users=(1, 2, 24), lightings=("fluorescent",), events_per_sample=3000)
-    else:     # 132 train and 66 test samples
-        kw = dict(users=(1, 2, 3, 4, 24, 25))
-    _write_once(root, lambda: write_dvs_gesture(root, seed=seed, **kw))
-
-
-def _cifar(root, train, frames_number):
-    from .datasets import CIFAR10DVS
-    return CIFAR10DVS(root, train=train, frames_number=frames_number, split_by="number")
-
-
-def _cifar_synthetic(root, tiny, seed):
-    from .datasets.synthetic import write_cifar10_dvs
-    # "first900" keeps 90% of each class for training: 9/1 (tiny) or 36/4 files per class.
-    kw = dict(samples_per_class=10, events_per_sample=3000) if tiny else dict(samples_per_class=40)
-    _write_once(root, lambda: write_cifar10_dvs(root, seed=seed, **kw))
-
-
-DVS_GESTURE = DatasetSpec(
-    name="dvs_gesture", title="DVS128 Gesture", num_classes=11, flip=False, make=_gesture,
-    write_synthetic=_gesture_synthetic, paper_accuracy=0.9375,
-    real_data_help="Real data: download DvsGesture.tar.gz from IBM "
-    "(https://research.ibm.com/interactive/dvsgesture/), unpack it so that ROOT/DvsGesture/ holds "
-    "userNN_<light>.aedat, userNN_<light>_labels.csv, trials_to_train.txt and trials_to_test.txt, "
-    "then pass --root ROOT. Paper setting: --paper (93.75% at T = 4, L = 4).")
-
-CIFAR10_DVS = DatasetSpec(
-    name="cifar10_dvs", title="CIFAR10-DVS", num_classes=10, flip=True, make=_cifar,
-    write_synthetic=_cifar_synthetic, paper_accuracy=0.845,
-    real_data_help="Real data: download the CIFAR10-DVS release from figshare "
-    "(https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671), unpack the ten class archives "
-    "so that ROOT/<class>/cifar10_<class>_<n>.aedat exist, then pass --root ROOT. "
-    "Paper setting: --paper (84.50% at T = 4, L = 4).")

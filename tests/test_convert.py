@@ -116,18 +116,6 @@ def test_no_quantrelu_and_dead_threshold():
         convert(ann)
 
 
-def test_untraceable_model_explains():
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.q = QuantReLU(4)
-
-        def forward(self, x):
-            return self.q(x) if x.sum() > 0 else x
-    with pytest.raises(ConversionError, match="torch.fx could not trace"):
-        convert(Branchy())
-
-
 def test_shared_activation_module_gets_one_neuron_layer_per_call():
     ann, x = build("resnet", 4, "ceil")
     snn = convert(ann)
@@ -193,3 +181,59 @@ def test_conv1d_flatten_reshape_cat(rounding):
     rows = compare_levels(ann, snn, x)
     assert sum(r.mismatched for r in rows) == 0 and len(rows) == 2
     torch.testing.assert_close(run(snn, x, 4).mean(0), ann(x), rtol=1e-12, atol=1e-12)
+
+
+# -- issue 11: errors that name the user's line, and bad inputs -------------------------------
+def _line_of(fn, text):
+    """The absolute line number of ``text`` in ``fn``'s source."""
+    import inspect
+    lines, start = inspect.getsourcelines(fn)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+def test_conversion_error_names_the_users_file_and_line():
+    with pytest.raises(ConversionError) as e:
+        convert(FunctionalRelu())
+    line = _line_of(FunctionalRelu.forward, "F.relu(")
+    assert f"test_convert.py:{line} in forward: return self.q(F.relu(self.fc(x)))" in str(e.value)
+    assert "torch/fx" not in str(e.value) and "CapturedTraceback" not in str(e.value)
+
+
+def test_untraceable_model_names_the_users_line():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = QuantReLU(4)
+
+        def forward(self, x):
+            return self.q(x) if x.sum() > 0 else x
+    with pytest.raises(ConversionError, match="torch.fx could not trace") as e:
+        convert(Branchy())
+    line = _line_of(Branchy.forward, "x.sum() > 0")
+    assert f"test_convert.py:{line} in forward" in str(e.value)
+
+
+@pytest.mark.parametrize("ann,exc,match", [
+    (lambda x: x, TypeError, "ann must be a torch.nn.Module .*got function"),
+    ("net", TypeError, "ann must be a torch.nn.Module .*got str"),
+    (nn.Sequential(nn.Linear(4, 4), QuantReLU(4)).to("meta"), ValueError,
+     "meta device \\(first: '0.weight'\\).*to_empty"),
+])
+def test_not_a_module_or_meta_device_is_a_clear_error(ann, exc, match):
+    with pytest.raises(exc, match=match):
+        convert(ann)
+
+
+def test_network_input_must_be_t_b_and_says_so():
+    ann = nn.Sequential(nn.Conv2d(2, 3, 3), QuantReLU(4, "round", 1.0), nn.Flatten(),
+                        nn.Linear(3 * 36, 2))
+    snn = convert(ann)
+    x = torch.rand(5, 2, 8, 8)
+    with pytest.raises(ValueError, match=r"\[T, B, \*\].*5 dims .*lacks the T dimension"):
+        snn(x)
+    with pytest.raises(ValueError, match=r"\[T, B, \*\] \(time-steps first, T >= 1"):
+        snn(torch.rand(0, 5, 2, 8, 8))
+    assert run(snn, x, 4).shape == (4, 5, 2)  # the converse: [T, B, C, H, W] runs
+    mlp = convert(nn.Sequential(nn.Linear(4, 3), QuantReLU(4), nn.Linear(3, 2)))
+    with pytest.raises(ValueError, match=r"at least 3 dims .*lacks the T dimension"):
+        mlp(torch.rand(5, 4))

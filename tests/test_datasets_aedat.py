@@ -1,5 +1,6 @@
 """AEDAT 3.1 / 2.0 readers: round trips, equality with SpikingJelly, bad input, fuzz."""
 
+import os
 import signal
 from pathlib import Path
 
@@ -226,24 +227,47 @@ def _check_fuzz_case(path, reader, reference, header):
     return "read"
 
 
+FUZZ_CASES = {"aedat31": 220, "aedat2": 120}  # the default suite: a few hundred reads
+SLOW_FUZZ_CASES = 10_000  # per reader, with SJ_QVM_SLOW=1 (see test_fuzz_slow)
+
+
 @pytest.mark.parametrize("fmt", ["aedat31", "aedat2"])
 def test_fuzz_flips_and_truncations(tmp_path, fmt):
+    _fuzz(tmp_path, fmt, FUZZ_CASES[fmt], seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+@pytest.mark.parametrize("fmt", ["aedat31", "aedat2"])
+def test_fuzz_slow(tmp_path, fmt):
+    """10,000 mutated files per reader, other seeds than the default run's.
+
+    Deselected by default; run it with
+    ``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_datasets_aedat.py`` (20-80 s on 2 cores).
+    """
+    _fuzz(tmp_path, fmt, SLOW_FUZZ_CASES, seed=1)
+
+
+def _fuzz(tmp_path, fmt, cases, seed):
+    """Truncate or flip bytes of a valid file ``cases`` times: every read either returns DVS128
+    events (equal to SpikingJelly's where the header survived) or raises ValueError naming the
+    file, within 10 s."""
     events = random_events(120, seed=7)
     valid = tmp_path / "valid.aedat"
     if fmt == "aedat31":
         write_aedat31(valid, events, packet_events=40, special_packets=True)
-        reader, reference, cases = read_aedat31, sj_aedat_v3_reader(), 220
+        reader, reference = read_aedat31, sj_aedat_v3_reader()
     else:
         write_aedat2(valid, events)
-        reader, reference, cases = read_aedat2, sj_cifar10_dvs_reader(), 120
+        reader, reference = read_aedat2, sj_cifar10_dvs_reader()
     data = valid.read_bytes()
     header = data[: data.index(b"END-HEADER\r\n") + 12] if fmt == "aedat31" else data[: -8 * len(events)]
     packet_bytes = [i for i in range(len(header), len(data)) if fmt == "aedat2" or _in_packet_header(data, header, i)]
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     outcomes = {"read": 0, "rejected": 0}
+    path = tmp_path / "case.aedat"
     previous = signal.signal(signal.SIGALRM, _hang)
-    signal.alarm(60)
     try:
         for case in range(cases):
             mutated = bytearray(data)
@@ -254,14 +278,16 @@ def test_fuzz_flips_and_truncations(tmp_path, fmt):
                 pool = packet_bytes if kind == 1 else range(len(data))
                 for i in rng.choice(pool, size=int(rng.integers(1, 4))):
                     mutated[i] = int(rng.integers(0, 256))
-            path = tmp_path / f"case{case}.aedat"
             path.write_bytes(bytes(mutated))
+            signal.alarm(10)
             outcomes[_check_fuzz_case(path, reader, reference, header)] += 1
+            signal.alarm(0)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     print(fmt, outcomes)
-    assert outcomes["read"] > 10 and outcomes["rejected"] > 10, outcomes
+    floor = max(10, cases // 20)
+    assert outcomes["read"] > floor and outcomes["rejected"] > floor, outcomes
 
 
 def _in_packet_header(data, header, i):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sj_qvm.datasets import CIFAR10DVS, read_aedat2
+from sj_qvm.datasets import CIFAR10DVS, _cache, read_aedat2
 from sj_qvm.datasets.cifar10_dvs import split_files
 from sj_qvm.datasets.synthetic import write_cifar10_dvs
 
@@ -107,7 +107,7 @@ def test_frames_equal_sj(release, tmp_path):
         assert label == expected_label == CLASSES.index(name.split("/")[0])
         sj_events = _load_origin_data(str(release / name))
         assert np.array_equal(frames.numpy(), integrate_events_by_fixed_frames_number(sj_events, "time", 4, 128, 128))
-    assert (tmp_path / "cifar10_dvs_v1" / "frames_T4_time").is_dir()
+    assert (tmp_path / f"cifar10_dvs_{_cache.CACHE_VERSION}" / "frames_T4_time").is_dir()
 
 
 def test_events_mode_and_transforms(release):

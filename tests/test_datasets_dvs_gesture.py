@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sj_qvm.datasets import DVSGesture, events_to_frames, read_aedat31
+from sj_qvm.datasets import DVSGesture, _cache, events_to_frames, read_aedat31
 from sj_qvm.datasets import dvs_gesture as dvs_gesture_module
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 
@@ -60,7 +60,7 @@ def test_frames_equal_sj(release, tmp_path, frames_number, split_by):
         expected = integrate(sj_events, split_by, frames_number, 128, 128)
         assert np.array_equal(frames.numpy(), expected)
         assert frames.sum() == len(sj_events["t"])
-    assert (tmp_path / "dvs_gesture_v1" / f"frames_T{frames_number}_{split_by}").is_dir()
+    assert (tmp_path / f"dvs_gesture_{_cache.CACHE_VERSION}" / f"frames_T{frames_number}_{split_by}").is_dir()
 
 
 def test_transforms_and_cache_reuse(release, tmp_path, monkeypatch):
@@ -83,9 +83,10 @@ def test_new_settings_get_their_own_cache_folder(release, tmp_path):
     four = DVSGesture(release, train=False, frames_number=4, cache_dir=tmp_path, num_workers=0)
     eight = DVSGesture(release, train=False, frames_number=8, split_by="time", cache_dir=tmp_path, num_workers=0)
     assert four[0][0].shape[0] == 4 and eight[0][0].shape[0] == 8
-    folders = sorted(p.name for p in (tmp_path / "dvs_gesture_v1").iterdir())
+    folders = sorted(p.name for p in (tmp_path / f"dvs_gesture_{_cache.CACHE_VERSION}").iterdir())
     assert folders == ["events", "frames_T4_number", "frames_T8_time"]
-    stored = np.load(tmp_path / "dvs_gesture_v1" / "frames_T4_number" / "user26_lab_00.npz")["frames"]
+    (entry,) = (tmp_path / f"dvs_gesture_{_cache.CACHE_VERSION}" / "frames_T4_number").glob("user26_lab_00.*.npz")
+    stored = np.load(entry)["frames"]
     assert stored.dtype in (np.uint8, np.uint16)
 
 

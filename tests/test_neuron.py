@@ -193,3 +193,110 @@ def test_bad_types_and_inputs():
         node(torch.rand(3))
     with pytest.raises(ValueError, match="channels"):
         QVMIFNode(torch.tensor([1.0, 2.0]))(torch.rand(4, 3))
+
+
+# -- issue 11: non-finite currents and argument checks ----------------------------------------
+NAN, INF = float("nan"), float("inf")
+
+
+def _paths(node_kwargs, x_seq):
+    """Spikes of the inference loop, the BPTT loop, single-step (instant only) and the reference."""
+    out = {}
+    with torch.no_grad():
+        out["inference"] = QVMIFNode(**node_kwargs, step_mode="m")(x_seq)
+    out["bptt"] = QVMIFNode(**node_kwargs, step_mode="m")(x_seq.clone().requires_grad_()).detach()
+    if node_kwargs["current"] == "instant":
+        s = QVMIFNode(**node_kwargs, step_mode="s")
+        out["single"] = torch.stack([s(x) for x in x_seq])
+    node = QVMIFNode(**node_kwargs, step_mode="m")
+    out["ref"] = if_multi_step_ref(x_seq, node.initial_v(x_seq[0]), node.v_threshold, node.strict,
+                                   node_kwargs["current"])[0]
+    return out
+
+
+@pytest.mark.parametrize("v_init", ["floor", "round", "ceil", 0.3])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_nan_never_fires_and_infinities_saturate(v_init, current):
+    """NaN -> 0 spikes (QuantReLU: level 0); +inf -> T spikes, -inf -> 0 (QuantReLU: L, 0)."""
+    T = 4
+    # neurons: NaN, +inf, -inf, NaN in step 1 only, +inf in step 2 only, a finite control
+    x = torch.full((T, 1, 6), 0.6)
+    x[:, 0, 0], x[:, 0, 1], x[:, 0, 2] = NAN, INF, -INF
+    x[1, 0, 3], x[2, 0, 4] = NAN, INF
+    for name, spikes in _paths(dict(v_threshold=1.0, v_init=v_init, current=current), x).items():
+        n = spikes.sum(0)[0]
+        assert n[0] == 0 and n[1] == T and n[2] == 0, (name, n)
+        if current == "expected":  # the mean is NaN / +inf
+            assert n[3] == 0 and n[4] == T, (name, n)
+        else:  # silent from the NaN step on; firing from the +inf step on
+            assert spikes[1:, 0, 3].sum() == 0 and spikes[2:, 0, 4].sum() == 2, (name, spikes)
+        assert 0 < n[5] < T  # the finite control fires normally
+        assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_nan_state_stops_firing_until_reset():
+    node = QVMIFNode(1.0, "floor", step_mode="s")
+    assert node(torch.tensor([NAN])).item() == 0 and torch.isnan(node.v).all()
+    assert node(torch.tensor([5.0])).item() == 0  # NaN + 5 is NaN: no spike
+    functional.reset_net(node)
+    assert node(torch.tensor([5.0])).item() == 1
+
+
+def test_per_channel_v0_or_theta_of_the_wrong_size_raises():
+    x = torch.rand(1, 3, 2, 4)  # C = 3, W = 4
+    for kwargs, name in ((dict(v_init=torch.arange(4.0)), "v_init"),
+                         (dict(v_threshold=torch.arange(1.0, 5.0)), "v_threshold")):
+        with pytest.raises(ValueError, match=rf"per-channel {name} has 4 channels.*has 3 \(dim 1"):
+            QVMIFNode(**kwargs)(x)
+        with pytest.raises(ValueError, match=rf"per-channel {name} has 4 channels"):
+            QVMIFNode(**kwargs, step_mode="m")(x.unsqueeze(0))
+    # the converse: a per-channel V0 of size C acts along channels, not along W
+    v0 = torch.tensor([0.0, 0.5, 0.9])
+    out = QVMIFNode(1.0, v0)(torch.full((1, 3, 2, 4), 0.3))
+    assert torch.equal(out[0, :, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(out, out[:, :, :1, :1].expand_as(out))
+    # a per-neuron V0 must broadcast to the input
+    QVMIFNode(1.0, torch.zeros(3, 2, 4))(x)
+    with pytest.raises(ValueError, match=r"per-neuron v_init of shape \(3, 4\)"):
+        QVMIFNode(1.0, torch.zeros(3, 4))(x)
+    with pytest.raises(ValueError, match="v_threshold has 3 channels but per-channel v_init has 4"):
+        QVMIFNode(torch.ones(3), torch.zeros(4))
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(detach_reset="no"), TypeError, "detach_reset must be True or False, got str 'no'"),
+    (dict(detach_reset=1), TypeError, "detach_reset must be True or False"),
+    (dict(store_v_seq="yes"), TypeError, "store_v_seq must be True or False"),
+    (dict(v_threshold=None), TypeError, "v_threshold must be a float > 0 or a 1-D per-channel"),
+    (dict(v_init=None), TypeError, r"v_init must be one of \('floor', 'round', 'ceil'\)"),
+    (dict(v_threshold=True), TypeError, "v_threshold must be"),
+    (dict(surrogate_function="sigmoid"), TypeError, r"surrogate_function must be .*surrogate"
+                                                    r"\.Sigmoid\(\).*got str 'sigmoid'"),
+    (dict(surrogate_function=surrogate.Sigmoid), TypeError, "got the class Sigmoid"),
+])
+def test_bad_argument_types_rejected_at_construction(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        QVMIFNode(**kwargs)
+
+
+def test_assigning_none_later_is_rejected_and_keeps_the_old_value():
+    node = QVMIFNode(0.5, "round")
+    with pytest.raises(TypeError, match="v_threshold"):
+        node.v_threshold = None
+    with pytest.raises(TypeError, match="v_init"):
+        node.v_init = None
+    with pytest.raises(ValueError, match="v_threshold must be finite"):
+        node.v_threshold = float("nan")
+    with pytest.raises(ValueError, match="v_threshold must be > 0"):
+        node.v_threshold = torch.tensor([1.0, -1.0])
+    assert node.v_threshold == 0.5 and node.v_init == "round"
+    node.v_init = 0.2
+    with pytest.raises(ValueError, match="v_init must be finite"):
+        node.v_init = torch.tensor([float("inf")])
+    assert node.v_init == 0.2
+
+
+@pytest.mark.parametrize("x_seq", [torch.rand(0, 2, 3), torch.rand(5)], ids=["T=0", "no T dim"])
+def test_multi_step_input_must_be_t_n(x_seq):
+    with pytest.raises(ValueError, match=r"x_seq: \[T, N, \*\] \(time-steps first, T >= 1"):
+        QVMIFNode(step_mode="m")(x_seq)

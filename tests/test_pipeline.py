@@ -46,15 +46,22 @@ def test_resume_after_interruption_gives_identical_weights(cache, tmp_path):
     resumed = tmp_path / "resumed"
     first = pipeline.build_parser(pipeline.DVS_GESTURE).parse_args(args + ["--out", str(resumed)])
     _train_epochs(first, 1)
+    # A kill between the log append and the checkpoint rename: epoch 2 logged, not saved.
+    with open(resumed / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "killed": True}) + "\n")
     assert pipeline.main(pipeline.DVS_GESTURE, args + ["--out", str(resumed), "--resume"]) == 0
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
+    logs = [[json.loads(l) for l in (d / "log.jsonl").read_text().splitlines()]
+            for d in (straight, resumed)]
+    assert [r["epoch"] for r in logs[1]] == [1, 2] and "killed" not in logs[1][1]
+    assert [r["train_loss"] for r in logs[0]] == [r["train_loss"] for r in logs[1]]
+    a = pipeline.load_checkpoint(straight / "checkpoint.pt")["model"]
+    b = pipeline.load_checkpoint(resumed / "checkpoint.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _train_epochs(args, stop_after):
     """Run the training loop of a longer schedule but stop after ``stop_after`` epochs."""
-    real_save = pipeline.save_atomic
+    real_save = pipeline.save_checkpoint
     calls = []
 
     def save_then_stop(obj, path):
@@ -62,12 +69,12 @@ def _train_epochs(args, stop_after):
         calls.append(obj["epoch"])
         if len(calls) == stop_after:
             raise KeyboardInterrupt
-    pipeline.save_atomic = save_then_stop
+    pipeline.save_checkpoint = save_then_stop
     try:
         with pytest.raises(KeyboardInterrupt):
             pipeline.run(args, pipeline.DVS_GESTURE)
     finally:
-        pipeline.save_atomic = real_save
+        pipeline.save_checkpoint = real_save
 
 
 def test_corrupt_checkpoint_is_reported_and_kept(cache, tmp_path, capsys):
@@ -75,13 +82,113 @@ def test_corrupt_checkpoint_is_reported_and_kept(cache, tmp_path, capsys):
     out.mkdir()
     bad = b"this is not a checkpoint"
     (out / "checkpoint.pt").write_bytes(bad)
-    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--cache-dir", str(cache), "--out", str(out),
+    syn = tmp_path / "syn"
+    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--cache-dir", str(syn), "--out", str(out),
                                                      "--resume"])
     assert rc == 2
-    assert "cannot be read" in capsys.readouterr().err
+    assert "cannot be verified" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == bad
+    assert not syn.exists()  # refused before any data was written or read
     with pytest.raises(pipeline.CheckpointError, match="left untouched"):
         pipeline.load_checkpoint(out / "checkpoint.pt")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):  # unpickling runs exec, which writes the marker
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_crafted_pickle_in_out_does_not_run_on_resume(cache, tmp_path, capsys):
+    import hashlib
+    out, marker = tmp_path / "run", tmp_path / "marker"
+    out.mkdir()
+    torch.save({"format": "sj-qvm-training-checkpoint", "version": 1, "epoch": 0, "model": {},
+                "optimizer": {}, "scheduler": {}, "args": {"x": _Payload(marker)}},
+               out / "checkpoint.pt")
+    digest = hashlib.sha256((out / "checkpoint.pt").read_bytes()).hexdigest()
+    (out / "checkpoint.pt.sha256").write_text(f"{digest}  checkpoint.pt\n")  # forged, matching
+    rc = pipeline.main(pipeline.DVS_GESTURE, TINY + ["--cache-dir", str(cache), "--out", str(out),
+                                                     "--resume"])
+    assert rc == 2 and "cannot be read safely" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def _log_epochs(out):
+    return [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_fresh_run_into_a_used_out_is_refused_and_overwrite_starts_a_new_log(cache, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    old = json.dumps({"epoch": 1, "old": True}) + "\n"
+    (out / "log.jsonl").write_text(old)
+    argv = TINY + ["--cache-dir", str(cache), "--out", str(out), "--eval-time-steps", "4"]
+    assert pipeline.main(pipeline.DVS_GESTURE, argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (log.jsonl)" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "log.jsonl").read_text() == old
+    assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--overwrite"]) == 0
+    assert _log_epochs(out) == [1] and "old" not in (out / "log.jsonl").read_text()
+    with pytest.raises(SystemExit):  # one or the other
+        pipeline.build_parser(pipeline.DVS_GESTURE).parse_args(["--resume", "--overwrite"])
+
+
+def test_resume_without_checkpoint_says_so_and_starts_a_new_log(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text(json.dumps({"epoch": 1, "killed": True}) + "\n")
+    argv = TINY + ["--cache-dir", str(cache), "--out", str(out), "--eval-time-steps", "4"]
+    assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--resume"]) == 0
+    assert f"--resume: no checkpoint at {out / 'checkpoint.pt'}; starting from epoch 1" in \
+        capsys.readouterr().err
+    assert _log_epochs(out) == [1] and "killed" not in (out / "log.jsonl").read_text()
+
+
+def test_conversion_failure_keeps_the_trained_checkpoint_and_resume_converts(cache, tmp_path,
+                                                                             capsys, monkeypatch):
+    from sj_qvm import pipeline_eval
+    from sj_qvm.convert import ConversionError
+    out = tmp_path / "run"
+    argv = TINY + ["--cache-dir", str(cache), "--out", str(out), "--eval-time-steps", "4"]
+    real_convert = pipeline_eval.convert
+
+    def broken(*a, **k):
+        raise ConversionError("QuantReLU 'x' has threshold -1.0")
+    monkeypatch.setattr(pipeline_eval, "convert", broken)
+    assert pipeline.main(pipeline.DVS_GESTURE, argv) == 2
+    err = capsys.readouterr().err
+    assert f"the trained model is saved in {out / 'checkpoint.pt'}" in err
+    assert "threshold -1.0" in err and "--resume" in err
+    assert pipeline.load_checkpoint(out / "checkpoint.pt")["epoch"] == 0
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(pipeline_eval, "convert", real_convert)
+    assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--resume"]) == 0  # converts, no training
+    assert _log_epochs(out) == [1] and (out / "results.json").exists()
+    # Resuming with other model flags names them and loads nothing.
+    before = (out / "checkpoint.pt").read_bytes()
+    assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--resume", "--width", "8"]) == 2
+    assert "written with --width 4 (this run: 8)" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="reproduces the issue's CPU trajectory")
+def test_issue_command_keeps_every_threshold_positive(cache, tmp_path):
+    """Issue 11's run (3 epochs instead of 8 reach the same state): SGD drove 'layers.7.act2' to
+    gamma = -0.55 and convert refused it. Now the clamp holds it at MIN_THRESHOLD and it converts."""
+    from sj_qvm.qat import MIN_THRESHOLD
+    out = tmp_path / "run"
+    argv = ["--tiny", "--arch", "resnet18", "--width", "8", "--size", "32", "--epochs", "3",
+            "--batch-size", "4", "--frames", "2", "--levels", "2", "--quiet", "--layer-thresholds",
+            "--eval-time-steps", "2", "--cache-dir", str(cache), "--out", str(out)]
+    assert pipeline.main(pipeline.DVS_GESTURE, argv) == 0
+    gammas = {k: v for k, v in pipeline.load_checkpoint(out / "checkpoint.pt")["model"].items()
+              if k.endswith("threshold")}
+    assert all((v >= MIN_THRESHOLD).all() for v in gammas.values())
+    assert gammas["layers.7.act2.threshold"].item() == pytest.approx(MIN_THRESHOLD)  # it engaged
 
 
 def test_frames_not_levels_warns(cache, tmp_path):
@@ -129,6 +236,11 @@ def test_sj_qvm_demo_runs_the_dvs_pipeline(tmp_path):
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
     assert sorted(res["snn_accuracy"]["instant"]) == ["1", "16", "2", "4", "8"]
     assert (out / "accuracy_vs_T.png").exists() and (out / "conversion_report.png").exists()
+    # Running it again into the same folder is refused; nothing of the first run is touched.
+    log = (out / "log.jsonl").read_bytes()
+    assert main(["demo", "--epochs", "2", "--quiet", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "syn")]) == 2
+    assert (out / "log.jsonl").read_bytes() == log
 
 
 def test_sj_qvm_demo_digits(tmp_path, capsys):

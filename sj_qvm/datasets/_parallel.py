@@ -1,19 +1,47 @@
-"""Run preprocessing tasks in worker processes, with a tqdm bar, re-raising the first failure."""
+"""Run preprocessing tasks in worker processes, with a tqdm bar, re-raising the first failure.
+
+Workers never outlive the process that started them. On Linux each worker asks the kernel for
+SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, through ctypes; the kernel sends it
+when the parent *thread* that forked the worker ends, and :func:`run_tasks` outlives its pool);
+elsewhere, or where prctl is unavailable, a daemon thread in the worker polls the parent pid once
+a second. Either way a worker whose parent is already gone when it starts exits at once. Under
+the ``forkserver`` start method the parent is the fork server, which itself exits with us.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import numbers
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["run_tasks", "default_workers"]
+__all__ = ["run_tasks", "default_workers", "check_workers"]
+
+_PR_SET_PDEATHSIG = 1
+_WATCHDOG_PERIOD_S = 1.0
 
 
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def check_workers(num_workers) -> None:
+    """Raise unless ``num_workers`` is ``None`` (the default count) or an integer >= 0."""
+    if num_workers is None:
+        return
+    if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool):
+        raise TypeError(f"num_workers must be None or an integer >= 0, got {num_workers!r}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be None or an integer >= 0, got {num_workers!r}")
 
 
 def run_tasks(
@@ -30,6 +58,7 @@ def run_tasks(
     runs in this process (for debugging). A failing task cancels the rest and its exception is
     raised here with its type kept and the file named (in the message, or else in a note).
     """
+    check_workers(num_workers)
     if not tasks:
         return
     workers = default_workers() if num_workers is None else num_workers
@@ -39,7 +68,8 @@ def run_tasks(
                 _call(function, task, name)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker,
+                                 initargs=(os.getpid(), multiprocessing.get_start_method())) as pool:
             futures = {pool.submit(function, *task): name for task, name in zip(tasks, names)}
             pending = set(futures)
             while pending:
@@ -54,8 +84,30 @@ def run_tasks(
                     bar.update()
 
 
-def _one_thread() -> None:
+def _init_worker(creator: int, start_method: str) -> None:
     torch.set_num_threads(1)
+    parent = os.getppid()
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent or (start_method != "forkserver" and parent != creator):
+        os._exit(1)  # the parent died before the request took effect
+
+
+def _die_with_parent() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_WATCHDOG_PERIOD_S)
+    os._exit(1)
 
 
 def _call(function: Callable, task: tuple, name: str) -> None:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
+
 __all__ = [
     "EVENT_DTYPE",
     "DVS128_SIZE",
@@ -234,11 +236,9 @@ def _as_columns(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _atomic_write(path: Path, chunks: list[bytes]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-    os.replace(tmp, path)
+    """Write ``chunks`` to ``path`` atomically; a failed write leaves no temporary, and those of
+    writers killed earlier are removed (see :mod:`._atomic`)."""
+    atomic_write(path, lambda f: f.writelines(chunks))
 
 
 def write_aedat31(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -16,10 +17,11 @@ from ._parallel import run_tasks
 from .aedat import read_aedat2
 from .frames import events_to_frames
 
-__all__ = ["CIFAR10DVS", "SPLITS", "split_files"]
+__all__ = ["CIFAR10DVS", "SPLITS", "split_files", "check_split"]
 
 SPLITS = ("first900", "tebn", "random")
 TRAIN_RATIO = 0.9
+_SENSOR_HW = (128, 128)
 
 
 def split_files(names_by_class: list[list[str]], split: str, train: bool, seed: int = 0) -> list[list[str]]:
@@ -38,8 +40,7 @@ def split_files(names_by_class: list[list[str]], split: str, train: bool, seed: 
       order, then the first ``ceil(0.9 n)`` train: the same as ``np.random.seed(seed)`` followed
       by SpikingJelly's ``split_to_train_test_set(0.9, dataset, 10, random_split=True)``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split, seed)
     state = np.random.RandomState(seed) if split == "random" else None
     chosen = []
     for names in names_by_class:
@@ -54,6 +55,16 @@ def split_files(names_by_class: list[list[str]], split: str, train: bool, seed: 
     return chosen
 
 
+def check_split(split, seed) -> None:
+    """Raise unless ``split`` is one of :data:`SPLITS` and ``seed`` an integer in 0..2**32-1."""
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
+
+
 def _file_id(name: str) -> int:
     match = re.fullmatch(r"cifar10_[a-z]+_(\d+)\.aedat", name)
     if match is None:
@@ -61,10 +72,22 @@ def _file_id(name: str) -> int:
     return int(match.group(1))
 
 
-def _build_frames(aedat: Path, target: Path, frames_number: int, split_by: str) -> None:
-    """Worker: one recording's frames entry."""
-    frames = events_to_frames(read_aedat2(aedat), frames_number, split_by, (128, 128))
-    _cache.save_entry(target, compress=True, frames=_cache.compact_counts(frames))
+def _build_frames(aedat: Path, folder: Path, frames_number: int, split_by: str, warn: bool = True) -> None:
+    """Worker: the frames entry of one recording in ``folder``, unless it is there and passes its
+    checks; ``warn`` logs a bad entry found."""
+    source = _cache.fingerprint(aedat)  # before reading: a later rewrite then shows as stale
+    target = _cache.entry_path(folder, aedat.stem, source)
+
+    def check(path, entry):
+        _cache.check_frames(path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
+
+    entry, problem = _cache.usable(target, check, None, warn)
+    if entry is not None:
+        return
+    events = read_aedat2(aedat)
+    frames = events_to_frames(events, frames_number, split_by, _SENSOR_HW)
+    _cache.save_entry(target, compress=True, replacing=problem, frames=_cache.compact_counts(frames),
+                      events_count=np.int64(len(events)), source=source)
 
 
 class CIFAR10DVS(EventDataset):
@@ -79,8 +102,13 @@ class CIFAR10DVS(EventDataset):
     from the AEDAT file (the vectorized reader is as fast as a cache would be).
 
     Frames are preprocessed once in ``num_workers`` processes into ``cache_dir`` (default
-    ``root/sj_qvm_cache``) ``/cifar10_dvs_v1/frames_T{T}_{split_by}/<class>/``, one compressed
-    uint8/uint16/uint32 entry per recording, renamed into place once complete.
+    ``root/sj_qvm_cache``) ``/cifar10_dvs_v2/frames_T{T}_{split_by}/<class>/``, one compressed
+    uint8/uint16/uint32 entry per recording, ``cifar10_<class>_<n>.s<size>.m<mtime_ns>.npz``
+    (keyed by the recording's size and mtime_ns: a rewritten recording is rebuilt), renamed into
+    place once complete. Entries are checked on every read: a corrupt entry is rebuilt with a
+    logged warning, or raises ``ValueError`` naming it where it cannot be. Only
+    files ``<class>/cifar10_<class>_<n>.aedat`` are listed, so entry paths stay in the cache.
+    ``train`` must be a bool, ``seed`` an integer in 0..2**32-1.
     """
 
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -99,9 +127,8 @@ class CIFAR10DVS(EventDataset):
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        super().__init__(root, train, frames_number, split_by, transform, target_transform)
+        check_split(split, seed)
+        super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers)
         self.split = split
         names_by_class = []
         for name in self.classes:
@@ -117,6 +144,8 @@ class CIFAR10DVS(EventDataset):
             names = [p.name for p in folder.glob("*.aedat")]
             for n in names:
                 _file_id(n)
+                if not n.startswith(f"cifar10_{name}_"):
+                    raise ValueError(f"{folder / n}: expected a file name cifar10_{name}_<n>.aedat in {folder}")
             names_by_class.append(names)
         self.samples: list[tuple[str, int]] = [  # (class/file name, label)
             (f"{self.classes[label]}/{n}", label)
@@ -130,9 +159,6 @@ class CIFAR10DVS(EventDataset):
         )
         self._prepare(num_workers)
 
-    def _entry(self, relative: str) -> Path:
-        return self.frames_dir / f"{relative[: -len('.aedat')]}.npz"
-
     def _prepare(self, num_workers: int | None) -> None:
         if self.frames_dir is None:
             return
@@ -140,16 +166,29 @@ class CIFAR10DVS(EventDataset):
             (self.frames_dir / name).mkdir(parents=True, exist_ok=True)
         _cache.remove_stale(self.frames_dir)
         tasks, names = [], []
-        for relative, _ in self.samples:
-            target = self._entry(relative)
-            if not target.exists():
-                tasks.append((self.root / relative, target, self.frames_number, self.split_by))
-                names.append(str(self.root / relative))
+        current = {name: {} for name in self.classes}
+        sources = {}
+        for relative, label in self.samples:
+            aedat = self.root / relative
+            folder = self.frames_dir / self.classes[label]
+            target = _cache.entry_path(folder, aedat.stem, _cache.fingerprint(aedat))
+            current[self.classes[label]][aedat.stem] = target
+            sources[aedat.stem] = aedat
+            if not _cache.is_present(target):
+                tasks.append((aedat, folder, self.frames_number, self.split_by))
+                names.append(str(aedat))
+        for name in self.classes:
+            _cache.sweep_stale(self.frames_dir / name, current[name], sources)
         split = "train" if self.train else "test"
         run_tasks(_build_frames, tasks, names, f"CIFAR10DVS {split}: preprocessing", num_workers)
 
     def _item(self, index: int):
         relative, label = self.samples[index]
+        aedat = self.root / relative
         if self.frames_dir is None:
-            return read_aedat2(self.root / relative), label
-        return self._load_frames(self._entry(relative)), label
+            return read_aedat2(aedat), label
+        folder = self.frames_dir / self.classes[label]
+        source = _cache.fingerprint_or_bad(folder / aedat.stem, aedat)
+        target = _cache.entry_path(folder, aedat.stem, source)
+        rebuild = lambda: _build_frames(aedat, folder, self.frames_number, self.split_by, warn=False)  # noqa: E731
+        return self._load_frames(target, aedat, source, rebuild), label

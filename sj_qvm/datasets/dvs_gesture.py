@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import numpy as np
 
 from . import _cache
 from ._base import EventDataset
 from ._parallel import run_tasks
-from .aedat import read_aedat31
+from .aedat import EVENT_DTYPE, read_aedat31
 from .frames import events_to_frames
 
-__all__ = ["DVSGesture", "read_labels_csv"]
+__all__ = ["DVSGesture", "LIGHTINGS", "read_labels_csv", "read_trial_list"]
 
+LIGHTINGS = ("fluorescent", "fluorescent_led", "lab", "led", "natural")
 _CSV_HEADER = ["class", "startTime_usec", "endTime_usec"]
+_TRIAL_NAME = re.compile(rf"user(0[1-9]|1[0-9]|2[0-9])_({'|'.join(LIGHTINGS)})\.aedat")
+_FIELD = re.compile(r"[0-9]{1,19}")  # ASCII digits only: int() would also take '１' or '1_0'
+_SENSOR_HW = (128, 128)
+_log = logging.getLogger(__name__)
 
 
 class _Sample(NamedTuple):
@@ -30,13 +38,28 @@ class _Sample(NamedTuple):
         return f"{self.trial}_{self.row:02d}"
 
 
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; ``ValueError`` naming the file and line for other bytes."""
+    lines = []
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}: line {number} is not UTF-8 text (byte 0x{raw[error.start]:02x} at "
+                f"column {error.start + 1})"
+            ) from None
+    return lines
+
+
 def read_labels_csv(path: Path) -> list[tuple[int, int, int]]:
     """Rows ``(label 0..10, start µs, end µs)`` of a ``userNN_<light>_labels.csv``.
 
-    Raises ``ValueError`` naming the file and line for a header other than
-    ``class,startTime_usec,endTime_usec``, a malformed row, a class outside 1..11, or end < start.
+    Raises ``ValueError`` naming the file and line for a byte that is not UTF-8, a header other
+    than ``class,startTime_usec,endTime_usec``, a row that is not three ASCII integers in
+    0..2**63-1, a class outside 1..11, or end < start.
     """
-    lines = Path(path).read_text().splitlines()
+    lines = _text_lines(path)
     header = [field.strip() for field in lines[0].split(",")] if lines else []
     if header != _CSV_HEADER:
         raise ValueError(f"{path}: line 1 must be {','.join(_CSV_HEADER)!r}, got {lines[:1]}")
@@ -45,8 +68,10 @@ def read_labels_csv(path: Path) -> list[tuple[int, int, int]]:
         if not line.strip():
             continue
         fields = [field.strip() for field in line.split(",")]
-        if len(fields) != 3 or not all(f.isdigit() for f in fields):
-            raise ValueError(f"{path}: line {number} must be three non-negative integers, got {line!r}")
+        if len(fields) != 3 or not all(_FIELD.fullmatch(f) and int(f) < 2**63 for f in fields):
+            raise ValueError(
+                f"{path}: line {number} must be three integers in 0..2**63-1, got {line!r}"
+            )
         label, start, end = map(int, fields)
         if not 1 <= label <= 11:
             raise ValueError(f"{path}: line {number} has class {label}, outside 1..11")
@@ -56,6 +81,39 @@ def read_labels_csv(path: Path) -> list[tuple[int, int, int]]:
     return rows
 
 
+def read_trial_list(path: Path) -> list[str]:
+    """The recording stems (``userNN_<lighting>``) listed in a ``trials_to_*.txt``.
+
+    Every non-blank line must be one name of the release's form ``userNN_<lighting>.aedat``
+    (NN in 01..29, lighting one of :data:`LIGHTINGS`), listed once: nothing else can name a file
+    outside the dataset folder. Raises ``ValueError`` naming the file and line otherwise.
+    """
+    stems, seen = [], {}
+    for number, line in enumerate(_text_lines(path), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if _TRIAL_NAME.fullmatch(name) is None:
+            raise ValueError(
+                f"{path}: line {number} must name a recording userNN_<lighting>.aedat (NN in "
+                f"01..29, lighting in {LIGHTINGS}), got {name!r}"
+            )
+        if name in seen:
+            raise ValueError(f"{path}: line {number} lists {name} again (first on line {seen[name]})")
+        seen[name] = number
+        stems.append(name[: -len(".aedat")])
+    return stems
+
+
+def _events_check(sample: _Sample, aedat: Path, source: np.ndarray) -> Callable[[Path, dict], None]:
+    return lambda path, entry: _cache.check_events(
+        path, entry, sample.start, sample.end, _SENSOR_HW, aedat, source)
+
+
+def _events_max_bytes(source: np.ndarray) -> int:
+    return int(source[0]) // 8 * EVENT_DTYPE.itemsize + 4096  # a sample holds at most the file
+
+
 def _build_trial(
     aedat: Path,
     samples: list[_Sample],
@@ -63,27 +121,35 @@ def _build_trial(
     frames_dir: Path | None,
     frames_number: int | None,
     split_by: str,
+    warn: bool = True,
 ) -> None:
-    """Worker: write the missing events (and frames) entries of one recording's samples."""
-    events_paths = [events_dir / f"{s.key}.npz" for s in samples]
-    if all(p.exists() for p in events_paths):
-        per_sample = [_cache.load_entry(p)["events"] for p in events_paths]
-    else:
-        events = read_aedat31(aedat)
-        per_sample = []
-        for sample, path in zip(samples, events_paths):
+    """Worker: (re)write the events (and frames) entries of one recording's samples that are
+    missing or fail their checks; ``warn`` logs each bad entry found."""
+    source = _cache.fingerprint(aedat)  # before reading: a later rewrite then shows as stale
+    events = None
+    for sample in samples:
+        path = _cache.entry_path(events_dir, sample.key, source)
+        entry, problem = _cache.usable(path, _events_check(sample, aedat, source), _events_max_bytes(source), warn)
+        if entry is not None:
+            chosen = entry["events"]
+        else:
+            if events is None:
+                events = read_aedat31(aedat)
             # The windows may overlap (user22_led): a mask per sample, as SpikingJelly slices.
             chosen = events[(events["t"] >= sample.start) & (events["t"] < sample.end)]
-            if not path.exists():
-                _cache.save_entry(path, events=chosen)
-            per_sample.append(chosen)
-    if frames_dir is None:
-        return
-    for sample, chosen in zip(samples, per_sample):
-        path = frames_dir / f"{sample.key}.npz"
-        if not path.exists():
-            frames = events_to_frames(chosen, frames_number, split_by, (128, 128))
-            _cache.save_entry(path, compress=True, frames=_cache.compact_counts(frames))
+            _cache.save_entry(path, replacing=problem, events=chosen, source=source)
+        if frames_dir is None:
+            continue
+        path = _cache.entry_path(frames_dir, sample.key, source)
+
+        def check(entry_path, entry):
+            _cache.check_frames(entry_path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
+
+        entry, problem = _cache.usable(path, check, None, warn)
+        if entry is None:
+            frames = events_to_frames(chosen, frames_number, split_by, _SENSOR_HW)
+            _cache.save_entry(path, compress=True, replacing=problem, frames=_cache.compact_counts(frames),
+                              events_count=np.int64(len(chosen)), source=source)
 
 
 class DVSGesture(EventDataset):
@@ -100,11 +166,19 @@ class DVSGesture(EventDataset):
     SpikingJelly's) when ``frames_number=T`` is given, else ``(events, label)`` with ``events`` a
     structured array of :data:`EVENT_DTYPE`. ``transform`` / ``target_transform`` apply to each.
 
+    The trial lists may name only recordings of the release's form ``userNN_<lighting>.aedat``
+    (:func:`read_trial_list`), so nothing outside ``root`` is read and nothing outside
+    ``cache_dir`` is written. ``train`` must be a bool.
+
     The first use preprocesses in ``num_workers`` processes (default: CPU count, at most 8; 0 runs
-    in this process) into ``cache_dir`` (default ``root/sj_qvm_cache``): ``dvs_gesture_v1/events``
-    holds per-sample events, ``dvs_gesture_v1/frames_T{T}_{split_by}`` per-sample frames as
-    compressed uint8/uint16/uint32 counts. Entries are renamed into place once complete, so an
-    interrupted run resumes where it stopped.
+    in this process) into ``cache_dir`` (default ``root/sj_qvm_cache``): ``dvs_gesture_v2/events``
+    holds per-sample events, ``dvs_gesture_v2/frames_T{T}_{split_by}`` per-sample frames as
+    compressed uint8/uint16/uint32 counts, as ``<userNN_lighting>_<row>.s<size>.m<mtime_ns>.npz``
+    (keyed by the recording's size and mtime_ns: a rewritten recording's samples are rebuilt).
+    Entries are renamed into place once complete, so an interrupted run resumes where it stopped,
+    and are checked whenever they are read (:mod:`._cache`): a corrupt entry is rebuilt with a
+    logged warning, or raises ``ValueError`` naming it where it cannot be (a read-only cache). A
+    complete cache is read without writing anything.
     """
 
     classes = (
@@ -127,8 +201,8 @@ class DVSGesture(EventDataset):
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
     ):
-        super().__init__(root, train, frames_number, split_by, transform, target_transform)
-        raw = self.root / self.folder
+        super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers)
+        self.raw = raw = self.root / self.folder
         trials = self._trials(raw)
         self.samples = [
             _Sample(stem, row, label, start, end)
@@ -151,13 +225,11 @@ class DVSGesture(EventDataset):
                 f"IBM publishes it at {self.url} (DvsGesture.tar.gz); "
                 f"sj_qvm.datasets.synthetic.write_dvs_gesture writes an offline stand-in."
             )
-        stems = []
-        for name in listing.read_text().split():
-            stem = name[: -len(".aedat")] if name.endswith(".aedat") else name
+        stems = read_trial_list(listing)
+        for stem in stems:
             for needed in (raw / f"{stem}.aedat", raw / f"{stem}_labels.csv"):
                 if not needed.is_file():
-                    raise FileNotFoundError(f"{listing} lists {name}, but {needed} is missing")
-            stems.append(stem)
+                    raise FileNotFoundError(f"{listing} lists {stem}.aedat, but {needed} is missing")
         return stems
 
     def _prepare(self, raw: Path, trials: list[str], num_workers: int | None) -> None:
@@ -166,18 +238,39 @@ class DVSGesture(EventDataset):
             folder.mkdir(parents=True, exist_ok=True)
             _cache.remove_stale(folder)
         tasks, names = [], []
+        current = {folder: {} for folder in folders}
+        sources = {}
         for stem in trials:
             samples = [s for s in self.samples if s.trial == stem]
-            if all((folder / f"{s.key}.npz").exists() for s in samples for folder in folders):
-                continue
             aedat = raw / f"{stem}.aedat"
+            source = _cache.fingerprint(aedat)
+            paths = []
+            for folder in folders:
+                for s in samples:
+                    current[folder][s.key] = _cache.entry_path(folder, s.key, source)
+                    sources[s.key] = aedat
+                    paths.append(current[folder][s.key])
+            if all(_cache.is_present(path) for path in paths):
+                continue
             tasks.append((aedat, samples, self.events_dir, self.frames_dir, self.frames_number, self.split_by))
             names.append(str(aedat))
+        for folder in folders:
+            _cache.sweep_stale(folder, current[folder], sources)
         split = "train" if self.train else "test"
         run_tasks(_build_trial, tasks, names, f"DVSGesture {split}: preprocessing", num_workers)
 
     def _item(self, index: int):
         sample = self.samples[index]
-        if self.frames_dir is None:
-            return _cache.load_entry(self.events_dir / f"{sample.key}.npz")["events"], sample.label
-        return self._load_frames(self.frames_dir / f"{sample.key}.npz"), sample.label
+        aedat = self.raw / f"{sample.trial}.aedat"
+
+        def rebuild():
+            _build_trial(aedat, [sample], self.events_dir, self.frames_dir, self.frames_number,
+                         self.split_by, warn=False)
+
+        folder = self.events_dir if self.frames_dir is None else self.frames_dir
+        source = _cache.fingerprint_or_bad(folder / sample.key, aedat)
+        path = _cache.entry_path(folder, sample.key, source)
+        if self.frames_dir is not None:
+            return self._load_frames(path, aedat, source, rebuild), sample.label
+        entry = _cache.load_valid(path, _events_check(sample, aedat, source), rebuild, _events_max_bytes(source))
+        return entry["events"], sample.label

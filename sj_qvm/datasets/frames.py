@@ -31,7 +31,10 @@ try:
 except ImportError:  # installed without a C compiler
     _native = None
 
-__all__ = ["SPLIT_BY", "FRAME_DTYPE", "NATIVE", "check_frame_args", "events_to_frames", "events_to_frames_ref"]
+__all__ = [
+    "SPLIT_BY", "FRAME_DTYPE", "NATIVE", "EVENT_FIELDS", "MAX_FRAMES_BYTES",
+    "check_split_by", "check_frame_args", "events_to_frames", "events_to_frames_ref",
+]
 
 SPLIT_BY = ("number", "time")
 FRAME_DTYPE = np.dtype(np.uint32)
@@ -40,34 +43,88 @@ NATIVE = _native is not None
 _CHUNK = 1 << 17  # events per step: temporaries stay in cache
 _EVENTS_PER_THREAD = 1 << 17  # each thread gets at least this many: starting one costs ~0.1 ms
 _NATIVE_MAX_SIDE = 1 << 15
+EVENT_FIELDS = ("t", "x", "y", "p")
+MAX_FRAMES_BYTES = 16 << 30
+"""The largest ``[T, 2, H, W]`` uint32 output :func:`events_to_frames` allocates (16 GiB); larger
+settings are refused up front, before any memory is taken."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_split_by(split_by) -> None:
+    if not isinstance(split_by, str) or split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
 
 
 def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
-    """Validate the integration settings; return ``(H, W)``."""
-    if (
-        not isinstance(frames_number, numbers.Integral)
-        or isinstance(frames_number, bool)
-        or frames_number < 1
-    ):
+    """Validate the integration settings; return ``(H, W)``.
+
+    Raises ``ValueError`` for ``frames_number`` not an integer >= 1, an unknown ``split_by``,
+    ``sensor_size`` not two integers >= 1 (booleans are not sizes), and settings whose output
+    ``frames_number * 2 * H * W * 4`` bytes would exceed :data:`MAX_FRAMES_BYTES`.
+    """
+    if not _is_int(frames_number) or frames_number < 1:
         raise ValueError(f"frames_number must be an integer >= 1, got {frames_number!r}")
-    if split_by not in SPLIT_BY:
-        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
-    if (
-        len(sensor_size) != 2
-        or not all(isinstance(s, numbers.Integral) and s >= 1 for s in sensor_size)
-    ):
+    check_split_by(split_by)
+    try:
+        sizes = tuple(sensor_size)
+    except TypeError:
+        sizes = ()
+    if len(sizes) != 2 or not all(_is_int(s) and s >= 1 for s in sizes):
         raise ValueError(
-            f"sensor_size must be (height, width) with positive integers, got {sensor_size!r}"
+            f"sensor_size must be (height, width) with integers >= 1, got {sensor_size!r}"
         )
-    return int(sensor_size[0]), int(sensor_size[1])
+    height, width = int(sizes[0]), int(sizes[1])
+    nbytes = int(frames_number) * 2 * height * width * FRAME_DTYPE.itemsize
+    if nbytes > MAX_FRAMES_BYTES:
+        raise ValueError(
+            f"frames_number={frames_number} with sensor_size (H, W) = ({height}, {width}) needs "
+            f"[{frames_number}, 2, {height}, {width}] {FRAME_DTYPE} frames, {nbytes / 2**30:.1f} GiB; "
+            f"the limit is MAX_FRAMES_BYTES = {MAX_FRAMES_BYTES / 2**30:.0f} GiB"
+        )
+    return height, width
 
 
-def _time_column(t: np.ndarray) -> np.ndarray:
+def _columns(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``t`` (int64 or finite float), ``x``, ``y``, ``p`` of ``events``, each ``[N]``.
+
+    Coordinates and polarity must be integers: an integer dtype, or a float column whose values
+    are all integral (never truncated). Raises ``ValueError`` naming the field otherwise, for a
+    missing field, a column that is not 1-D, and columns of different lengths.
+    """
+    columns = []
+    for key in EVENT_FIELDS:
+        try:
+            column = np.asarray(events[key])
+        except (KeyError, ValueError, IndexError, TypeError) as error:
+            raise ValueError(
+                f"events has no field {key!r}: expected a structured array or a mapping with the "
+                f"fields {EVENT_FIELDS}"
+            ) from error
+        if column.ndim != 1:
+            raise ValueError(f"events[{key!r}] must be 1-D [N], got shape {list(column.shape)}")
+        columns.append(column)
+    t, x, y, p = columns
+    if not len(t) == len(x) == len(y) == len(p):
+        raise ValueError(f"events fields differ in length: t {len(t)}, x {len(x)}, y {len(y)}, p {len(p)}")
     if t.dtype.kind in "iub":
-        return t.astype(np.int64, copy=False)
-    if t.dtype.kind == "f":
-        return t
-    raise ValueError(f"events['t'] must be integer or float, got dtype {t.dtype}")
+        t = t.astype(np.int64, copy=False)
+    elif t.dtype.kind == "f":
+        if len(t) and not (np.isfinite(t.min()) and np.isfinite(t.max())):
+            raise ValueError("events['t'] holds NaN or infinite timestamps")
+    else:
+        raise ValueError(f"events['t'] must be integer or float, got dtype {t.dtype}")
+    for key, column, kinds in (("x", x, "iu"), ("y", y, "iu"), ("p", p, "biu")):
+        if column.dtype.kind in kinds:
+            continue
+        if column.dtype.kind != "f":
+            raise ValueError(f"events[{key!r}] must hold integers, got dtype {column.dtype}")
+        if len(column) and not np.all(np.isfinite(column) & (column == np.floor(column))):
+            bad = column[~(np.isfinite(column) & (column == np.floor(column)))][0]
+            raise ValueError(f"events[{key!r}] must hold integers, got the {column.dtype} value {bad}")
+    return t, x, y, p
 
 
 def _is_sorted(t: np.ndarray) -> bool:
@@ -136,14 +193,13 @@ def events_to_frames(
     zero frames for its empty-window ``IndexError``; all zeros for ``N = 0``. For time-sorted
     events (and always with ``split_by="number"``) ``frames.sum() == N``.
 
-    Raises ``ValueError`` for ``frames_number < 1``, an unknown ``split_by``, or events outside
-    ``sensor_size`` (SpikingJelly fails on these too, with a reshape error).
+    Raises ``ValueError`` for bad settings (:func:`check_frame_args`: also an output over
+    :data:`MAX_FRAMES_BYTES`), a missing field, NaN or infinite ``t``, non-integer ``x``/``y``/``p``
+    (complex, or floats with a fraction: never truncated), or events outside ``sensor_size``
+    (SpikingJelly fails on that too, with a reshape error).
     """
     height, width = check_frame_args(frames_number, split_by, sensor_size)
-    t = _time_column(np.asarray(events["t"]))
-    x, y, p = (np.asarray(events[k]) for k in ("x", "y", "p"))
-    if not len(t) == len(x) == len(y) == len(p):
-        raise ValueError(f"events fields differ in length: t {len(t)}, x {len(x)}, y {len(y)}, p {len(p)}")
+    t, x, y, p = _columns(events)
     if len(t) == 0:
         return np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
     j_l, j_r = _segments(t, split_by, frames_number)
@@ -229,8 +285,7 @@ def events_to_frames_ref(
 ) -> np.ndarray:
     """Reference twin of :func:`events_to_frames`: same segments, one ``np.add.at`` per frame."""
     height, width = check_frame_args(frames_number, split_by, sensor_size)
-    t = _time_column(np.asarray(events["t"]))
-    x, y, p = (np.asarray(events[k]) for k in ("x", "y", "p"))
+    t, x, y, p = _columns(events)
     frames = np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
     if len(t) == 0:
         return frames

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .aedat import EVENT_DTYPE, write_aedat2, write_aedat31
+from .dvs_gesture import LIGHTINGS as GESTURE_LIGHTINGS
 
 __all__ = ["write_dvs_gesture", "write_cifar10_dvs", "GESTURE_LIGHTINGS", "CIFAR10_DVS_CLASSES"]
 
-GESTURE_LIGHTINGS = ("fluorescent", "fluorescent_led", "lab", "led", "natural")
 CIFAR10_DVS_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )

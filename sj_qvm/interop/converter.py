@@ -20,27 +20,58 @@ import torch.nn as nn
 from .. import _compat
 from ..convert import QVMNetwork, convert
 from ..functional import CURRENTS
+from ..neuron import QVMIFNode
 from ..quant import QuantReLU, check_levels, check_rounding
-from .quantize import (finetune, has_relu, observe, quantize, quantize_graph, run_calibration,
-                       set_thresholds)
+from .calibration import calibrate, check_calibration_args
+from .quantize import finetune, has_relu, quantize, quantize_graph
 
-__all__ = ["Converter", "QVMRecipe"]
+__all__ = ["Converter", "QVMRecipe", "neuron_factory"]
 
 
-def _check_common(levels, rounding, percentile, current):
+def _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current):
     check_levels(levels)
     check_rounding(rounding)
-    if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    check_calibration_args(method, channel_wise, percentile, bias_correction)
     if current not in CURRENTS:
         raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+
+
+def _check_finetune(epochs, lr):
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"finetune_epochs must be an int >= 0, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"finetune_lr must be a number > 0, got {lr!r}")
+
+
+def neuron_factory(rounding: str = "round", **node_kwargs):
+    """A ``neuron_factory`` for SpikingJelly 2.x's ``RateCodingRecipe``: matched QVM nodes.
+
+        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode="99.9%",
+                                          neuron_factory=sj_qvm.neuron_factory("round"))
+
+    SJ calls ``factory(scale)`` with the layer's calibrated scale (per layer) or 1.0 (channel-wise,
+    where its scalers carry the per-channel scales); the node gets ``v_threshold=scale`` (so
+    SJ's scalers become 1 and theta reads in ANN units, as after :func:`sj_qvm.to_qvm`) and V0
+    matched to ``rounding``. ``node_kwargs`` go to :class:`~sj_qvm.QVMIFNode` (``current`` stays
+    ``"instant"``: SJ's converted networks run step by step). Arguments are checked here, once.
+    """
+    check_rounding(rounding)
+    if "v_threshold" in node_kwargs or "v_init" in node_kwargs:
+        raise ValueError("neuron_factory sets v_threshold (SJ's scale) and v_init (from rounding) "
+                         "itself; pass rounding= instead")
+    QVMIFNode(v_threshold=1.0, v_init=rounding, **node_kwargs)  # fail now, not inside SJ
+
+    def factory(scale) -> QVMIFNode:
+        return QVMIFNode(v_threshold=float(scale), v_init=rounding, **node_kwargs)
+    return factory
 
 
 class Converter:
     """ANN -> QVM SNN in one call, in the style of SpikingJelly 0.0.0.0.14's ``Converter(...)(ann)``.
 
     Calling it on an ANN quantizes it (if it still has ReLUs, calibrating each threshold from
-    ``dataloader`` at ``percentile``), fine-tunes it for ``finetune_epochs`` epochs (QAT, needs
+    ``dataloader`` with :func:`sj_qvm.quantize`'s ``method``, ``channel_wise``, ``percentile`` and
+    ``bias_correction``), fine-tunes it for ``finetune_epochs`` epochs (QAT, needs
     ``(input, target)`` batches), then converts it with :func:`sj_qvm.convert`. An ANN that already
     holds :class:`~sj_qvm.QuantReLU`\\ s (trained with QAT) keeps its learned thresholds.
 
@@ -53,19 +84,25 @@ class Converter:
     def __init__(self, dataloader=None, levels: int = 8, rounding: str = "round",
                  percentile: float = 99.9, time_steps: Optional[int] = None,
                  current: str = "expected", finetune_epochs: int = 0, finetune_lr: float = 1e-3,
-                 replace_maxpool: bool = False, progress: bool = True):
-        _check_common(levels, rounding, percentile, current)
+                 replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
+                 channel_wise: bool = True, bias_correction: Optional[bool] = None):
+        _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current)
+        _check_finetune(finetune_epochs, finetune_lr)
+        if time_steps is not None:
+            check_levels(time_steps, "time_steps")
         if finetune_epochs and dataloader is None:
             raise ValueError("finetune_epochs > 0 needs a dataloader of (input, target) batches")
         self.dataloader, self.levels, self.rounding = dataloader, levels, rounding
         self.percentile, self.time_steps, self.current = percentile, time_steps, current
         self.finetune_epochs, self.finetune_lr = finetune_epochs, finetune_lr
         self.replace_maxpool, self.progress = replace_maxpool, progress
+        self.method, self.channel_wise, self.bias_correction = method, channel_wise, bias_correction
 
     def __call__(self, ann: nn.Module) -> QVMNetwork:
         if has_relu(ann):
-            qann = quantize(ann, self.levels, self.rounding, self.dataloader, self.percentile,
-                            self.replace_maxpool, progress=self.progress)
+            qann = quantize(ann, self.levels, self.rounding, self.dataloader, self.method,
+                            self.channel_wise, self.percentile, self.replace_maxpool,
+                            self.bias_correction, progress=self.progress)
         elif any(isinstance(m, QuantReLU) for m in ann.modules()):
             qann = copy.deepcopy(ann)
         else:
@@ -91,20 +128,24 @@ if _compat.FXConversionRecipe is not None:
           tracer would trace into an existing ``QuantReLU`` (and fail on its threshold);
         * ``after_trace`` traces the ANN with QVM's tracer instead and replaces every ReLU call
           site (module or function) with a ``QuantReLU``;
-        * ``insert_observers`` / ``calibrate``: percentile observers and a pass over ``dataloader``
-          (skipped if the ANN already had QuantReLUs, whose trained thresholds are kept);
+        * ``calibrate``: :func:`sj_qvm.interop.calibration.calibrate` over ``dataloader``, layer
+          by layer (skipped if the ANN already had QuantReLUs, whose trained thresholds are kept);
         * ``replace``: :func:`sj_qvm.convert`, giving a multi-step
           :class:`~sj_qvm.convert.QVMNetwork` (input ``[T, B, *]``).
         """
 
         def __init__(self, levels: int = 8, rounding: str = "round", dataloader=None,
                      percentile: float = 99.9, current: str = "expected",
-                     replace_maxpool: bool = False, progress: bool = True):
-            _check_common(levels, rounding, percentile, current)
+                     replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
+                     channel_wise: bool = True, bias_correction: Optional[bool] = None):
+            _check_common(levels, rounding, method, channel_wise, percentile, bias_correction,
+                          current)
             self.levels, self.rounding, self.dataloader = levels, rounding, dataloader
             self.percentile, self.current = percentile, current
             self.replace_maxpool, self.progress = replace_maxpool, progress
-            self._ann = self._observers = None
+            self.method, self.channel_wise = method, channel_wise
+            self.bias_correction = bias_correction
+            self._ann = None
 
         def before_trace(self, converter, ann: nn.Module) -> nn.Module:
             self._ann = ann.eval()
@@ -121,20 +162,13 @@ if _compat.FXConversionRecipe is not None:
             return gm.to(converter.device).eval()
 
         def insert_observers(self, converter, fx_model: nn.Module) -> nn.Module:
-            if self._calibrate and self.dataloader is not None:
-                self._observers = observe(fx_model)
-            return fx_model
+            return fx_model  # calibration hooks its own layers, pass by pass
 
         def calibrate(self, converter, fx_model: nn.Module) -> nn.Module:
-            if self._observers is not None:
-                observers, hooks, state = self._observers
-                try:
-                    run_calibration(fx_model, self.dataloader, state, self.progress)
-                finally:
-                    for h in hooks:
-                        h.remove()
-                set_thresholds(fx_model, observers, self.percentile)
-            self._observers = None
+            if self._calibrate and self.dataloader is not None:
+                calibrate(fx_model, self.dataloader, self.method, self.channel_wise,
+                          self.percentile, bias_correction=self.bias_correction,
+                          progress=self.progress)
             return fx_model
 
         def replace(self, converter, fx_model: nn.Module) -> QVMNetwork:

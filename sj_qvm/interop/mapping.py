@@ -2,9 +2,11 @@
 
 SpikingJelly's converters leave a ``(scaler0, IFNode, scaler1)`` triple where the ANN had a ReLU
 (0.0.0.0.14: ``VoltageScaler(1/s), IFNode(theta=1), VoltageScaler(s)`` under ``snn tailor``;
-2.x ``RateCodingRecipe``: ``scaler0, if_node, scaler1`` under ``spiking_<k>``). The IF node then
-fires when the input current, in ANN units, has summed to ``s``: its threshold in ANN units is
-``theta / scaler0.scale``. :func:`to_qvm` folds scaler0 into the node (scaler0 becomes 1 and the
+2.x ``RateCodingRecipe``: ``scaler0, if_node, scaler1`` under ``spiking_<k>``; 2.x's
+channel-wise ``RateCodingRecipe`` and ``LocalThresholdBalancingRecipe``: ``ChannelVoltageScaler``\\ s
+with one scale per channel around an ``IFNode`` or a ``HalfThresholdIFNode``, which starts at
+V0 = theta/2). The IF node then fires when the input current, in ANN units, has summed to
+``s``: its threshold in ANN units is ``theta / scaler0.scale``. :func:`to_qvm` folds scaler0 into the node (scaler0 becomes 1 and the
 :class:`~sj_qvm.QVMIFNode` gets that threshold), so ``v_threshold`` reads in the ANN's units as it
 does after :func:`sj_qvm.convert`; :func:`to_spikingjelly` unfolds it again.
 """
@@ -20,7 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .. import _compat
-from ..convert import _set_submodule
+from ..graph import set_submodule as _set_submodule
 from ..functional import CURRENTS
 from ..neuron import QVMIFNode
 from ..quant import check_rounding
@@ -33,28 +35,40 @@ class NodeMapping:
     """One host node class and its QVM counterpart.
 
     ``shared`` names the constructor arguments both take with the same meaning; they are copied
-    as they are. The threshold is carried in ANN units (see the module docstring), V0 is
-    ``rounding`` on the QVM side and lost (0) on the host side, and the host's reset must be soft.
+    as they are. The threshold is carried in ANN units (see the module docstring). ``v_init`` is
+    the QVM V0 the host node has built in (``"floor"``: 0, ``"round"``: theta/2): a QVM node with
+    that V0 goes back to this host class, any other V0 is lost. The host's reset must be soft.
     """
 
     host: type
     plugin: type
     shared: Tuple[str, ...]
     host_fixed: Tuple[Tuple[str, object], ...]  # what a host node must have, and gets back
+    v_init: str = "floor"
 
 
+_SHARED = ("surrogate_function", "detach_reset", "step_mode", "store_v_seq")
 MAPPING: Tuple[NodeMapping, ...] = (
-    NodeMapping(host=_compat.IFNode, plugin=QVMIFNode,
-                shared=("surrogate_function", "detach_reset", "step_mode", "store_v_seq"),
+    NodeMapping(host=_compat.IFNode, plugin=QVMIFNode, shared=_SHARED,
                 host_fixed=(("v_reset", None),)),
-)
+) + ((NodeMapping(host=_compat.HalfThresholdIFNode, plugin=QVMIFNode, shared=_SHARED,
+                  host_fixed=(), v_init="round"),) if _compat.HalfThresholdIFNode else ())
+
+
+def _v0_lost(m: QVMIFNode, row: NodeMapping) -> bool:
+    """Whether the host node of ``row`` cannot start where ``m`` starts (its V0)."""
+    if isinstance(m.v_init, str):
+        return m.v_init != row.v_init
+    return not (row.v_init == "floor" and isinstance(m.v_init, (int, float))
+                and m.v_init == 0.0)
 
 
 def _mapping_for(m: nn.Module, side: str) -> Optional[NodeMapping]:
-    for row in MAPPING:
-        if type(m) is getattr(row, side):
-            return row
-    return None
+    """The row for a host node (``side="host"``), or the host row a QVM node goes back to."""
+    rows = [row for row in MAPPING if type(m) is getattr(row, side)]
+    if side == "plugin" and rows:
+        return next((row for row in rows if not _v0_lost(m, row)), rows[0])
+    return rows[0] if rows else None
 
 
 def _scaler_before(gm: Optional[fx.GraphModule], name: str) -> Optional[str]:
@@ -111,8 +125,10 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
     """A copy of a SpikingJelly-converted SNN with every IF node swapped for a :class:`QVMIFNode`.
 
     Accepts what SJ's own converters return: 0.0.0.0.14's ``(VoltageScaler, IFNode,
-    VoltageScaler)`` triples and 2.x's ``RateCodingRecipe`` output (layer-wise or channel-wise),
-    or any module holding soft-reset ``IFNode``\\ s. Each node's threshold theta is taken from
+    VoltageScaler)`` triples, 2.x's ``RateCodingRecipe`` output (layer-wise, or channel-wise
+    with ``ChannelVoltageScaler``\\ s and ``HalfThresholdIFNode``\\ s) and 2.x's
+    ``LocalThresholdBalancingRecipe`` output, or any module holding soft-reset ``IFNode``\\ s.
+    Per-channel scales become per-channel thresholds. Each node's threshold theta is taken from
     its scaler (in ANN units, see the module docstring) and its V0 is matched to ``rounding``:
     0 (``"floor"``), theta/2 (``"round"``) or theta (``"ceil"``).
 
@@ -161,10 +177,11 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
 
 
 def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
-    """A copy of ``snn`` with every :class:`QVMIFNode` swapped back for a plain SJ ``IFNode``.
+    """A copy of ``snn`` with every :class:`QVMIFNode` swapped back for a SpikingJelly IF node.
 
-    Warns that V0 (and the expected-current mode) are lost: SJ nodes start from 0 and see each
-    step's own input. Where a node sits behind a SJ voltage scaler (after :func:`to_qvm`), the
+    A node with V0 = theta/2 (``v_init="round"``) becomes SJ 2.x's ``HalfThresholdIFNode``, one
+    with V0 = 0 an ``IFNode``; any other V0 and the expected-current mode are lost, with a warning
+    (SJ nodes see each step's own input). Where a node sits behind a SJ voltage scaler (after :func:`to_qvm`), the
     scaler takes the threshold back and the node gets theta = 1, as SJ's converters build it.
     ``backend`` is passed to the node on SpikingJelly 0.0.0.0.14 and dropped on 2.x, which removed it.
     """
@@ -175,7 +192,7 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
         row = _mapping_for(m, "plugin")
         if row is None:
             continue
-        if m.v_init not in ("floor", 0.0) or m.current != "instant":
+        if m.current != "instant" or _v0_lost(m, row):
             lost.append(name)
         shared = {a: getattr(m, a) for a in row.shared if hasattr(m, a)}
         th = torch.as_tensor(m.v_threshold, dtype=torch.float64)
@@ -191,13 +208,13 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
         if th.numel() != 1:
             raise ValueError(f"'{name}' has per-channel thresholds and no voltage scaler to carry "
                              "them; SJ's IFNode takes one float threshold")
-        node = _compat.make_if_node(v_threshold=th.item(), backend=backend,
+        node = _compat.make_if_node(row.host, v_threshold=th.item(), backend=backend,
                                     **dict(row.host_fixed), **shared)
         _set_submodule(out, name, node)
     if lost:
         warnings.warn(f"to_spikingjelly: {len(lost)} node(s) lose their QVM V0 and/or expected "
                       f"current ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); SJ's "
-                      "IFNode starts at V0 = 0 and sees each step's own input, so the SNN is no "
-                      "longer exact", stacklevel=2)
+                      "IF nodes start at V0 = 0 (IFNode) or theta/2 (HalfThresholdIFNode) and see "
+                      "each step's own input, so the SNN is no longer exact", stacklevel=2)
     _compat.invalidate_reset_cache(out)
     return out

@@ -1,21 +1,12 @@
-"""Plain-ReLU ANN -> QuantReLU ANN: graph rewrite, percentile calibration, QAT fine-tune.
+"""Plain-ReLU ANN -> QuantReLU ANN: graph rewrite, calibration, QAT fine-tune.
 
-Calibration sets each threshold gamma to a percentile of that activation's ReLU outputs
-``max(x, 0)`` over the calibration data (zeros included, as SpikingJelly's ``VoltageHook`` does).
-It is deterministic: the same ANN and the same loader (same batches, same order) always give the
-same thresholds, here and in :class:`~sj_qvm.QVMRecipe`, which runs this same code.
-
-Bounded memory: each layer keeps at most ``max_samples`` activation values. A batch with more than
-``per_batch`` values contributes ``per_batch`` of them, drawn uniformly with replacement by a
-``torch.Generator`` seeded with the batch index (no global RNG is touched). When the kept pool
-reaches ``max_samples`` it is thinned to every second value and ``per_batch`` is halved, so every
-batch keeps the same weight. The percentile of that pool is exact (``torch.quantile``, linear
-interpolation as ``numpy.percentile``) and equals the percentile of all activations whenever no
-batch was subsampled, which is the case for small loaders.
+Calibration (:mod:`sj_qvm.interop.calibration`) chooses each threshold gamma from data; it is
+deterministic, here and in :class:`~sj_qvm.QVMRecipe`, which runs this same code.
 """
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -23,10 +14,12 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..convert import ConversionError, _set_submodule, trace
+from ..graph import ConversionError, set_submodule as _set_submodule, trace
+from ..qat import clamp_thresholds
 from ..quant import QuantReLU, check_levels, check_rounding
+from .calibration import batch_input, calibrate, check_calibration_args
 
-__all__ = ["quantize", "calibrate", "finetune", "batch_input", "has_relu"]
+__all__ = ["quantize", "quantize_graph", "finetune", "has_relu"]
 
 _RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
 _RELU_METHODS = ("relu", "relu_")
@@ -151,117 +144,11 @@ def _avgpool_function_args(node: fx.Node):
     return (given["input"], given["kernel_size"]), kwargs
 
 
-def batch_input(batch):
-    """The model input in a loader batch: a tensor, the first item of a tuple/list, or a dict entry."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch:
-        return batch_input(batch[0])
-    if isinstance(batch, dict):
-        for key in ("input", "image", "images", "img", "x", "data"):
-            if key in batch:
-                return batch[key]
-    raise TypeError(f"cannot find the input tensor in a batch of type {type(batch).__name__}; "
-                    "yield tensors or (input, target) pairs")
-
-
-class _PercentileObserver:
-    """Bounded, deterministic pool of one activation's ReLU outputs (see the module docstring)."""
-
-    def __init__(self, max_samples: int, per_batch: int):
-        self.max_samples, self.per_batch = max_samples, per_batch
-        self.chunks: list = []
-        self.size = 0
-
-    def add(self, x: torch.Tensor, batch_index: int) -> None:
-        v = torch.clamp(x.detach(), min=0).flatten().to(torch.float64).cpu()
-        if v.numel() > self.per_batch:
-            g = torch.Generator().manual_seed(batch_index)
-            v = v[torch.randint(v.numel(), (self.per_batch,), generator=g)]
-        self.chunks.append(v)
-        self.size += v.numel()
-        while self.size > self.max_samples:
-            self.chunks = [c[::2] for c in self.chunks]
-            self.size = sum(c.numel() for c in self.chunks)
-            self.per_batch = max(1, self.per_batch // 2)
-
-    def percentile(self, q: float) -> float:
-        if not self.chunks:
-            raise ValueError("no calibration activations were recorded")
-        return torch.quantile(torch.cat(self.chunks), q / 100.0).item()
-
-
-def observe(model: nn.Module, max_samples: int = 1 << 22, per_batch: int = 1 << 18):
-    """Attach a percentile observer to every QuantReLU of ``model``: ``(observers, hooks, state)``.
-
-    While attached, each QuantReLU passes ``relu(x)`` on: thresholds are calibrated on the float
-    ANN's activations (SpikingJelly's ``VoltageHook`` convention).
-    """
-    observers, hooks, state = {}, [], {"batch": 0}
-    for name, m in model.named_modules():
-        if isinstance(m, QuantReLU):
-            obs = observers[name] = _PercentileObserver(max_samples, per_batch)
-            hooks.append(m.register_forward_hook(_observer_hook(obs, state)))
-    return observers, hooks, state
-
-
-def _observer_hook(obs: _PercentileObserver, state: dict):
-    def hook(mod, inp, out):
-        obs.add(inp[0], state["batch"])
-        # Calibrate on the float ANN, as SpikingJelly does: an uncalibrated threshold must not
-        # distort what the layers after it see.
-        return torch.relu(inp[0])
-    return hook
-
-
-def run_calibration(model: nn.Module, dataloader, state: dict, progress: bool = True) -> None:
-    """Feed ``dataloader`` through ``model`` in eval mode, without gradients, with a tqdm bar."""
-    from tqdm.auto import tqdm
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    model.eval()
-    with torch.no_grad():
-        for i, batch in enumerate(tqdm(dataloader, desc="calibrating thresholds",
-                                       disable=not progress, leave=False)):
-            state["batch"] = i
-            model(batch_input(batch).to(device))
-
-
-def set_thresholds(model: nn.Module, observers: dict, percentile: float) -> dict:
-    """Set each observed QuantReLU's gamma to its percentile; ``{name: gamma}``."""
-    modules = dict(model.named_modules())
-    chosen = {}
-    for name, obs in observers.items():
-        gamma = obs.percentile(percentile)
-        if not gamma > 0:
-            # Below the percentile everything is 0: fall back to the largest activation seen.
-            gamma = obs.percentile(100.0)
-        if not gamma > 0:
-            raise ValueError(f"QuantReLU '{name}' saw only zeros during calibration: the layer is "
-                             "dead on this data; check the ANN or the calibration loader")
-        with torch.no_grad():
-            modules[name].threshold.fill_(gamma)
-        chosen[name] = gamma
-    return chosen
-
-
-def calibrate(model: nn.Module, dataloader, percentile: float = 99.9,
-              progress: bool = True) -> dict:
-    """Set every QuantReLU threshold of ``model`` (in place) from ``dataloader``; ``{name: gamma}``."""
-    if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    observers, hooks, state = observe(model)
-    try:
-        run_calibration(model, dataloader, state, progress)
-    finally:
-        for h in hooks:
-            h.remove()
-    return set_thresholds(model, observers, percentile)
-
-
 def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=None,
-             percentile: float = 99.9, replace_maxpool: bool = False,
-             progress: bool = True) -> fx.GraphModule:
-    """A copy of a plain-ReLU ANN in which every ReLU is a :class:`~sj_qvm.QuantReLU`.
+             method: str = "mse", channel_wise: bool = True, percentile: float = 99.9,
+             replace_maxpool: bool = False, bias_correction: Optional[bool] = None,
+             sequential: bool = True, progress: bool = True) -> fx.GraphModule:
+    """A copy of a plain-ReLU ANN in which every ReLU is a calibrated :class:`~sj_qvm.QuantReLU`.
 
     Args:
         model: the ANN (left untouched). Traced with ``torch.fx``; ``nn.ReLU`` modules **and**
@@ -269,20 +156,33 @@ def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=
             converter silently skips the functional ones).
         levels: L, the number of quantization steps (the SNN then runs T = L steps).
         rounding: ``"floor"``, ``"round"`` (half-up) or ``"ceil"``.
-        dataloader: calibration data (tensors or ``(input, target)`` batches). With it, each
-            threshold gamma is set to ``percentile`` of that activation's ReLU outputs; without it
-            every gamma starts at 1.0 (train or :func:`finetune` next).
+        dataloader: calibration data (tensors or ``(input, target)`` batches). Without it every
+            gamma starts at 1.0 with a warning (train or :func:`finetune` next).
+        method: ``"mse"`` (default: the gamma minimising each activation's quantization error),
+            ``"percentile"`` or ``"max"``; see :mod:`sj_qvm.interop.calibration`.
+        channel_wise: one gamma per channel (dim 1 of each activation; default) or per layer.
+        percentile: the percentile for ``method="percentile"``, in (0, 100].
+        sequential: calibrate layer by layer with the earlier layers quantized (default), or in
+            one pass over the float ANN.
+        bias_correction: move each layer's per-channel input mean back to the float ANN's through
+            the bias of the layer feeding it; ``None`` (default) does it whenever ``sequential``
+            (it wins at L = 2 and is neutral at L = 4, 8 in ``benchmarks/bench_conversion.py``).
         replace_maxpool: max-pooling raises :class:`~sj_qvm.convert.ConversionError` unless this
             is True, in which case it becomes average pooling over the same window.
     Returns:
         An ``fx.GraphModule`` in eval mode, ``[B, *] -> [B, *]`` like ``model``.
     """
+    check_calibration_args(method, channel_wise, percentile, bias_correction, sequential)
     qann = quantize_graph(model, levels, rounding, replace_maxpool)
     if not any(isinstance(m, QuantReLU) for m in qann.modules()):
         raise ConversionError(f"{type(model).__name__} has no ReLU (module or function) to "
                               "quantize")
-    if dataloader is not None:
-        calibrate(qann, dataloader, percentile, progress)
+    if dataloader is None:
+        warnings.warn("quantize() without a dataloader leaves every threshold gamma at 1.0; pass "
+                      "calibration data, or train / fine-tune the thresholds next", stacklevel=2)
+    else:
+        calibrate(qann, dataloader, method, channel_wise, percentile, sequential,
+                  bias_correction, progress=progress)
     return qann.eval()
 
 
@@ -318,10 +218,7 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-3,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            with torch.no_grad():  # a threshold pushed to <= 0 kills its layer for good
-                for m in qann.modules():
-                    if isinstance(m, QuantReLU):
-                        m.threshold.clamp_(min=1e-3)
+            clamp_thresholds(qann)  # a threshold pushed to <= 0 kills its layer for good
             total += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.4f}")

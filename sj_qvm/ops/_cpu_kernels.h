@@ -151,22 +151,26 @@ QUANT_RELU_BACKWARD(double, floor_d, ceil_d)
         const int T = t->T, strict = t->strict, mean = t->expected && ts != 0;              \
         const int constant = t->expected || ts == 0;                                        \
         const type Tf = (type)T;                                                            \
-        type qbuf[BLK];                                                                     \
+        type qbuf[BLK], rbuf[BLK];                                                          \
         SEGMENTS(type, t, {                                                                 \
             for (ptrdiff_t b = i0; b < i1; b += BLK) {                                     \
                 const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                           \
                 type *vb = v + b;                                                           \
                 const type *q = x + b;                                                      \
                 if (mean) {                                                                 \
-                    for (ptrdiff_t j = 0; j < m; j++)                                      \
-                        qbuf[j] = 0;                                                        \
+                    /* functional.expected_current: offset x_0, or 0 where x_0 is infinite */ \
+                    for (ptrdiff_t j = 0; j < m; j++) {                                    \
+                        const type d = q[j] - q[j];  /* 0, or NaN for inf and NaN */       \
+                        rbuf[j] = d == d ? q[j] : 0;                                        \
+                        qbuf[j] = q[j] - rbuf[j];                                           \
+                    }                                                                       \
                     for (int k = 1; k < T; k++) {                                           \
                         const type *xk = x + (ptrdiff_t)k * ts + b;                        \
                         for (ptrdiff_t j = 0; j < m; j++)                                  \
-                            qbuf[j] = qbuf[j] + (xk[j] - q[j]);                             \
+                            qbuf[j] = qbuf[j] + (xk[j] - rbuf[j]);                          \
                     }                                                                       \
                     for (ptrdiff_t j = 0; j < m; j++)                                      \
-                        qbuf[j] = q[j] + qbuf[j] / Tf;                                      \
+                        qbuf[j] = rbuf[j] + qbuf[j] / Tf;                                   \
                     q = qbuf;                                                               \
                 }                                                                           \
                 for (int k = 0; k < T; k++) {                                               \

@@ -1,0 +1,190 @@
+"""Accuracy of post-training conversion routes, side by side on the same trained ANN and data.
+
+Rows: SpikingJelly's ``RateCodingRecipe`` (per layer, 99.9%), its channel-wise variant with half
+threshold, its ``LocalThresholdBalancingRecipe`` (Bu et al., CVPR 2025), and sj_qvm's
+``quantize`` for each ``method`` (with and without bias correction), with and without a 1-epoch
+``finetune``, in both current modes. Columns: T = 1, 2, 4, 8, 16; sj_qvm rows at L = 2, 4, 8.
+Every route calibrates on the same loader (the whole training split, as SJ's examples pass
+``dataloader=train_loader``). Calibration times are measured interleaved, the median of
+``--repeats`` rounds, and printed as a multiple of LTB's.
+
+    python benchmarks/bench_conversion.py                      # digits sample CNN (two trainings)
+    python benchmarks/bench_conversion.py --models dvs_vgg     # the DVS demo's vgg, synthetic data
+    python benchmarks/bench_conversion.py --out runs/bench_conversion   # + table.md, PNG, JSON
+
+SJ 2.x only: 0.0.0.0.14 has neither recipes nor sample models.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import conversion_setup as setup  # noqa: E402
+
+import sj_qvm  # noqa: E402
+from sj_qvm import _compat  # noqa: E402
+
+TS = (1, 2, 4, 8, 16)
+LEVELS = (2, 4, 8)
+QVM_ROUTES = {  # name: (quantize() keywords, also with a 1-epoch fine-tune)
+    "max": (dict(method="max"), True),
+    "percentile 99.9": (dict(method="percentile"), True),
+    "percentile 99.9, per layer, one float pass (v0.1)": (
+        dict(method="percentile", channel_wise=False, sequential=False), False),
+    "mse": (dict(method="mse"), True),
+    "mse, per layer": (dict(method="mse", channel_wise=False), False),
+    "mse + bias correction": (dict(method="mse", bias_correction=True), True),
+}
+MODELS = {
+    "digits_cnn": lambda: setup.digits_sample_cnn(epochs=12),
+    "digits_cnn_3ep": lambda: setup.digits_sample_cnn(epochs=3),
+    "dvs_vgg": lambda: setup.dvs_vgg(),
+}
+
+
+def sj_routes(calib):
+    A = _compat.ann2snn
+    return {
+        "SJ RateCoding 99.9%": lambda: A.RateCodingRecipe(dataloader=calib, mode="99.9%"),
+        "SJ RateCoding 99.9% channel-wise, half threshold": lambda: A.RateCodingRecipe(
+            dataloader=calib, mode="99.9%", channel_wise=True, half_threshold=True),
+        "SJ LocalThresholdBalancing": lambda: A.LocalThresholdBalancingRecipe(dataloader=calib),
+    }
+
+
+def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS):
+    torch.manual_seed(0)
+    ann, calib, tune, x_te, y_te = MODELS[name]()
+    rows, times = [], {}
+    float_acc = setup.eval_ann(ann, x_te, y_te)
+    print(f"\n## {name}: float ANN {float_acc:.2f}% on {len(y_te)} test samples", flush=True)
+    sj = sj_routes(calib)
+    for route, recipe in sj.items():
+        snn = _compat.SJConverter(recipe=recipe()).convert(copy.deepcopy(ann))
+        accs = {T: setup.eval_sj(snn, x_te, y_te, T) for T in TS}
+        rows.append(dict(route=route, L=None, finetune=0, current="instant (SJ)", **_cols(accs)))
+        _print(rows[-1])
+    for L in levels:
+        for route, (kw, tune_too) in QVM_ROUTES.items():
+            qann = sj_qvm.quantize(ann, L, dataloader=calib, progress=False, **kw)
+            variants = [(0, qann)]
+            if finetune and tune_too:
+                tuned = sj_qvm.finetune(copy.deepcopy(qann), tune, epochs=1, progress=False)
+                variants.append((1, tuned))
+            for ft, q in variants:
+                q_acc = setup.eval_ann(q, x_te, y_te)
+                for current in ("expected", "instant"):
+                    snn = sj_qvm.convert(q, L, current=current, warn=False)
+                    accs = {T: setup.eval_qvm(snn, x_te, y_te, T) for T in TS}
+                    rows.append(dict(route=f"sj_qvm {route}", L=L, finetune=ft, current=current,
+                                     quantized_ann=q_acc, **_cols(accs)))
+                    _print(rows[-1])
+    times = time_calibration(ann, calib, sj, repeats)
+    return dict(model=name, float_ann=float_acc, test_samples=len(y_te), rows=rows,
+                calibration_seconds=times)
+
+
+def _cols(accs):
+    return {f"T={T}": round(a, 2) for T, a in accs.items()}
+
+
+def _print(r):
+    head = f"{r['route'][:52]:52s} L={r['L'] or '-'!s:2s} ft={r['finetune']} {r['current']:13s}"
+    print(head + " ".join(f"{r[f'T={T}']:6.2f}" for T in TS), flush=True)
+
+
+def time_calibration(ann, calib, sj, repeats: int, L: int = 4) -> dict:
+    """Median seconds per calibration, every route once per round, rounds interleaved."""
+    jobs = {route: (lambda r=r: _compat.SJConverter(recipe=r()).convert(copy.deepcopy(ann)))
+            for route, r in sj.items()}
+    for route in ("mse", "mse + bias correction", "percentile 99.9"):
+        kw = QVM_ROUTES[route][0]
+        jobs[f"sj_qvm {route}"] = lambda kw=kw: sj_qvm.quantize(ann, L, dataloader=calib,
+                                                               progress=False, **kw)
+    samples = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, job in jobs.items():
+            t0 = time.perf_counter()
+            job()
+            samples[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ltb = med["SJ LocalThresholdBalancing"]
+    print("\ncalibration time (median of %d interleaved rounds), x LTB:" % repeats)
+    for k, v in med.items():
+        print(f"  {k:52s} {v:7.3f} s  {v / ltb:5.2f}x")
+    return med
+
+
+def markdown(result: dict) -> str:
+    lines = [f"### {result['model']}: float ANN {result['float_ann']:.2f}% "
+             f"({result['test_samples']} test samples)", "",
+             "| route | L | fine-tune | current | " + " | ".join(f"T={T}" for T in TS) + " |",
+             "|---|---|---|---|" + "---|" * len(TS)]
+    for r in result["rows"]:
+        lines.append(f"| {r['route']} | {r['L'] or '-'} | {r['finetune']} | {r['current']} | "
+                     + " | ".join(f"{r[f'T={T}']:.2f}" for T in TS) + " |")
+    ltb = result["calibration_seconds"]["SJ LocalThresholdBalancing"]
+    lines += ["", "| calibration (L = 4 for sj_qvm) | seconds | x LTB |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.3f} | {v / ltb:.2f} |" for k, v in
+              result["calibration_seconds"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path, L: int = 4) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    keep = [r for r in result["rows"] if r["L"] in (None, L) and r["finetune"] == 0
+            and (r["L"] is None or r["route"] in ("sj_qvm mse", "sj_qvm mse + bias correction"))]
+    for r in keep:
+        label = r["route"] + ("" if r["L"] is None else f", L={L}, {r['current']}")
+        ax.plot(TS, [r[f"T={T}"] for T in TS], marker="o", label=label)
+    ax.axhline(result["float_ann"], color="grey", ls="--", lw=1, label="float ANN")
+    ax.axvline(L, color="red", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(TS, [str(T) for T in TS])
+    ax.set_xlabel("time-steps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{result['model']}: post-training conversion, no fine-tune")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["digits_cnn", "digits_cnn_3ep"],
+                   choices=sorted(MODELS))
+    p.add_argument("--repeats", type=int, default=5, help="calibration timing rounds (default 5)")
+    p.add_argument("--no-finetune", action="store_true", help="skip the 1-epoch fine-tune rows")
+    p.add_argument("--out", type=Path, help="write table.md, results.json and PNGs here")
+    args = p.parse_args(argv)
+    if _compat.FXConversionRecipe is None:
+        sys.exit(f"bench_conversion needs SpikingJelly 2.x recipes; this is {_compat.SJ_VERSION}")
+    warnings.filterwarnings("ignore", message=".*time_steps.*")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = [run_model(m, args.repeats, not args.no_finetune) for m in args.models]
+    text = "\n".join(markdown(r) for r in results)
+    print("\n" + text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "table.md").write_text(text)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        for r in results:
+            plot(r, args.out / f"{r['model']}_accuracy_vs_T.png")
+        print(f"wrote {args.out}/table.md, results.json and *_accuracy_vs_T.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Threshold calibration: the MSE search, percentiles per channel, layer-by-layer, bias correction."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import sj_qvm
+from sj_qvm import QuantReLU
+from sj_qvm.interop import calibration as cal
+
+ROUNDINGS = ("floor", "round", "ceil")
+
+
+def loader(n=96, bs=32, shape=(8,), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g)
+    return DataLoader(TensorDataset(x, torch.zeros(n, dtype=torch.long)), batch_size=bs)
+
+
+def quant_modules(m):
+    return [q for q in m.modules() if isinstance(q, QuantReLU)]
+
+
+def direct_error(x: torch.Tensor, gamma: float, L: int, rounding: str) -> float:
+    """sum (a_gamma(x) - relu(x))^2 with the QuantReLU itself."""
+    q = QuantReLU(L, rounding, gamma).double()
+    with torch.no_grad():
+        return ((q(x) - torch.relu(x)) ** 2).sum().item()
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("L", [1, 2, 4, 8])
+def test_closed_form_error_equals_the_quantrelu_error_boundaries_included(rounding, L):
+    g = torch.Generator().manual_seed(L)
+    gamma = 1.5
+    # Samples on every boundary k*gamma/L and (k+1/2)*gamma/L, zero, and random values.
+    edges = torch.arange(0, 2 * L + 3, dtype=torch.float64) * gamma / (2 * L)
+    x = torch.cat([edges, torch.zeros(5, dtype=torch.float64),
+                   torch.rand(200, generator=g, dtype=torch.float64) * 2 * gamma])
+    xs = x.clamp(min=0).sort().values.view(1, -1)
+    closed = cal.quantization_error(xs, torch.tensor([[gamma]], dtype=torch.float64), L,
+                                    rounding).item() + (xs ** 2).sum().item()
+    assert closed == pytest.approx(direct_error(x, gamma, L, rounding), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("L", [2, 4])
+def test_mse_gamma_matches_a_brute_force_search_and_beats_the_percentile(rounding, L):
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(3, 400, generator=g, dtype=torch.float64) *
+                   torch.tensor([[0.5], [1.0], [3.0]], dtype=torch.float64))
+    got = cal.mse_gamma(x, L, rounding)
+    for c in range(3):
+        grid = np.linspace(1e-3, x[c].max().item(), 4000)
+        brute = min(direct_error(x[c], gam, L, rounding) for gam in grid)
+        mine = direct_error(x[c], got[c].item(), L, rounding)
+        assert mine <= brute * (1 + 1e-3) + 1e-12
+        p999 = np.percentile(x[c].numpy(), 99.9)
+        assert mine < direct_error(x[c], p999, L, rounding)
+
+
+def test_percentile_per_channel_equals_numpy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(4, 333, generator=g, dtype=torch.float64))
+    got = cal.percentile_gamma(x, 97.5)
+    want = [np.percentile(x[c].numpy(), 97.5) for c in range(4)]
+    assert got.tolist() == pytest.approx(want, rel=1e-12)
+
+
+def two_layer_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(5 * 16, 3)).eval()
+
+
+def test_channel_wise_gives_one_gamma_per_channel_and_is_deterministic():
+    net, data = two_layer_cnn(), loader(shape=(2, 4, 4))
+    q1 = sj_qvm.quantize(net, 4, dataloader=data, progress=False)
+    q2 = sj_qvm.quantize(net, 4, dataloader=data, progress=False)
+    g1 = [m.threshold.detach() for m in quant_modules(q1)]
+    assert [tuple(t.shape) for t in g1] == [(6,), (5,)]
+    assert all(torch.equal(a, b.threshold.detach()) for a, b in zip(g1, quant_modules(q2)))
+    per_layer = sj_qvm.quantize(net, 4, dataloader=data, channel_wise=False, progress=False)
+    assert all(m.threshold.ndim == 0 for m in quant_modules(per_layer))
+
+
+def activations_after(qann, data, k):
+    """The inputs of the k-th QuantReLU of ``qann`` over ``data``, as the model computes them."""
+    seen = []
+    h = quant_modules(qann)[k].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        for x, _ in data:
+            qann(x)
+    h.remove()
+    return torch.cat(seen)
+
+
+@pytest.mark.parametrize("method", ["mse", "percentile"])
+def test_layer_by_layer_fits_the_quantized_inputs_a_later_layer_sees(method):
+    net, data = two_layer_cnn(), loader(shape=(2, 4, 4))
+    seq = sj_qvm.quantize(net, 2, dataloader=data, method=method, progress=False)
+    flat = sj_qvm.quantize(net, 2, dataloader=data, method=method, sequential=False,
+                           progress=False)
+    g_seq, g_flat = ([m.threshold.detach() for m in quant_modules(q)] for q in (seq, flat))
+    assert torch.equal(g_seq[0], g_flat[0])          # the first layer sees the same inputs
+    assert not torch.allclose(g_seq[1], g_flat[1])   # the second does not
+    # By hand: layer 2's gamma is computed from what quantized layer 1 feeds it.
+    x2 = activations_after(seq, data, 1)
+    v = torch.relu(x2).movedim(1, 0).reshape(5, -1).double()
+    want = cal.mse_gamma(v, 2, "round") if method == "mse" else cal.percentile_gamma(v, 99.9)
+    torch.testing.assert_close(g_seq[1], want.to(g_seq[1].dtype))
+
+
+def test_bias_correction_restores_the_float_mean_of_each_layers_input():
+    net, data = two_layer_cnn(), loader(n=256, shape=(2, 4, 4))
+    plain = sj_qvm.quantize(net, 2, dataloader=data, bias_correction=False, progress=False)
+    fixed = sj_qvm.quantize(net, 2, dataloader=data, progress=False)  # on by default
+    explicit = sj_qvm.quantize(net, 2, dataloader=data, bias_correction=True, progress=False)
+    assert all(torch.equal(a.threshold, b.threshold)
+               for a, b in zip(quant_modules(explicit), quant_modules(fixed), strict=True))
+    with torch.no_grad():
+        h = torch.cat([net[:4](x) for x, _ in data])          # float input of the 2nd ReLU
+        out = torch.cat([net(x) for x, _ in data])
+    mean = lambda t: t.movedim(1, 0).reshape(t.shape[1], -1).mean(1)
+    err_plain = (mean(activations_after(plain, data, 1)) - mean(h)).abs().max()
+    err_fixed = (mean(activations_after(fixed, data, 1)) - mean(h)).abs().max()
+    assert err_fixed < 1e-5 < err_plain
+    with torch.no_grad():
+        out_fixed = torch.cat([fixed(x) for x, _ in data])
+    torch.testing.assert_close(out_fixed.mean(0), out.mean(0), atol=1e-5, rtol=0)
+    assert sum(p.numel() for p in net.parameters()) <= sum(p.numel() for p in
+                                                           fixed.parameters())
+    assert torch.equal(net[0].bias, two_layer_cnn()[0].bias)  # the ANN is left untouched
+
+
+def test_pool_stays_bounded_and_deterministic():
+    def fill():
+        pool = cal._Pool(max_samples=3000, channel_wise=True)
+        g = torch.Generator().manual_seed(1)
+        for i in range(10):
+            pool.add(torch.randn(50, 3, 4, generator=g), i)  # 200 positions x 3 channels
+        return pool
+    a, b = fill(), fill()
+    assert a.cols * 3 <= 3000 and a.per_batch < 250 and torch.equal(a.values(), b.values())
+    assert a.count == 10 * 200                       # the mean counts every position
+    assert cal.percentile_gamma(a.values(), 90).tolist() == pytest.approx([1.28] * 3, abs=0.15)
+
+
+def test_dead_channel_gets_the_median_and_a_dead_layer_raises():
+    x = torch.relu(torch.randn(3, 100, dtype=torch.float64))
+    x[1] = 0
+    pool = cal._Pool(1 << 20, True)
+    pool.add(x.T.contiguous(), 0)  # [B=100, C=3]
+    gamma = cal._choose(pool, QuantReLU(4, "round", 1.0), "q", "mse", 99.9, None)
+    assert gamma[1] == gamma[[0, 2]].median() and (gamma > 0).all()
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight.fill_(-1.0)
+        net[0].bias.fill_(-1.0)
+    data = DataLoader(TensorDataset(torch.rand(16, 4)), batch_size=8)  # inputs >= 0: all dead
+    for method in cal.METHODS:
+        with pytest.raises(ValueError, match="only zeros"):
+            sj_qvm.quantize(net, 4, dataloader=data, method=method, progress=False)
+
+
+def test_bad_arguments_name_the_allowed_values():
+    net = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"method must be one of \('mse', 'percentile', 'max'\)"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), method="kl")
+    with pytest.raises(ValueError, match="channel_wise must be True or False"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), channel_wise=1)
+    with pytest.raises(ValueError, match=r"bias_correction must be None \(automatic\), True or"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), bias_correction="yes")
+    with pytest.raises(ValueError, match="needs sequential=True"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), bias_correction=True, sequential=False)
+    with pytest.raises(ValueError, match=r"percentile must be a number in \(0, 100\]"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), percentile="99.9")
+    with pytest.raises(ValueError, match="yielded no batch"):
+        sj_qvm.quantize(net, 4, dataloader=[], progress=False)
+    with pytest.raises(ValueError, match="method must be one of"):
+        sj_qvm.Converter(method="entropy")
+    with pytest.warns(UserWarning, match="without a dataloader"):
+        q = sj_qvm.quantize(net, 4)
+    assert all(m.threshold.item() == 1.0 for m in quant_modules(q))
