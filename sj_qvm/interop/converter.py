@@ -83,7 +83,7 @@ class Converter:
 
     def __init__(self, dataloader=None, levels: int = 8, rounding: str = "round",
                  percentile: float = 99.9, time_steps: Optional[int] = None,
-                 current: str = "expected", finetune_epochs: int = 0, finetune_lr: float = 1e-3,
+                 current: str = "expected", finetune_epochs: int = 0, finetune_lr: float = 1e-4,
                  replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
                  channel_wise: bool = True, bias_correction: Optional[bool] = None):
         _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current)

@@ -186,12 +186,13 @@ def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=
     return qann.eval()
 
 
-def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-3,
+def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
              loss_fn: Optional[Callable] = None, progress: bool = True) -> nn.Module:
     """Short quantization-aware fine-tune of ``qann``'s weights and thresholds, in place.
 
     Post-training quantization at small L loses accuracy; a few epochs of QAT (straight-through
-    gradients, see :class:`~sj_qvm.QuantReLU`) win it back. Adam at ``lr``, cross-entropy unless
+    gradients, see :class:`~sj_qvm.QuantReLU`) win it back. Adam at ``lr`` (1e-4 by default: 1e-3
+    lost 1.1 points on a converged CNN in ``benchmarks/bench_conversion.py``), cross-entropy unless
     ``loss_fn(output, target)`` is given; a tqdm bar shows the running loss.
 
     Args:
