@@ -4,6 +4,7 @@ Rows: SpikingJelly's ``RateCodingRecipe`` (per layer, 99.9%), its channel-wise v
 threshold, its ``LocalThresholdBalancingRecipe`` (Bu et al., CVPR 2025), and sj_qvm's
 ``quantize`` for each ``method`` (with and without bias correction), with and without a 1-epoch
 ``finetune``, in both current modes. Columns: T = 1, 2, 4, 8, 16; sj_qvm rows at L = 2, 4, 8.
+``quantize()``'s defaults are per-channel MSE, layer by layer, with bias correction.
 Every route calibrates on the same loader (the whole training split, as SJ's examples pass
 ``dataloader=train_loader``). Calibration times are measured interleaved, the median of
 ``--repeats`` rounds, and printed as a multiple of LTB's.
@@ -36,13 +37,13 @@ from sj_qvm import _compat  # noqa: E402
 TS = (1, 2, 4, 8, 16)
 LEVELS = (2, 4, 8)
 QVM_ROUTES = {  # name: (quantize() keywords, also with a 1-epoch fine-tune)
-    "max": (dict(method="max"), True),
-    "percentile 99.9": (dict(method="percentile"), True),
+    "max": (dict(method="max", bias_correction=False), True),
+    "percentile 99.9": (dict(method="percentile", bias_correction=False), True),
     "percentile 99.9, per layer, one float pass (v0.1)": (
         dict(method="percentile", channel_wise=False, sequential=False), False),
-    "mse": (dict(method="mse"), True),
-    "mse, per layer": (dict(method="mse", channel_wise=False), False),
-    "mse + bias correction": (dict(method="mse", bias_correction=True), True),
+    "mse": (dict(method="mse", bias_correction=False), True),
+    "mse, per layer": (dict(method="mse", channel_wise=False, bias_correction=False), False),
+    "mse + bias correction (the default)": (dict(), True),
 }
 MODELS = {
     "digits_cnn": lambda: setup.digits_sample_cnn(epochs=12),
@@ -61,14 +62,16 @@ def sj_routes(calib):
     }
 
 
-def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS):
+def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_only=False):
     torch.manual_seed(0)
     ann, calib, tune, x_te, y_te = MODELS[name]()
     rows, times = [], {}
     float_acc = setup.eval_ann(ann, x_te, y_te)
     print(f"\n## {name}: float ANN {float_acc:.2f}% on {len(y_te)} test samples", flush=True)
     sj = sj_routes(calib)
-    for route, recipe in sj.items():
+    if timing_only:
+        levels = ()
+    for route, recipe in ({} if timing_only else sj).items():
         snn = _compat.SJConverter(recipe=recipe()).convert(copy.deepcopy(ann))
         accs = {T: setup.eval_sj(snn, x_te, y_te, T) for T in TS}
         rows.append(dict(route=route, L=None, finetune=0, current="instant (SJ)", **_cols(accs)))
@@ -106,7 +109,7 @@ def time_calibration(ann, calib, sj, repeats: int, L: int = 4) -> dict:
     """Median seconds per calibration, every route once per round, rounds interleaved."""
     jobs = {route: (lambda r=r: _compat.SJConverter(recipe=r()).convert(copy.deepcopy(ann)))
             for route, r in sj.items()}
-    for route in ("mse", "mse + bias correction", "percentile 99.9"):
+    for route in ("mse + bias correction (the default)", "mse", "percentile 99.9"):
         kw = QVM_ROUTES[route][0]
         jobs[f"sj_qvm {route}"] = lambda kw=kw: sj_qvm.quantize(ann, L, dataloader=calib,
                                                                progress=False, **kw)
@@ -145,7 +148,8 @@ def plot(result: dict, path: Path, L: int = 4) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     keep = [r for r in result["rows"] if r["L"] in (None, L) and r["finetune"] == 0
-            and (r["L"] is None or r["route"] in ("sj_qvm mse", "sj_qvm mse + bias correction"))]
+            and (r["L"] is None or r["route"] in ("sj_qvm mse",
+                                                  "sj_qvm mse + bias correction (the default)"))]
     for r in keep:
         label = r["route"] + ("" if r["L"] is None else f", L={L}, {r['current']}")
         ax.plot(TS, [r[f"T={T}"] for T in TS], marker="o", label=label)
@@ -169,12 +173,14 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="calibration timing rounds (default 5)")
     p.add_argument("--no-finetune", action="store_true", help="skip the 1-epoch fine-tune rows")
     p.add_argument("--out", type=Path, help="write table.md, results.json and PNGs here")
+    p.add_argument("--timing-only", action="store_true", help="only the calibration times")
     args = p.parse_args(argv)
     if _compat.FXConversionRecipe is None:
         sys.exit(f"bench_conversion needs SpikingJelly 2.x recipes; this is {_compat.SJ_VERSION}")
     warnings.filterwarnings("ignore", message=".*time_steps.*")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = [run_model(m, args.repeats, not args.no_finetune) for m in args.models]
+    results = [run_model(m, args.repeats, not args.no_finetune, timing_only=args.timing_only)
+               for m in args.models]
     text = "\n".join(markdown(r) for r in results)
     print("\n" + text)
     if args.out:
@@ -182,7 +188,8 @@ def main(argv=None):
         (args.out / "table.md").write_text(text)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
         for r in results:
-            plot(r, args.out / f"{r['model']}_accuracy_vs_T.png")
+            if r["rows"]:
+                plot(r, args.out / f"{r['model']}_accuracy_vs_T.png")
         print(f"wrote {args.out}/table.md, results.json and *_accuracy_vs_T.png")
 
 
