@@ -94,8 +94,7 @@ class QVMIFNode(_compat.MemoryModule):
       spike; V becomes NaN and the neuron fires no more spikes until the next reset. In expected
       mode one NaN step makes the mean NaN: 0 spikes in all T steps. Nothing raises.
     * **+inf fires every step** (T spikes: V stays +inf after each reset) and **-inf never**
-      (0 spikes), in both current modes and for every V0 and firing rule. (Not yet on the
-      fused kernels in expected mode: their mean still computes ``inf - inf`` and gives 0.)
+      (0 spikes), in both current modes, for every V0 and firing rule, on every backend.
 
     Single-step and multi-step modes give identical spikes. Without autograd (``torch.no_grad``
     or inputs that need no grad) multi-step mode runs an in-place loop that stores nothing; with

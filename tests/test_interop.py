@@ -350,3 +350,9 @@ def test_one_mapping_table_drives_both_directions():
 def test_to_qvm_refuses_hard_reset_nodes():
     with pytest.raises(ValueError, match="soft reset"):
         sj_qvm.to_qvm(nn.Sequential(nn.Linear(2, 2), _compat.IFNode(v_reset=0.0)))
+
+
+def test_to_qvm_and_to_spikingjelly_refuse_what_is_not_a_module():
+    for fn, name in ((sj_qvm.to_qvm, "sj_snn"), (sj_qvm.to_spikingjelly, "snn")):
+        with pytest.raises(TypeError, match=f"{name} must be a torch.nn.Module"):
+            fn("net")

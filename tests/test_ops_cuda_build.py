@@ -195,6 +195,22 @@ def test_forward_at_the_boundaries_is_exact_and_qvm(host, current, v_init, per_c
 
 @pytest.mark.parametrize("current", ["instant", "expected"])
 @pytest.mark.parametrize("v_init", ROUNDINGS)
+def test_nan_never_fires_and_infinities_saturate_as_the_reference(host, current, v_init):
+    """+inf -> T spikes, -inf -> 0, NaN -> 0 (also for the expected mean: no inf - inf)."""
+    T = 4
+    x = torch.full((T, 1, 8), 0.6)
+    x[:, 0, 0], x[:, 0, 1], x[:, 0, 2] = float("nan"), float("inf"), float("-inf")
+    x[2, 0, 4] = float("inf")
+    strict = v_init == "ceil"
+    got = if_multi_step_cupy(x, _v0(v_init, 1.0), 1.0, strict, current)
+    want = if_multi_step_ref(x, _v0(v_init, 1.0), 1.0, strict, current)
+    assert torch.equal(got[0], want[0])
+    n = got[0].sum(0)[0]
+    assert n[0] == 0 and n[1] == T and n[2] == 0
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
 @pytest.mark.parametrize("n_last", [8, 7])  # N = 72: 4 neurons per thread; N = 63: one
 def test_forward_random_inputs_bit_identical(host, current, v_init, n_last):
     x = torch.rand(5, 3, 3, n_last) * 1.4 - 0.2  # T = 5: the mean's division is inexact

@@ -22,6 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .. import _compat
+from ..graph import _check_model
 from ..graph import set_submodule as _set_submodule
 from ..functional import CURRENTS
 from ..neuron import QVMIFNode
@@ -142,6 +143,7 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
     check_rounding(rounding)
     if current not in CURRENTS:
         raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    _check_model(sj_snn, "sj_snn")
     snn = copy.deepcopy(sj_snn)
     gm = snn if isinstance(snn, fx.GraphModule) else None
     swapped = 0
@@ -185,6 +187,7 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
     scaler takes the threshold back and the node gets theta = 1, as SJ's converters build it.
     ``backend`` is passed to the node on SpikingJelly 0.0.0.0.14 and dropped on 2.x, which removed it.
     """
+    _check_model(snn, "snn")
     out = copy.deepcopy(snn)
     gm = out if isinstance(out, fx.GraphModule) else None
     lost = []

@@ -9,7 +9,8 @@
 // the input dtype; for fp32 inputs every operation below is the one sj_qvm.functional does, in the
 // same order, so spikes and v are bit-identical to the reference:
 //
-//     q     = x_0 + (sum_{t=1}^{T-1} (x_t - x_0), in time order) / T      (current = expected)
+//     q     = r + (x_0 - r + sum_{t=1}^{T-1} (x_t - r), in time order) / T, r = x_0 or 0 if inf
+//                                                                   (current = expected)
 //     U_t   = V_{t-1} + q_t
 //     h_t   = U_t - theta
 //     s_t   = h_t >= 0   (h_t > 0 when strict, i.e. v_init = "ceil")
@@ -248,18 +249,23 @@ QVM_HD void forward_thread(i64 thread,
         for (int i = 0; i < V; ++i) v[i] = (flags & F_V0_TENSOR) ? v0[idx[i]] : v0_value;
     }
     if (flags & F_EXPECTED) {
-        float x0[V], acc[V], q[V];
+        float x0[V], ref[V], acc[V], q[V];
         load_lanes<Tin, V>(x + n0, x0);
+        // functional.expected_current: offset by x_0, or by 0 where x_0 is infinite (inf - inf
+        // would be NaN), so +inf saturates at T spikes as on the CPU.
 #pragma unroll
-        for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+        for (int i = 0; i < V; ++i) {
+            ref[i] = isinf(x0[i]) ? 0.0f : x0[i];
+            acc[i] = x0[i] - ref[i];
+        }
         for (int t = 1; t < T; ++t) {
             float xt[V];
             load_lanes<Tin, V>(x + (i64)t * N + n0, xt);
 #pragma unroll
-            for (int i = 0; i < V; ++i) acc[i] = acc[i] + (xt[i] - x0[i]);
+            for (int i = 0; i < V; ++i) acc[i] = acc[i] + (xt[i] - ref[i]);
         }
 #pragma unroll
-        for (int i = 0; i < V; ++i) q[i] = x0[i] + acc[i] / (float)T;
+        for (int i = 0; i < V; ++i) q[i] = ref[i] + acc[i] / (float)T;
         for (int t = 0; t < T; ++t)
             step_lanes<Tspk, V>(v, q, th, strict, spike, v_seq, h_seq, (i64)t * N + n0, flags);
     } else {
