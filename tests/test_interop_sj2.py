@@ -150,3 +150,10 @@ def test_qvm_recipe_and_converter_take_the_calibration_arguments():
                        (dict(channel_wise="yes"), "channel_wise")):
         with pytest.raises((ValueError, TypeError), match=match):
             sj_qvm.Converter(dataloader=data, **bad)
+
+
+def test_qvm_recipe_without_a_dataloader_warns():
+    ann = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match="without a dataloader"):
+        snn = _compat.SJConverter(recipe=sj_qvm.QVMRecipe(levels=4, progress=False)).convert(ann)
+    assert [m.node.v_threshold for _, m in snn.spiking_layers()] == [1.0]

@@ -12,6 +12,7 @@ Both return a :class:`~sj_qvm.convert.QVMNetwork`: input ``[T, B, *]``, output `
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Optional
 
 import torch.fx as fx
@@ -165,6 +166,9 @@ if _compat.FXConversionRecipe is not None:
             return fx_model  # calibration hooks its own layers, pass by pass
 
         def calibrate(self, converter, fx_model: nn.Module) -> nn.Module:
+            if self._calibrate and self.dataloader is None:
+                warnings.warn("QVMRecipe without a dataloader leaves every threshold gamma at "
+                              "1.0; pass calibration data", stacklevel=2)
             if self._calibrate and self.dataloader is not None:
                 calibrate(fx_model, self.dataloader, self.method, self.channel_wise,
                           self.percentile, bias_correction=self.bias_correction,
