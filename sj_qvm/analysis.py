@@ -1,5 +1,7 @@
-"""Per-layer comparison of an ANN with its SNN: levels M vs spike counts N (eq. 5), firing rates,
-synaptic operations and an energy estimate, plus accuracy over T; tables and PNG plots."""
+"""The conversion report: per spiking layer, levels M vs spike counts N (eq. 5), firing rates,
+synaptic operations and an energy estimate, as a table and a PNG. The N-vs-M comparison itself
+is :mod:`sj_qvm.levels`, the accuracy sweep over T :mod:`sj_qvm.accuracy`; both are re-exported
+here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +11,10 @@ import torch
 import torch.nn as nn
 
 from . import _compat
+from .accuracy import accuracy_vs_time_steps, plot_accuracy_vs_time_steps  # noqa: F401
+from .levels import LayerMatch, ann_levels, compare_levels, snn_spike_counts  # noqa: F401
 from .neuron import QVMIFNode
+from .plots import CURRENT_STYLE, pyplot
 from .quant import QuantReLU, channel_view
 
 __all__ = ["ann_levels", "snn_spike_counts", "LayerMatch", "compare_levels",
@@ -17,167 +22,6 @@ __all__ = ["ann_levels", "snn_spike_counts", "LayerMatch", "compare_levels",
            "ConversionReport", "LayerReport", "ENERGY_CONVENTION"]
 
 
-def _record(model: nn.Module, kind, fn, run) -> list:
-    rows, handles = [], []
-    for name, m in model.named_modules():
-        if isinstance(m, kind):
-            handles.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: rows.append((name, fn(mod, inp[0], out)))))
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in handles:
-            h.remove()
-    return rows
-
-
-def ann_levels(ann: nn.Module, x: torch.Tensor) -> List[tuple]:
-    """``[(name, M)]`` in call order: each QuantReLU's integer level ``M: [B, *]`` for input ``x``."""
-    return _record(ann, QuantReLU, lambda m, inp, out: m.level(inp), lambda: ann(x))
-
-
-def snn_spike_counts(snn: nn.Module, x_seq: torch.Tensor) -> List[tuple]:
-    """``[(name, N)]`` in call order: each QVMIFNode's spike count ``N: [B, *]`` for ``x_seq: [T, B, *]``.
-
-    Resets the network before the run.
-    """
-    def run():
-        _compat.reset_net(snn)
-        snn(x_seq)
-    return _record(snn, QVMIFNode, lambda m, inp, out: out.sum(0), run)
-
-
-@dataclass
-class LayerMatch:
-    name: str
-    neurons: int
-    mismatched: int
-    unevenness_error: float  # mean of theta/T * |M - N| (eq. 5)
-
-
-def compare_levels(ann: nn.Module, snn: nn.Module, x: torch.Tensor,
-                   x_seq: Optional[torch.Tensor] = None) -> List[LayerMatch]:
-    """Pair the ANN's levels with the SNN's spike counts layer by layer.
-
-    Args:
-        x: the ANN's input ``[B, *]``.
-        x_seq: the SNN's input ``[T, B, *]``; defaults to ``x`` repeated ``snn.time_steps`` times.
-    """
-    if x_seq is None:
-        T = getattr(snn, "time_steps")
-        x_seq = x.unsqueeze(0).expand(T, *x.shape).contiguous()
-    T = x_seq.shape[0]
-    levels = ann_levels(ann, x)
-    counts = snn_spike_counts(snn, x_seq)
-    if len(levels) != len(counts):
-        raise ValueError(f"the ANN ran {len(levels)} QuantReLU calls but the SNN {len(counts)} "
-                         "spiking layers; they are not a converted pair")
-    thetas = {n: m.v_threshold for n, m in snn.named_modules() if isinstance(m, QVMIFNode)}
-    rows = []
-    for (name, M), (sname, N) in zip(levels, counts):
-        theta = torch.as_tensor(thetas[sname], dtype=torch.float64)
-        diff = (M - N).abs().double()
-        # eq. 5 per neuron, with each channel's own theta (channel = dim 1).
-        xi = channel_view(theta, diff.ndim) / T * diff
-        rows.append(LayerMatch(name, M.numel(), int((diff != 0).sum()), float(xi.mean())))
-    return rows
-
-
-def _batches(n: int, batch_size: int):
-    for i in range(0, n, batch_size):
-        yield slice(i, min(n, i + batch_size))
-
-
-def accuracy_vs_time_steps(ann: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                           time_steps=(1, 2, 4, 8, 16), currents=("instant", "expected"),
-                           batch_size: int = 256, progress: bool = True,
-                           plot: Optional[str] = None) -> dict:
-    """ANN accuracy and converted-SNN accuracy for each T and current mode.
-
-    Args:
-        inputs: the ANN's inputs ``[B, *]``; the SNN sees them repeated over T.
-        targets: class indices ``[B]``.
-        plot: if given, a PNG path for :func:`plot_accuracy_vs_time_steps` (Figures 4 and 5).
-    Returns:
-        ``{"ann": acc, "snn": {current: {T: acc}}}`` with accuracies in [0, 1].
-    """
-    from tqdm.auto import tqdm
-
-    from .convert import convert
-    ann = ann.eval()
-    with torch.no_grad():
-        pred = torch.cat([ann(inputs[s]).argmax(1) for s in _batches(len(inputs), batch_size)])
-    result = {"ann": (pred == targets).double().mean().item(), "snn": {}}
-    jobs = [(c, T) for c in currents for T in time_steps]
-    L = sorted({m.levels for m in ann.modules() if isinstance(m, QuantReLU)})
-    for current, T in tqdm(jobs, desc="SNN accuracy", disable=not progress, leave=False):
-        snn = convert(ann, time_steps=T, current=current, warn=False)
-        correct = 0
-        with torch.no_grad():
-            for s in _batches(len(inputs), batch_size):
-                _compat.reset_net(snn)
-                x = inputs[s]
-                out = snn(x.unsqueeze(0).expand(T, *x.shape)).mean(0)
-                correct += (out.argmax(1) == targets[s]).sum().item()
-        result["snn"].setdefault(current, {})[T] = correct / len(inputs)
-    if plot is not None:
-        plot_accuracy_vs_time_steps(result, plot, levels=L[0] if len(L) == 1 else None)
-    return result
-
-
-# -- plots -----------------------------------------------------------------------------------
-_CURRENT_STYLE = {"instant": dict(color="#4daf4a", marker="s", label="instant current"),
-                  "expected": dict(color="#ff7f00", marker="o", label="expected current (QVM)")}
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot_accuracy_vs_time_steps(result: dict, path: str, levels: Optional[int] = None,
-                                title: Optional[str] = None, ax=None):
-    """Accuracy over T in the style of the paper's Figures 4 and 5, saved as a PNG at ``path``.
-
-    One line per current mode, the ANN's accuracy as a grey dashed line and T = L (``levels``) as
-    a red vertical line; T on a log2 axis. ``result`` is what :func:`accuracy_vs_time_steps`
-    returns. With ``ax`` (a matplotlib Axes) it draws there and saves nothing.
-    """
-    plt = _pyplot()
-    own = ax is None
-    if own:
-        fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=150)
-    for current, accs in result["snn"].items():
-        Ts = sorted(accs)
-        style = dict(_CURRENT_STYLE.get(current, dict(label=current)))
-        ax.plot(Ts, [100 * accs[T] for T in Ts], lw=1.8, ms=4, **style)
-        Ts_all = Ts
-    ax.axhline(100 * result["ann"], color="grey", ls="--", lw=1.2,
-               label=f"ANN {100 * result['ann']:.2f}%")
-    if levels is not None:
-        ax.axvline(levels, color="red", lw=1.0, alpha=0.7, label=f"T = L = {levels}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(Ts_all)
-    ax.set_xticklabels([str(T) for T in Ts_all])
-    ax.set_xlabel("time-steps T")
-    ax.set_ylabel("SNN accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=9)
-    if own:
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-    return ax
-
-
-# -- conversion report -----------------------------------------------------------------------
-#: The energy convention of :meth:`ConversionReport.energy`.
 ENERGY_CONVENTION = (
     "45 nm, 32-bit float: {mac} pJ per multiply-accumulate (MAC), {ac} pJ per accumulate (AC) "
     '(M. Horowitz, "Computing\'s energy problem (and what we can do about it)", ISSCC 2014). '
@@ -266,7 +110,7 @@ class ConversionReport:
 
     def plot(self, path: str, title: Optional[str] = None) -> None:
         """Per-layer mean unevenness error, one bar per current mode side by side (Figure 3 style)."""
-        plt = _pyplot()
+        plt = pyplot()
         currents = list(self.rows_by_current)
         names = [r.name for r in self.rows_by_current[currents[0]]]
         n = len(names)
@@ -275,7 +119,7 @@ class ConversionReport:
         for k, current in enumerate(currents):
             vals = [r.unevenness_error for r in self.rows_by_current[current]]
             xs = [i + (k - (len(currents) - 1) / 2) * width for i in range(n)]
-            style = _CURRENT_STYLE.get(current, dict(color=None, label=current))
+            style = CURRENT_STYLE.get(current, dict(color=None, label=current))
             ax.bar(xs, vals, width, color=style["color"], label=style["label"])
             for x, v in zip(xs, vals):
                 ax.annotate(f"{v:.2g}", (x, v), ha="center", va="bottom", fontsize=6,
