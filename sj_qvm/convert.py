@@ -21,12 +21,13 @@ import warnings
 from typing import Optional
 
 import torch
+from .checks import check_current
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _compat
-from .functional import CURRENTS, expected_current
+from .functional import expected_current
 from .graph import (ConversionError, QVMTracer, _check_model, _fold_batchnorm, _qualify,  # noqa: F401
                     _set_submodule, trace)
 from .neuron import QVMIFNode
@@ -294,8 +295,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         exact spiking equivalent (MaxPool, plain ReLU, GELU, ...).
     """
     _check_model(ann)
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
     levels = _levels_of(ann)
     if not levels:
         raise ConversionError("the ANN has no QuantReLU activation; train it with sj_qvm.QuantReLU "

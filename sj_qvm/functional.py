@@ -26,8 +26,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-
-CURRENTS = ("instant", "expected")
+from .checks import CURRENTS, check_current
 
 
 def fire(h: torch.Tensor, strict: bool, surrogate_function: Optional[Callable] = None) -> torch.Tensor:
@@ -99,8 +98,7 @@ def if_multi_step_ref(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
     Returns:
         ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``; v is V_T.
     """
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
     q = expected_current(x_seq) if current == "expected" else None
     v = torch.zeros_like(x_seq[0]) + v_init
     spikes, vs = [], []

@@ -5,9 +5,10 @@ import math
 from numbers import Real
 
 import torch
+from .checks import check_current
 
 from . import _compat
-from .functional import CURRENTS, if_step
+from .functional import if_step
 from .ops.if_loop import backend as _backend
 from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_inference
 from .quant import ROUNDINGS, channel_view, check_positive_finite
@@ -106,8 +107,7 @@ class QVMIFNode(_compat.MemoryModule):
                  surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
                  store_v_seq: bool = False, backend: str = "auto"):
         super().__init__()
-        if current not in CURRENTS:
-            raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+        check_current(current)
         if step_mode not in STEP_MODES:
             raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
         if current == "expected" and step_mode == "s":

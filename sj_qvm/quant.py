@@ -7,48 +7,15 @@ would disagree with a V0 = theta/2 neuron at z = 0.5, 2.5, ...
 """
 from __future__ import annotations
 
-from numbers import Real
-from typing import Sequence
-
 import torch
 import torch.nn as nn
 
 from .ops.quant_relu import quant_relu, quant_relu_levels
-from .ops.quant_relu.reference import ROUNDINGS, quantize_level, quant_relu_levels_ref
+from .checks import ROUNDINGS, check_levels, check_positive_finite, check_rounding
+from .ops.quant_relu.reference import quantize_level, quant_relu_levels_ref
 
 __all__ = ["QuantReLU", "ROUNDINGS", "quantize_level", "channel_view", "check_levels",
            "check_rounding", "check_positive_finite"]
-
-
-def check_rounding(rounding: str, name: str = "rounding") -> str:
-    if not isinstance(rounding, str) or rounding not in ROUNDINGS:
-        raise ValueError(f"{name} must be one of {ROUNDINGS}, got {rounding!r}")
-    return rounding
-
-
-def check_levels(levels: int, name: str = "levels") -> int:
-    if isinstance(levels, bool) or not isinstance(levels, int):
-        raise TypeError(f"{name} must be an int >= 1, got {type(levels).__name__} {levels!r}")
-    if levels < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {levels}")
-    return levels
-
-
-def check_positive_finite(value, name: str) -> torch.Tensor:
-    """``value`` (a real number, a sequence or a tensor) as a float tensor, all entries finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, (Real, Sequence, torch.Tensor)):
-        raise TypeError(f"{name} must be a positive finite float or a 1-D tensor of them, "
-                        f"got {type(value).__name__}")
-    t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value,
-                        dtype=torch.get_default_dtype() if not isinstance(value, torch.Tensor)
-                        or not value.is_floating_point() else value.dtype)
-    if t.ndim > 1 or t.numel() == 0:
-        raise ValueError(f"{name} must be a scalar or a 1-D per-channel tensor, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if not (t > 0).all():
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return t
 
 
 def channel_view(p: torch.Tensor, ndim: int, channel_dim: int = 1) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .. import _compat
 from ..convert import QVMNetwork, convert
-from ..functional import CURRENTS
+from ..checks import check_current
 from ..neuron import QVMIFNode
 from ..quant import QuantReLU, check_levels, check_rounding
 from .calibration import calibrate, check_calibration_args
@@ -33,8 +33,7 @@ def _check_common(levels, rounding, method, channel_wise, percentile, bias_corre
     check_levels(levels)
     check_rounding(rounding)
     check_calibration_args(method, channel_wise, percentile, bias_correction)
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
 
 
 def _check_finetune(epochs, lr):

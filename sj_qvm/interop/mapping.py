@@ -24,7 +24,7 @@ import torch.nn as nn
 from .. import _compat
 from ..graph import _check_model
 from ..graph import set_submodule as _set_submodule
-from ..functional import CURRENTS
+from ..checks import check_current
 from ..neuron import QVMIFNode
 from ..quant import check_rounding
 
@@ -141,8 +141,7 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
         The new network; the host's ``invalidate_reset_cache`` has been called on it.
     """
     check_rounding(rounding)
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
     _check_model(sj_snn, "sj_snn")
     snn = copy.deepcopy(sj_snn)
     gm = snn if isinstance(snn, fx.GraphModule) else None

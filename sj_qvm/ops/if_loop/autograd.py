@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...functional import CURRENTS
+from ...checks import check_current
 from . import launch, surrogates
 
 HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
@@ -133,8 +133,7 @@ def if_multi_step_cupy(x_seq: Tensor, v_init, v_threshold, strict: bool = False,
     if not HAS_CUSTOM_OP:
         raise RuntimeError(f"the CuPy path needs torch.library.custom_op (torch >= 2.4), "
                            f"this is torch {torch.__version__}")
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
     theta, theta_value = _split(v_threshold, "v_threshold")
     v0, v0_value = _split(v_init, "v_init")
     expected = current == "expected"

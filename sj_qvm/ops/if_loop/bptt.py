@@ -15,7 +15,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ...functional import CURRENTS, expected_current, fire
+from ...checks import check_current
+from ...functional import expected_current, fire
 
 
 def _reduce_to(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -85,8 +86,7 @@ def if_multi_step_bptt(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = 
     On CPU float32/float64 with SJ's Sigmoid or ATan it runs the compiled kernels of
     :mod:`.bptt_cpu` where they are built; this module's loop is their fallback.
     """
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
     if surrogate_function is None:
         raise ValueError("surrogate_function is required for BPTT")
     as_t = lambda a: a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=x_seq.dtype,

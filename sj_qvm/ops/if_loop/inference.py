@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ...functional import CURRENTS, expected_current
+from ...checks import check_current
+from ...functional import expected_current
 from .cpu import if_multi_step_cpu
 
 
@@ -21,8 +22,7 @@ from .cpu import if_multi_step_cpu
 def if_multi_step_inference(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
                             current: str = "instant", store_v_seq: bool = False):
     """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``."""
-    if current not in CURRENTS:
-        raise ValueError(f"current must be one of {CURRENTS}, got {current!r}")
+    check_current(current)
     out = if_multi_step_cpu(x_seq, v_init, v_threshold, strict, current, store_v_seq)
     if out is not None:
         return out

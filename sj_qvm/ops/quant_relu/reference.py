@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-ROUNDINGS = ("floor", "round", "ceil")
+from ...checks import ROUNDINGS
 
 
 def quantize_level(z: torch.Tensor, rounding: str) -> torch.Tensor:
