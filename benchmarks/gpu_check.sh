@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# GPU check of the CuPy kernels (issue "CuPy kernels") in ONE device call on the lent H200.
+# GPU check of the CuPy kernels: the GPU tests, then bench_cuda.py's figures, in one run.
 #
-# 1. On the CPU machine, in the repo root, once:
+# Run it in the repo root on a CUDA machine that has torch, cupy (the `cuda12`/`cuda13` extra),
+# pytest and nvcc:
+#        bash benchmarks/gpu_check.sh                 # results in $OUT (default: a new temp folder)
+# It needs spikingjelly 2.0.0 (the benchmark's reference). Where it is not installed and the GPU
+# machine is offline, first run on a networked machine, in the repo root,
 #        bash benchmarks/gpu_check.sh fetch
-#    downloads into .whl/ (git-ignored, 1.2 MB) what the H200 image lacks: spikingjelly 2.0.0 and
-#    the two of its pure-Python requirements missing there, loguru 0.7.3 and scienceplots 2.2.2.
-#    (torch, torchvision, torchaudio, cupy-cuda13x, numpy, scipy, h5py, matplotlib, packaging,
-#    requests, tensorboard, tqdm and pytest are in the image; see .library/device/KINDS.md.)
-# 2. Then call the device tool once:
-#        run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=420)
-#    The phases below are capped at 240 s (tests) + 150 s (benchmark); a cold start adds 1-2 min
-#    of device time, so one call costs about 8-9 of the 15 minutes and leaves room for a rerun
-#    (set GPU_CHECK_BENCH_N="1M 16M" to shorten a rerun). give_back afterwards unless rerunning.
+# which downloads spikingjelly 2.0.0 and its two pure-Python requirements that a plain CUDA image
+# tends to lack (loguru, scienceplots) into .whl/ (git-ignored, about 1.2 MB); copy .whl/ along
+# with the tree, and the check installs them into $GPU_CHECK_SITE (default /tmp/site).
+# The phases are capped at 240 s (tests) + 150 s (benchmark); GPU_CHECK_BENCH_N="1M 16M"
+# shortens the benchmark.
 # Writes $OUT/env.txt, $OUT/gpu_tests.log, $OUT/bench.jsonl and $OUT/bench.log; prints a summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +27,13 @@ fi
 OUT="${OUT:-$(mktemp -d)}"
 SITE="${GPU_CHECK_SITE:-/tmp/site}"
 export PYTHONUNBUFFERED=1
-ls .whl/spikingjelly-*.whl >/dev/null 2>&1 || { echo "no .whl/: run 'bash benchmarks/gpu_check.sh fetch' here first, then carry .whl"; exit 2; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$SITE" .whl/*.whl || exit 3
+if ! python3 -c "import spikingjelly" 2>/dev/null; then
+  ls .whl/spikingjelly-*.whl >/dev/null 2>&1 || {
+    echo "spikingjelly is not installed and there is no .whl/: pip install spikingjelly==2.0.0," \
+         "or run 'bash benchmarks/gpu_check.sh fetch' on a networked machine and copy .whl/ here"; exit 2; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl || exit 3
+fi
 export PYTHONPATH="$PWD:$SITE"
 
 {
