@@ -106,7 +106,8 @@ class QVMIFNode(_compat.MemoryModule):
             an instance (``surrogate.ATan()``) or another callable ``h -> spikes``, not a name.
         detach_reset: detach the reset term from the graph, as in SJ (a bool).
         step_mode: ``"s"`` (input ``[N, *]``) or ``"m"`` (input ``[T, N, *]``, output ``[T, N, *]``).
-        store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset).
+        store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset); a
+            loss on it gets its gradient through BPTT, as on ``self.v`` and the spikes.
         backend: multi-step path, ``"auto"`` (the fused CUDA kernels for CUDA inputs when CuPy
             works, else torch, with one logged reason), ``"torch"`` or ``"cupy"`` (raises when
             the kernels cannot run). ``self.last_dispatch`` and
