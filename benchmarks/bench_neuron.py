@@ -6,7 +6,8 @@ Runs itself twice, with the default glibc allocator and with
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000`` (no fresh page faults per >= 32 MiB
 allocation), and prints for each the median time of SJ's node and of ours in both currents, with
 the compiled CPU kernel (``sj_qvm.ops._cpu``) and with its torch fallback, the ratio SJ / ours
-(> 1: ours is faster) and ours / a ``clone`` of the input (the memory bound).
+(> 1: ours is faster) and ours / a ``clone`` of the input (the memory bound). Training is timed
+twice: a loss on the spikes, and one on the spikes and ``v_seq`` (``store_v_seq=True``).
 """
 from __future__ import annotations
 
@@ -63,6 +64,12 @@ def child(args) -> None:
         node = QVMIFNode(1.0, 0.0, current=current, step_mode="m")
         nodes[f"QVM {current}"] = node
         nodes[f"QVM {current} (torch fallback)"] = Fallback(node)
+    # With store_v_seq and a loss on v_seq too (its gradient flows back through every V_t).
+    nodes["SJ IFNode +v_seq"] = IFNode(v_threshold=1.0, v_reset=None, step_mode="m",
+                                       store_v_seq=True)
+    vseq_node = QVMIFNode(1.0, 0.0, step_mode="m", store_v_seq=True)
+    nodes["QVM instant +v_seq"] = vseq_node
+    nodes["QVM instant +v_seq (torch fallback)"] = Fallback(vseq_node)
 
     def forward(node):
         def run():
@@ -76,16 +83,23 @@ def child(args) -> None:
 
     def train_step(node):
         def run():
-            functional.reset_net(getattr(node, "node", node))
+            module = getattr(node, "node", node)
+            functional.reset_net(module)
             xg.grad = None
-            (node(xg) * g).sum().backward()
+            loss = (node(xg) * g).sum()
+            if getattr(module, "store_v_seq", False):
+                loss = loss + (module.v_seq * g).sum()
+            loss.backward()
         return run
 
     rows = {}
     # Interleave them so that machine noise hits all alike.
-    for case, make, names in (("forward (no_grad)", forward, list(nodes)),
+    for case, make, names in (("forward (no_grad)", forward, [k for k in nodes if "v_seq" not in k]),
                               ("forward+backward", train_step,
-                               ["SJ IFNode", "QVM instant", "QVM expected"])):
+                               ["SJ IFNode", "QVM instant", "QVM expected"]),
+                              ("forward+backward, loss on v_seq too", train_step,
+                               ["SJ IFNode +v_seq", "QVM instant +v_seq",
+                                "QVM instant +v_seq (torch fallback)"])):
         runs = {k: make(nodes[k]) for k in names} | {"clone": lambda: x.clone()}
         times = {k: [] for k in runs}
         for f in runs.values():
@@ -122,12 +136,12 @@ def main() -> None:
         rows = json.loads(next(l for l in res.splitlines() if l.startswith("JSON "))[5:])
         out[label] = rows
         print(f"\n=== {label}: {rows['machine']}")
-        for case in ("forward (no_grad)", "forward+backward"):
+        for case in ("forward (no_grad)", "forward+backward", "forward+backward, loss on v_seq too"):
             r = rows[case]
-            sj, clone = r["SJ IFNode"], r["clone"]
-            print(f"{case:<20}{'ms':>9}{'SJ/this':>9}{'x clone':>9}")
+            sj, clone = next(v for k, v in r.items() if k.startswith("SJ")), r["clone"]
+            print(f"{case:<38}{'ms':>9}{'SJ/this':>9}{'x clone':>9}")
             for k, v in r.items():
-                print(f"  {k:<30}{v:9.2f}{sj / v:9.2f}{v / clone:9.2f}")
+                print(f"  {k:<36}{v:9.2f}{sj / v:9.2f}{v / clone:9.2f}")
     print("JSON " + json.dumps(out))
 
 

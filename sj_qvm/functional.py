@@ -19,14 +19,29 @@ ceil       ceil(z)                theta         U >  theta  -> ceil(z)
 =========  =====================  ============  ========================================
 
 With the usual ``>=`` rule, V0 = theta would give floor(z) + 1 at every integer z (the paper's
-proof of Theorem 3 skips that case); the strict rule removes the off-by-one.
+proof of Theorem 3 skips that case); the strict rule removes the off-by-one. :func:`matched_v0` is
+this table's one home: the neuron, the kernels' callers and the tests read V0 and the rule from it.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 import torch
-from .checks import CURRENTS, check_current
+from .checks import CURRENTS, check_current, check_rounding
+
+# V0 / theta and the strict rule per rounding: the table above.
+_MATCH = {"floor": (0.0, False), "round": (0.5, False), "ceil": (1.0, True)}
+
+
+def matched_v0(rounding: str, theta):
+    """``(v0, strict)``: the V0 and firing rule that match the ANN's ``rounding`` (the table above).
+
+    ``theta`` is a float or a tensor of any shape; ``v0`` is ``0``, ``theta/2`` or ``theta`` times
+    it (a float or a tensor of ``theta``'s shape, dtype and device), and ``strict`` says whether the
+    neuron fires on ``U > theta`` (``"ceil"``) instead of ``U >= theta``.
+    """
+    fraction, strict = _MATCH[check_rounding(rounding)]
+    return fraction * theta, strict
 
 
 def fire(h: torch.Tensor, strict: bool, surrogate_function: Optional[Callable] = None) -> torch.Tensor:

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Real
 
 import torch
-from .checks import check_current
 
 from . import _compat
-from .functional import if_step
+from .checks import (ROUNDINGS, check_bool, check_choice, check_current, check_positive_finite,
+                     check_step_mode)
+from .functional import if_step, matched_v0
 from .ops.if_loop import backend as _backend
 from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_inference
-from .quant import ROUNDINGS, channel_view, check_positive_finite
-
-STEP_MODES = ("s", "m")
+from .quant import channel_view
 
 
 def _broadcastable(p: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -41,6 +41,29 @@ def _broadcastable(p: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     return p
 
 
+def _check_soft_reset(v_reset) -> None:
+    """SJ's ``v_reset``: ``None`` (soft reset, V_t = U_t - theta s_t) is the only one QVM takes."""
+    if v_reset is None:
+        return
+    if isinstance(v_reset, bool) or not isinstance(v_reset, Real):
+        raise TypeError(f"v_reset must be None (soft reset), got {type(v_reset).__name__} "
+                        f"{v_reset!r}")
+    raise ValueError(f"v_reset={v_reset!r} asks for a hard reset; QVM needs the soft reset "
+                     "(v_reset=None): its spike count equals the ANN's level only when a spike "
+                     "subtracts theta")
+
+
+def _check_cupy_fp32_inference(flag, backend) -> None:
+    """SJ 0.0.0.0.14's ``cupy_fp32_inference``: accepted, and True is ignored with a warning
+    (``backend`` picks the fused CUDA kernels, and they run fp32 state for every input)."""
+    check_bool(flag, "cupy_fp32_inference")
+    if flag:
+        warnings.warn("QVMIFNode ignores cupy_fp32_inference=True: backend='auto' (the default) "
+                      "already runs the fused CUDA kernels on CUDA inputs when CuPy works, and "
+                      f"backend='cupy' requires them (this node: backend={backend!r})",
+                      UserWarning, stacklevel=3)
+
+
 def _check_same_channels(theta, v0) -> None:
     """Per-channel theta and V0 must agree on the channel count (checked at construction)."""
     sizes = [t.numel() for t in (theta, v0)
@@ -53,7 +76,9 @@ def _check_same_channels(theta, v0) -> None:
 class QVMIFNode(_compat.MemoryModule):
     """Integrate-and-fire neuron with soft reset and a Quantization-Voltage-Matched V0.
 
-    A drop-in for ``neuron.IFNode(v_reset=None)``; it fires binary spikes {0, 1}::
+    A drop-in for ``neuron.IFNode(v_reset=None)``: it takes IFNode's keywords (``v_threshold``,
+    ``v_reset``, ``surrogate_function``, ``detach_reset``, ``step_mode``, ``store_v_seq``, and SJ
+    0.0.0.0.14's ``backend`` and ``cupy_fp32_inference``), and fires binary spikes {0, 1}::
 
         U_t = V_{t-1} + q_t;   s_t = 1[U_t >= theta];   V_t = U_t - theta * s_t
 
@@ -81,12 +106,18 @@ class QVMIFNode(_compat.MemoryModule):
             an instance (``surrogate.ATan()``) or another callable ``h -> spikes``, not a name.
         detach_reset: detach the reset term from the graph, as in SJ (a bool).
         step_mode: ``"s"`` (input ``[N, *]``) or ``"m"`` (input ``[T, N, *]``, output ``[T, N, *]``).
-        store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset).
+        store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset); a
+            loss on it gets its gradient through BPTT, as on ``self.v`` and the spikes.
         backend: multi-step path, ``"auto"`` (the fused CUDA kernels for CUDA inputs when CuPy
             works, else torch, with one logged reason), ``"torch"`` or ``"cupy"`` (raises when
             the kernels cannot run). ``self.last_dispatch`` and
             :func:`sj_qvm.ops.if_loop.backend.diagnose` say which path ran and why. On the
-            kernels the state is fp32 for every input dtype, so ``self.v`` is fp32.
+            kernels the state is fp32 for every input dtype, so ``self.v`` is fp32. SJ 0.14's
+            ``backend="torch"`` and ``"cupy"`` mean the same here.
+        v_reset: keyword only; ``None`` (soft reset). A number (SJ's hard reset, its default 0.0)
+            raises ValueError: QVM's exactness needs the soft reset.
+        cupy_fp32_inference: keyword only, SJ 0.0.0.0.14's flag; ``True`` is ignored with a
+            warning (``backend`` chooses the kernels).
 
     Non-finite input currents (the policy shared with :class:`~sj_qvm.QuantReLU`, which maps a NaN
     pre-activation to level 0 and +inf / -inf to L / 0):
@@ -105,17 +136,18 @@ class QVMIFNode(_compat.MemoryModule):
 
     def __init__(self, v_threshold=1.0, v_init=0.0, current: str = "instant",
                  surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
-                 store_v_seq: bool = False, backend: str = "auto"):
+                 store_v_seq: bool = False, backend: str = "auto", *, v_reset=None,
+                 cupy_fp32_inference: bool = False):
         super().__init__()
         check_current(current)
-        if step_mode not in STEP_MODES:
-            raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
+        check_step_mode(step_mode)
         if current == "expected" and step_mode == "s":
             raise ValueError("current='expected' needs step_mode='m' (the mean over T needs all T "
                              "inputs); use current='instant' for single-step mode")
-        for name, flag in (("detach_reset", detach_reset), ("store_v_seq", store_v_seq)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
+        check_bool(detach_reset, "detach_reset")
+        check_bool(store_v_seq, "store_v_seq")
+        _check_soft_reset(v_reset)
+        _check_cupy_fp32_inference(cupy_fp32_inference, backend)
         if surrogate_function is not None and (isinstance(surrogate_function, type)
                                                or not callable(surrogate_function)):
             what = ("the class " + surrogate_function.__name__ if isinstance(surrogate_function, type)
@@ -144,7 +176,7 @@ class QVMIFNode(_compat.MemoryModule):
             self._set_tensor_or_float("_theta", value, "v_threshold", positive=True)
         elif name == "v_init":
             if isinstance(value, str):
-                if value not in ROUNDINGS:
+                if value not in ROUNDINGS:  # the message also names the non-string forms
                     raise ValueError(f"v_init must be one of {ROUNDINGS}, a float or a tensor, "
                                      f"got {value!r}")
                 self._clear("_v0")
@@ -197,9 +229,13 @@ class QVMIFNode(_compat.MemoryModule):
 
     @backend.setter
     def backend(self, value: str):
-        if value not in _backend.BACKENDS:
-            raise ValueError(f"backend must be one of {_backend.BACKENDS}, got {value!r}")
+        check_choice(value, _backend.BACKENDS, "backend")
         object.__setattr__(self, "_backend", value)
+
+    @property
+    def v_reset(self):
+        """``None``: the soft reset, as ``neuron.IFNode(v_reset=None)`` (for SJ code that reads it)."""
+        return None
 
     @property
     def v_threshold(self):
@@ -214,7 +250,8 @@ class QVMIFNode(_compat.MemoryModule):
     @property
     def strict(self) -> bool:
         """Fire on ``U > theta`` (only for ``v_init="ceil"``) instead of ``U >= theta``."""
-        return self._v_init_mode == "ceil"
+        mode = self._v_init_mode
+        return mode is not None and matched_v0(mode, 1.0)[1]
 
     def _theta_for(self, x: torch.Tensor, dtype=None):
         """theta broadcastable over a single-step input ``x: [N, C, *]`` (in ``dtype``, default
@@ -228,7 +265,7 @@ class QVMIFNode(_compat.MemoryModule):
         """V0 as a float or a tensor broadcastable to ``x: [N, *]`` (in ``dtype``, default ``x``'s)."""
         mode = self._v_init_mode
         if mode is not None:
-            return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[mode] * self._theta_for(x, dtype)
+            return matched_v0(mode, self._theta_for(x, dtype))[0]
         v0 = self._v0
         if isinstance(v0, torch.Tensor):
             v0 = _broadcastable(v0.to(dtype=dtype or x.dtype, device=x.device), x, "v_init")
@@ -299,7 +336,7 @@ class QVMIFNode(_compat.MemoryModule):
                 self.detach_reset, self.store_v_seq)
         else:
             spike_seq, self.v, v_seq = if_multi_step_inference(
-                x_seq, v, th, self.strict, self.current, self.store_v_seq)
+                x_seq, v, th, self.strict, self.current, store_v_seq=self.store_v_seq)
         if self.store_v_seq:
             self.v_seq = v_seq
         return spike_seq
@@ -307,9 +344,8 @@ class QVMIFNode(_compat.MemoryModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
             return self.single_step_forward(x)
-        if self.step_mode == "m":
-            return self.multi_step_forward(x)
-        raise ValueError(f"step_mode must be one of {STEP_MODES}, got {self.step_mode!r}")
+        check_step_mode(self.step_mode)
+        return self.multi_step_forward(x)
 
     def extra_repr(self) -> str:
         th = self._theta

@@ -58,7 +58,7 @@ class QuantReLU(nn.Module):
     zeroes small activations. Use a smaller learning rate or no weight decay for gamma if it drifts.
     """
 
-    def __init__(self, levels: int, rounding: str = "floor", threshold: float = 4.0):
+    def __init__(self, levels: int, rounding: str = "round", threshold: float = 4.0):
         super().__init__()
         self.levels = check_levels(levels)
         self.rounding = check_rounding(rounding)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sj_reference
 from sj_qvm.datasets import read_aedat2, read_aedat31
 from sj_qvm.datasets.aedat import EVENT_DTYPE, write_aedat2, write_aedat31
 
@@ -15,45 +16,12 @@ DVS128_RECORDINGS = sorted(SHARED.glob("dvs128_aedat2_*.aedat")) if SHARED.is_di
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/data/events beside the checkout")
 
 
-def sj_aedat_v3_reader():
-    """SpikingJelly's ``load_aedat_v3``, or None where SpikingJelly is not installed."""
-    try:
-        from spikingjelly.datasets.utils import load_aedat_v3  # 2.x
-    except ImportError:
-        try:
-            from spikingjelly.datasets import load_aedat_v3  # 0.0.0.0.14
-        except ImportError:
-            return None
-    return lambda path: load_aedat_v3(str(path))
-
-
 def sj_load_aedat_v3(path):
-    reader = sj_aedat_v3_reader()
-    if reader is None:
-        pytest.skip("SpikingJelly is not installed")
-    return reader(path)
-
-
-def sj_cifar10_dvs_reader():
-    """SpikingJelly's CIFAR10-DVS reader, or None where it cannot run."""
-    try:
-        from spikingjelly.datasets.cifar10_dvs import _load_origin_data  # 2.x
-    except ImportError:
-        try:
-            from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
-        except ImportError:
-            return None
-        if int(np.__version__.split(".")[0]) >= 2:
-            return None  # 0.0.0.0.14 calls np.fromstring in binary mode, removed in numpy 2
-        _load_origin_data = CIFAR10DVS.load_origin_data
-    return lambda path: _load_origin_data(str(path))
+    return sj_reference.require("load_aedat_v3")(str(path))
 
 
 def sj_load_cifar10_dvs(path):
-    reader = sj_cifar10_dvs_reader()
-    if reader is None:
-        pytest.skip("SpikingJelly's CIFAR10-DVS reader is not available here")
-    return reader(path)
+    return sj_reference.require("cifar10_dvs_reader")(str(path))
 
 
 def assert_same_as_sj(ours, sj):
@@ -109,7 +77,7 @@ def test_aedat2_round_trip_and_sj(tmp_path, n):
 @pytest.mark.parametrize("path", DVS128_RECORDINGS, ids=lambda p: p.name)
 def test_real_dvs128_recordings(tmp_path, path):
     events = read_aedat2(path)
-    if sj_cifar10_dvs_reader() is not None:
+    if sj_reference.function("cifar10_dvs_reader") is not None:
         assert_same_as_sj(events, sj_load_cifar10_dvs(path))
     assert len(events) > 10_000 and set(np.unique(events["p"])) == {0, 1}
 
@@ -223,7 +191,7 @@ def _check_fuzz_case(path, reader, reference, header):
     assert events.dtype == EVENT_DTYPE
     assert (events["x"] < 128).all() and (events["y"] < 128).all() and (events["p"] <= 1).all()
     if reference is not None and path.read_bytes().startswith(header):
-        assert_same_as_sj(events, reference(path))
+        assert_same_as_sj(events, reference(str(path)))
     return "read"
 
 
@@ -256,10 +224,10 @@ def _fuzz(tmp_path, fmt, cases, seed):
     valid = tmp_path / "valid.aedat"
     if fmt == "aedat31":
         write_aedat31(valid, events, packet_events=40, special_packets=True)
-        reader, reference = read_aedat31, sj_aedat_v3_reader()
+        reader, reference = read_aedat31, sj_reference.function("load_aedat_v3")
     else:
         write_aedat2(valid, events)
-        reader, reference = read_aedat2, sj_cifar10_dvs_reader()
+        reader, reference = read_aedat2, sj_reference.function("cifar10_dvs_reader")
     data = valid.read_bytes()
     header = data[: data.index(b"END-HEADER\r\n") + 12] if fmt == "aedat31" else data[: -8 * len(events)]
     packet_bytes = [i for i in range(len(header), len(data)) if fmt == "aedat2" or _in_packet_header(data, header, i)]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import sj_reference
 from sj_qvm.datasets import CIFAR10DVS, _cache, read_aedat2
 from sj_qvm.datasets.cifar10_dvs import split_files
 from sj_qvm.datasets.synthetic import write_cifar10_dvs
@@ -17,13 +18,7 @@ def release_names(per_class=1000):
 
 def sj_split(names_by_class, **kwargs):
     """SpikingJelly's split_to_train_test_set on a dataset listed as its CIFAR10DVS lists files."""
-    try:
-        from spikingjelly.datasets.utils import split_to_train_test_set
-    except ImportError:
-        try:
-            from spikingjelly.datasets import split_to_train_test_set
-        except ImportError:
-            pytest.skip("SpikingJelly is not installed")
+    split_to_train_test_set = sj_reference.require("split_to_train_test_set")
     # torchvision's DatasetFolder: classes sorted, then files sorted as strings (.npz there)
     items = [(name.replace(".aedat", ".npz"), label)
              for label, names in enumerate(names_by_class) for name in sorted(n.replace(".aedat", ".npz") for n in names)]
@@ -95,11 +90,8 @@ def test_train_and_test_partition_the_release(release, split):
 
 
 def test_frames_equal_sj(release, tmp_path):
-    try:
-        from spikingjelly.datasets.cifar10_dvs import _load_origin_data
-        from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number
-    except ImportError:
-        pytest.skip("needs SpikingJelly 2.x (0.0.0.0.14's CIFAR10-DVS reader fails under numpy 2)")
+    _load_origin_data, integrate_events_by_fixed_frames_number = sj_reference.require(
+        "cifar10_dvs_reader", "integrate_events_by_fixed_frames_number")
     dataset = CIFAR10DVS(release, train=False, frames_number=4, split_by="time", cache_dir=tmp_path, num_workers=2)
     assert len(dataset) == 10 * 1
     for (frames, label), (name, expected_label) in zip(dataset, dataset.samples):

@@ -4,20 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+import sj_reference
 from sj_qvm.datasets import DVSGesture, _cache, events_to_frames, read_aedat31
 from sj_qvm.datasets import dvs_gesture as dvs_gesture_module
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 
 
 def sj_functions():
-    try:
-        from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number, load_aedat_v3
-    except ImportError:
-        try:
-            from spikingjelly.datasets import integrate_events_by_fixed_frames_number, load_aedat_v3
-        except ImportError:
-            pytest.skip("SpikingJelly is not installed")
-    return load_aedat_v3, integrate_events_by_fixed_frames_number
+    return sj_reference.require("load_aedat_v3", "integrate_events_by_fixed_frames_number")
 
 
 @pytest.fixture(scope="module")

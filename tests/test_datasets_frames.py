@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sj_reference
 from sj_qvm.datasets import events_to_frames, read_aedat2
 from sj_qvm.datasets.aedat import EVENT_DTYPE
 from sj_qvm.datasets.frames import FRAME_DTYPE, events_to_frames_ref
@@ -13,13 +14,8 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "event
 
 
 def sj_integrate(events, split_by, frames_number, height, width):
-    try:
-        from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number  # 2.x
-    except ImportError:
-        try:
-            from spikingjelly.datasets import integrate_events_by_fixed_frames_number  # 0.0.0.0.14
-        except ImportError:
-            pytest.skip("SpikingJelly is not installed")
+    integrate_events_by_fixed_frames_number = sj_reference.require(
+        "integrate_events_by_fixed_frames_number")
     columns = {key: np.asarray(events[key]) for key in "txyp"}
     return integrate_events_by_fixed_frames_number(columns, split_by, frames_number, height, width)
 

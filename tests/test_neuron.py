@@ -63,17 +63,33 @@ def test_matches_spikingjelly_ifnode_forward_and_backward():
     assert grad_ours.abs().sum() > 0
 
 
+def _ref_grads(node, x_seq, g, params=()):
+    """Spikes and the gradients of (x_seq, *params) under ``(spikes * g).sum()`` from the reference."""
+    xs = x_seq.detach().clone().requires_grad_()
+    th = node.v_threshold
+    th = th.view(1, -1, *[1] * (x_seq.ndim - 3)) if isinstance(th, torch.Tensor) else th
+    v0 = node.initial_v(xs[0]) if isinstance(node.v_init, str) else node.v_init
+    if isinstance(v0, torch.Tensor) and v0.ndim == 1:
+        v0 = v0.view(1, -1, *[1] * (x_seq.ndim - 3))
+    s, _, _ = if_multi_step_ref(xs, v0, th, node.strict, node.current, node.surrogate_function,
+                                node.detach_reset)
+    return s, torch.autograd.grad((s * g).sum(), (xs, *params))
+
+
 @pytest.mark.parametrize("v_init", ["floor", "round", "ceil"])
-def test_surrogate_gradient_in_both_current_modes(v_init):
-    x_seq = _seq().requires_grad_()
-    for current in ("instant", "expected"):
-        node = QVMIFNode(0.5, v_init, current=current, step_mode="m")
-        out = node(x_seq)
-        g = torch.randn_like(out)
-        (grad,) = torch.autograd.grad((out * g).sum(), x_seq)
-        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-        if current == "expected":  # every step sees the mean: d/dx_t is the same for all t
-            torch.testing.assert_close(grad, grad[:1].expand_as(grad))
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_surrogate_gradient_equals_the_reference(v_init, current):
+    x_seq = _seq(dtype=torch.float64).requires_grad_()
+    node = QVMIFNode(0.5, v_init, current=current, step_mode="m")
+    out = node(x_seq)
+    g = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * g).sum(), x_seq)
+    ref, (want,) = _ref_grads(node, x_seq, g)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+    assert want.abs().sum() > 0
+    if current == "expected":  # every step sees the mean: d/dx_t is the same for all t
+        torch.testing.assert_close(grad, grad[:1].expand_as(grad))
 
 
 def test_strict_rule_gradient_is_the_surrogate_derivative():
@@ -86,14 +102,19 @@ def test_strict_rule_gradient_is_the_surrogate_derivative():
     assert torch.equal(fire(h.detach(), True, sg), (h > 0).float())
 
 
-def test_learnable_v0_and_threshold_get_gradients():
-    v0 = nn.Parameter(torch.full((3,), 0.25))
-    theta = nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
+def test_learnable_v0_and_threshold_get_the_reference_gradients():
+    v0 = nn.Parameter(torch.full((3,), 0.25, dtype=torch.float64))
+    theta = nn.Parameter(torch.tensor([0.5, 0.6, 0.7], dtype=torch.float64))
     node = QVMIFNode(theta, v0, step_mode="m")
     assert {n for n, _ in node.named_parameters()} == {"_theta", "_v0"}
-    node(_seq()).sum().backward()
-    assert v0.grad is not None and v0.grad.abs().sum() > 0
-    assert theta.grad is not None and theta.grad.abs().sum() > 0
+    x_seq = _seq(dtype=torch.float64).requires_grad_()
+    out = node(x_seq)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum(), (x_seq, theta, v0))
+    _, want = _ref_grads(node, x_seq, g, (theta, v0))
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and b.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_reset_restores_v0_when_batch_size_changes():
@@ -142,7 +163,7 @@ def test_inside_spikingjelly_models():
     functional.reset_net(net)
     again = net(x_seq)
     assert torch.equal(out, again)
-    out.sum().backward()
+    (out * torch.randn_like(out)).sum().backward()
     assert net[0][0].weight.grad.abs().sum() > 0
     # Single-step drive of the same node gives the same spikes.
     functional.set_step_mode(net[1], "s")

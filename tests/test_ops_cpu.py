@@ -50,9 +50,11 @@ def test_if_kernel_equals_torch_loop_and_reference(dtype, current):
         x_seq = q.unsqueeze(0) + torch.randn(T, *q.shape, dtype=dtype) * 0.1 * theta
         for seq in (x_seq, q.unsqueeze(0).expand(T, *q.shape), q.unsqueeze(0).repeat(T, 1, 1)):
             before = calls("if_forward")
-            s, v, vs = if_multi_step_inference(seq, v0 * theta, theta, strict, current, True)
+            s, v, vs = if_multi_step_inference(seq, v0 * theta, theta, strict, current,
+                                               store_v_seq=True)
             assert calls("if_forward") == before + 1
-            s_t, v_t, vs_t = if_multi_step_torch(seq, v0 * theta, theta, strict, current, True)
+            s_t, v_t, vs_t = if_multi_step_torch(seq, v0 * theta, theta, strict, current,
+                                                 store_v_seq=True)
             assert torch.equal(s, s_t) and torch.equal(v, v_t) and torch.equal(vs, vs_t)
             if n_random < 100:
                 s_r, v_r, _ = if_multi_step_ref(seq, v0 * theta, theta, strict, current)
@@ -70,9 +72,9 @@ def test_if_kernel_tensor_thresholds_and_v0(dtype):
     v0 = torch.rand(5, 3, 7, 9, dtype=dtype) * 0.5
     for th, current in itertools.product((per_channel, per_neuron, scalar), ("instant", "expected")):
         before = calls("if_forward")
-        out = if_multi_step_inference(x, v0, th, False, current, True)
+        out = if_multi_step_inference(x, v0, th, False, current, store_v_seq=True)
         assert calls("if_forward") == before + 1
-        ref = if_multi_step_torch(x, v0, th, False, current, True)
+        ref = if_multi_step_torch(x, v0, th, False, current, store_v_seq=True)
         assert all(torch.equal(a, b) for a, b in zip(out, ref))
         assert out[0].sum() > 0
 
@@ -149,7 +151,7 @@ def test_torch_fallbacks_alone_stay_exact():
     with native_off():
         assert not native.available()
         for current in ("instant", "expected"):
-            out = if_multi_step_inference(x, 0.25, 0.5, True, current, True)
+            out = if_multi_step_inference(x, 0.25, 0.5, True, current, store_v_seq=True)
             ref = if_multi_step_ref(x, 0.25, 0.5, True, current, store_v_seq=True)
             assert all(torch.equal(a, b) for a, b in zip(out, ref))
         act = QuantReLU(4, "ceil", 0.5).double()
@@ -238,7 +240,7 @@ def test_bptt_kernels_match_the_torch_bptt_under_a_random_gradient(surrogate, cu
         theta = (torch.tensor([0.4, 0.8, 1.2], dtype=torch.float64).view(3, 1, 1)
                  if per_channel else torch.tensor(0.7, dtype=torch.float64))
         v0 = torch.rand(4, 3, 6, 7, dtype=torch.float64) * 0.3
-        g_s, g_v = torch.randn_like(x), torch.randn_like(v0)
+        g_s, g_v, g_vs = torch.randn_like(x), torch.randn_like(v0), torch.randn_like(x)
         grads, outs = [], []
         for off in (False, True):
             xs, th, v = (t.clone().requires_grad_() for t in (x, theta, v0))
@@ -246,7 +248,7 @@ def test_bptt_kernels_match_the_torch_bptt_under_a_random_gradient(surrogate, cu
             ctx = native_off() if off else contextlib.nullcontext()
             with ctx:
                 s, vT, vseq = if_multi_step_bptt(xs, v, th, strict, current, sg, detach, True)
-                ((s * g_s).sum() + (vT * g_v).sum()).backward()
+                ((s * g_s).sum() + (vT * g_v).sum() + (vseq * g_vs).sum()).backward()
             assert calls("if_backward") == before + (0 if off else 1)
             outs.append((s, vT, vseq))
             grads.append((xs.grad, th.grad, v.grad))

@@ -8,81 +8,24 @@ the GPU does; only CuPy's launch and the fp16 hardware conversions differ.
 """
 import ctypes
 import glob
-import logging
-import math
 import os
 import re
-import shutil
 import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
 
-from sj_qvm import QVMIFNode
-from sj_qvm._compat import functional, surrogate
-from sj_qvm.functional import if_multi_step_ref
-from sj_qvm.ops.if_loop import backend, launch, surrogates
+from cuda_host import NVCC, OPS_DIR, host  # noqa: F401 -- the fixture
+from sj_qvm._compat import surrogate
+from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops.if_loop import cupy as cupy_mod
+from sj_qvm.ops.if_loop import launch
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
-HERE = os.path.dirname(__file__)
-OPS_DIR = os.path.dirname(cupy_mod.SOURCE)
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
-                                if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
 KERNELS = sorted(
     [f"qvm_if_forward_{d}_{s}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8))
      for s in ("same", "u8") for v in (1, w)]
     + [f"qvm_if_backward_{d}_v{v}" for d in ("f32", "f16", "bf16") for v in (1, 4)])
-
-
-class HostRunner:
-    """Calls the host build of a kernel: same name, same arguments, ``threads`` first."""
-
-    def __init__(self, lib):
-        self.lib = lib
-        self.launches = []
-
-    def launch(self, name, threads, args, device):
-        assert device.type == "cpu"
-        cargs = [ctypes.c_longlong(threads)]
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                cargs.append(ctypes.c_void_p(a.data_ptr()))
-            elif a is None:
-                cargs.append(ctypes.c_void_p(None))
-            elif isinstance(a, np.float32):
-                cargs.append(ctypes.c_float(float(a)))
-            elif isinstance(a, np.int64):
-                cargs.append(ctypes.c_longlong(int(a)))
-            elif isinstance(a, np.int32):
-                cargs.append(ctypes.c_int(int(a)))
-            else:
-                raise TypeError(f"unexpected kernel argument {a!r}")
-        fn = getattr(self.lib, name)
-        fn.restype = None
-        fn(*cargs)
-        self.launches.append(name)
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    """The host build, registered as the CPU runner for this module's tests."""
-    out = str(tmp_path_factory.mktemp("host") / "libqvm_if_loop_host.so")
-    src = os.path.join(HERE, "if_loop_host.cpp")
-    if shutil.which("g++"):
-        cmd = ["g++", "-O1", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
-               "-Wno-unknown-pragmas", f"-I{OPS_DIR}", src, "-o", out]
-    elif NVCC:
-        cmd = [NVCC, "-shared", "-Xcompiler", "-fPIC", "-x", "cu", f"-I{OPS_DIR}", src, "-o", out]
-    else:
-        pytest.skip("neither g++ nor nvcc to build the host twin")
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    runner = HostRunner(ctypes.CDLL(out))
-    launch.register_runner("cpu", runner)
-    yield runner
-    launch._runners.pop("cpu", None)
 
 
 # ---- compilation ------------------------------------------------------------------------------
@@ -165,7 +108,7 @@ ROUNDINGS = ("floor", "round", "ceil")
 
 
 def _v0(v_init, theta):
-    return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[v_init] * theta
+    return matched_v0(v_init, theta)[0]
 
 
 def _boundary_seq(T, B, C, theta):
@@ -184,7 +127,7 @@ def test_forward_at_the_boundaries_is_exact_and_qvm(host, current, v_init, per_c
     theta = torch.tensor([0.5, 0.75, 1.0]) if per_channel else 1.0
     x, z = _boundary_seq(T, B, C, theta)
     th = theta.view(C, 1) if per_channel else theta
-    strict = v_init == "ceil"
+    strict = matched_v0(v_init, 1.0)[1]
     got = if_multi_step_cupy(x, _v0(v_init, th), th, strict, current, store_v_seq=True)
     want = if_multi_step_ref(x, _v0(v_init, th), th, strict, current, store_v_seq=True)
     for a, b in zip(got, want):
@@ -201,7 +144,7 @@ def test_nan_never_fires_and_infinities_saturate_as_the_reference(host, current,
     x = torch.full((T, 1, 8), 0.6)
     x[:, 0, 0], x[:, 0, 1], x[:, 0, 2] = float("nan"), float("inf"), float("-inf")
     x[2, 0, 4] = float("inf")
-    strict = v_init == "ceil"
+    strict = matched_v0(v_init, 1.0)[1]
     got = if_multi_step_cupy(x, _v0(v_init, 1.0), 1.0, strict, current)
     want = if_multi_step_ref(x, _v0(v_init, 1.0), 1.0, strict, current)
     assert torch.equal(got[0], want[0])
@@ -215,7 +158,7 @@ def test_nan_never_fires_and_infinities_saturate_as_the_reference(host, current,
 def test_forward_random_inputs_bit_identical(host, current, v_init, n_last):
     x = torch.rand(5, 3, 3, n_last) * 1.4 - 0.2  # T = 5: the mean's division is inexact
     theta = torch.tensor([0.4, 0.9, 1.3]).view(3, 1)
-    strict = v_init == "ceil"
+    strict = matched_v0(v_init, 1.0)[1]
     host.launches.clear()
     got = if_multi_step_cupy(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
     want = if_multi_step_ref(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
@@ -300,9 +243,8 @@ def _grads(fn, x, v0, theta, strict, current, sg, detach, seed=1):
 def test_gradients_match_the_reference(host, current, v_init, sg, detach):
     x = (torch.rand(5, 3, 4, 8) * 1.4 - 0.2).requires_grad_()
     theta = torch.tensor([0.4, 0.7, 0.9, 1.3]).view(4, 1).requires_grad_()
-    v0 = (0.5 * theta.detach() if v_init == "round" else
-          theta.detach() if v_init == "ceil" else torch.zeros(4, 1)).requires_grad_()
-    strict = v_init == "ceil"
+    v0 = (matched_v0(v_init, theta.detach())[0] + torch.zeros(4, 1)).requires_grad_()
+    strict = matched_v0(v_init, 1.0)[1]
     got = _grads(if_multi_step_cupy, x, v0, theta, strict, current, sg, detach)
     want = _grads(if_multi_step_ref, x, v0, theta, strict, current, sg, detach)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -350,118 +292,3 @@ def test_gradient_only_through_v_without_surrogate(host):
     (ga,) = torch.autograd.grad(got.sum(), x)
     (gb,) = torch.autograd.grad(want.sum(), x)
     assert torch.equal(ga, gb)
-
-
-# ---- custom ops: registrations and torch.compile ----------------------------------------------
-def test_opcheck(host):
-    x = torch.rand(3, 2, 8) * 1.2
-    theta = torch.tensor([0.5, 0.7]).view(2, 1)
-    args = (x.requires_grad_(), theta.requires_grad_(), 0.0, None, 0.2, False, True, True,
-            surrogates.SG_ATAN, 1.0, math.pi, False)
-    torch.library.opcheck(torch.ops.sj_qvm.if_loop_forward.default, args)
-    torch.library.opcheck(torch.ops.sj_qvm.if_loop_inference.default,
-                          (x.detach(), None, 0.6, None, 0.0, True, False, False, torch.bool))
-
-
-def test_torch_compile_matches_eager(host):
-    def step(x, theta):
-        spike, v, _ = if_multi_step_cupy(x, 0.5 * theta, theta, False, "expected",
-                                         surrogate.Sigmoid())
-        return spike.sum(0) + v
-
-    x = torch.rand(4, 3, 2, 8).requires_grad_()
-    theta = torch.tensor([0.5, 0.7]).view(2, 1).requires_grad_()
-    g = torch.randn(3, 2, 8)
-    out = step(x, theta)
-    eager = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
-    compiled_fn = torch.compile(step, backend="aot_eager", fullgraph=True)
-    out = compiled_fn(x, theta)
-    compiled = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
-    for a, b in zip(eager, compiled):
-        assert torch.equal(a, b)
-
-
-# ---- QVMIFNode on the kernel path (host build standing in for CUDA) ---------------------------
-@pytest.fixture
-def kernels_on_cpu(host, monkeypatch):
-    """Let QVMIFNode's dispatch send CPU tensors to the kernel path (the host build)."""
-    monkeypatch.setattr(backend, "unavailable_reason", lambda *a: None)
-    return host
-
-
-@pytest.mark.parametrize("v_init", ["floor", "round", "ceil", 0.3,
-                                    torch.tensor([0.0, 0.2, 0.4]), torch.rand(3, 2, 2)])
-@pytest.mark.parametrize("theta", [0.7, torch.tensor([0.5, 0.9, 1.3])])
-@pytest.mark.parametrize("current", ["instant", "expected"])
-def test_node_kernel_path_equals_torch_path(kernels_on_cpu, v_init, theta, current):
-    fast = QVMIFNode(theta, v_init, current=current, step_mode="m", store_v_seq=True,
-                     backend="cupy")
-    slow = QVMIFNode(theta, v_init, current=current, step_mode="m", store_v_seq=True,
-                     backend="torch")
-    for batch in (4, 4, 3):  # the second call continues the state; then a new batch size
-        if fast.v is not None and isinstance(fast.v, torch.Tensor) and fast.v.shape[0] != batch:
-            functional.reset_net(fast)
-            functional.reset_net(slow)
-        x = torch.rand(5, batch, 3, 2, 2) * 1.2 - 0.1
-        kernels_on_cpu.launches.clear()
-        with torch.no_grad():
-            a, b = fast(x), slow(x)
-        assert kernels_on_cpu.launches and fast.last_dispatch[0] == "cupy"
-        assert slow.last_dispatch[0] == "torch"
-        assert torch.equal(a, b) and torch.equal(fast.v, slow.v)
-        assert torch.equal(fast.v_seq, slow.v_seq)
-
-
-def test_node_kernel_path_trains_theta_and_v0(kernels_on_cpu):
-    x_data = torch.rand(4, 2, 3, 2, 2) * 1.2
-    g = torch.randn(4, 2, 3, 2, 2)
-    grads = {}
-    for name in ("cupy", "torch"):
-        theta = torch.nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
-        v0 = torch.nn.Parameter(torch.full((3,), 0.25))
-        node = QVMIFNode(theta, v0, step_mode="m", surrogate_function=surrogate.ATan(),
-                         backend=name)
-        x = x_data.clone().requires_grad_()
-        (node(x) * g).sum().backward()
-        assert node.last_dispatch[0] == name
-        grads[name] = (x.grad, theta.grad, v0.grad)
-    for a, b in zip(grads["cupy"], grads["torch"]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-# ---- dispatch without CUDA --------------------------------------------------------------------
-def test_backend_argument_and_fallback(caplog):
-    node = QVMIFNode(step_mode="m")
-    assert node.backend == "auto" and node.supported_backends == ("auto", "torch", "cupy")
-    with pytest.raises(ValueError, match="backend must be one of"):
-        QVMIFNode(backend="triton")
-    backend._logged.clear()
-    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
-        node(torch.rand(2, 3))
-        functional.reset_net(node)
-        node(torch.rand(2, 3))
-    fallbacks = [r for r in caplog.records if "falls back" in r.getMessage()]
-    assert len(fallbacks) == 1 and "cpu" in fallbacks[0].getMessage()
-    assert node.last_dispatch[0] == "torch"
-    info = backend.diagnose(node)
-    assert info["last"] == node.last_dispatch and isinstance(info["cupy"][0], bool)
-    node.backend = "cupy"
-    functional.reset_net(node)
-    with pytest.raises(backend.BackendUnavailable, match="cannot run: input is on cpu"):
-        node(torch.rand(2, 3))
-
-
-def test_unsupported_surrogate_is_a_reason():
-    assert surrogates.snippet(surrogate.Sigmoid(alpha=5.0)) == (surrogates.SG_SIGMOID, 5.0, 0.0)
-    sid, p0, p1 = surrogates.snippet(surrogate.ATan(alpha=2.0))
-    assert (sid, p0) == (surrogates.SG_ATAN, 1.0) and p1 == pytest.approx(math.pi)
-    reason = surrogates.unsupported_reason(surrogate.PiecewiseQuadratic())
-    assert "PiecewiseQuadratic has no CUDA snippet" in reason
-    x = torch.rand(2, 3, device="meta", requires_grad=True)
-    assert backend.unavailable_reason(x, surrogate.Sigmoid(), True).startswith("input is on meta")
-
-
-def test_import_does_not_import_cupy():
-    code = "import sys, sj_qvm, sj_qvm.ops.if_loop; assert 'cupy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))

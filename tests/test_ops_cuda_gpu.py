@@ -1,10 +1,9 @@
 """The CUDA kernels on a GPU against the torch path (skipped without CUDA and CuPy).
 
-The reference is ``if_multi_step_ref`` run on the CPU copy of the input (the definition) and, where
-the arithmetic is the same on the GPU, the torch path on the same CUDA tensors. On CUDA, torch
-computes ``acc / T`` for a Python int T as ``acc * (1/T)`` (an optimization in its div kernel), so
-for current="expected" with T not a power of two the GPU torch path itself differs from the CPU
-reference by an ulp of the mean; the kernel divides exactly, like the CPU.
+The reference is ``if_multi_step_ref`` run on the CPU copy of the input (the definition) and the
+same reference on the CUDA tensors: bit-identical for every T, since
+``functional.expected_current`` divides by a 0-dim tensor T (not a Python int, which CUDA's div
+kernel would turn into a multiplication by 1/T).
 """
 import pytest
 import torch
@@ -16,7 +15,7 @@ pytest.importorskip("cupy")
 
 from sj_qvm import QVMIFNode  # noqa: E402
 from sj_qvm._compat import functional, surrogate  # noqa: E402
-from sj_qvm.functional import if_multi_step_ref  # noqa: E402
+from sj_qvm.functional import if_multi_step_ref, matched_v0  # noqa: E402
 from sj_qvm.ops.if_loop import backend  # noqa: E402
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy  # noqa: E402
 from sj_qvm.ops.if_loop.cupy import LAUNCHES  # noqa: E402
@@ -26,11 +25,7 @@ ROUNDINGS = ("floor", "round", "ceil")
 
 
 def _v0(v_init, theta):
-    return {"floor": 0.0, "round": 0.5, "ceil": 1.0}[v_init] * theta
-
-
-def _exact_on_gpu_torch(current, T):
-    return current == "instant" or T & (T - 1) == 0
+    return matched_v0(v_init, theta)[0]
 
 
 def _cpu(t):
@@ -49,10 +44,9 @@ def test_kernels_are_available_here():
 @pytest.mark.parametrize("shape", [(8, 16, 3, 32, 32), (5, 7, 3, 11, 13), (1, 4, 3, 8, 8)],
                          ids=["T8-vec", "T5-oddN", "T1"])
 def test_forward_fp32_bit_identical(current, v_init, shape):
-    T = shape[0]
     x = torch.rand(shape, device=DEV) * 1.4 - 0.2
     theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1, 1)
-    strict = v_init == "ceil"
+    strict = matched_v0(v_init, theta)[1]
     before = sum(LAUNCHES.values())
     got = if_multi_step_cupy(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
     assert sum(LAUNCHES.values()) == before + 1  # the kernel ran
@@ -60,11 +54,9 @@ def test_forward_fp32_bit_identical(current, v_init, shape):
                              store_v_seq=True)
     for a, b in zip(got, want):
         assert torch.equal(a.cpu(), b)
-    if _exact_on_gpu_torch(current, T):
-        on_gpu = if_multi_step_ref(x, _v0(v_init, theta), theta, strict, current,
-                                   store_v_seq=True)
-        for a, b in zip(got, on_gpu):
-            assert torch.equal(a, b)
+    on_gpu = if_multi_step_ref(x, _v0(v_init, theta), theta, strict, current, store_v_seq=True)
+    for a, b in zip(got, on_gpu):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("current", ["instant", "expected"])
@@ -77,7 +69,7 @@ def test_gradients_fp32(current, v_init, sg, detach):
     theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1, 1).requires_grad_()
     v0 = _v0(v_init, theta.detach()) * torch.ones_like(theta)
     v0 = v0.clone().requires_grad_()
-    strict = v_init == "ceil"
+    strict = matched_v0(v_init, 1.0)[1]
     outs = if_multi_step_cupy(x, v0, theta, strict, current, sg, detach, True)
     gs = [torch.randn_like(o) for o in outs]
     grads = torch.autograd.grad(sum((o * g).sum() for o, g in zip(outs, gs)), (x, v0, theta))

@@ -34,6 +34,18 @@ def test_per_channel_threshold():
     assert torch.equal(act(torch.full((1, 2, 3, 3), 0.9))[0, 1], torch.zeros(3, 3))
 
 
+def test_default_rounding_is_round_as_everywhere_else():
+    """QuantReLU's default rounding is the one quantize, Converter, to_qvm and neuron_factory use."""
+    import inspect
+
+    import sj_qvm
+    assert QuantReLU(4).rounding == "round"
+    for fn in (sj_qvm.quantize, sj_qvm.Converter, sj_qvm.to_qvm, sj_qvm.neuron_factory):
+        assert inspect.signature(fn).parameters["rounding"].default == "round", fn
+    z = torch.tensor([0.5, 1.5, 2.49, 2.5])  # gamma = L: z = x; half-up at k + 1/2
+    assert torch.equal(QuantReLU(4, threshold=4.0).level(z), torch.tensor([1.0, 2.0, 2.0, 3.0]))
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(levels=0), ValueError, "levels must be an int >= 1"),
     (dict(levels=2.0), TypeError, "levels must be an int"),

@@ -230,12 +230,12 @@ static PyObject *if_rate(PyObject *self, PyObject *args)
 
 static PyObject *if_backward(PyObject *self, PyObject *args)
 {
-    unsigned long long h, g_spike, g_v, g_x, g_v0, g_th, th_addr;
+    unsigned long long h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr;
     Py_ssize_t th_div, th_mod, n, threads;
     int T, strict, expected, detach, sg_id, dtype;
     double th_value, p0, p1;
-    if (!PyArg_ParseTuple(args, "KKKKKKKdnnniiiiiddin:if_backward", &h, &g_spike, &g_v, &g_x,
-                          &g_v0, &g_th, &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict,
+    if (!PyArg_ParseTuple(args, "KKKKKKKKdnnniiiiiddin:if_backward", &h, &g_spike, &g_v,
+                          &g_v_seq, &g_x, &g_v0, &g_th, &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict,
                           &expected, &detach, &sg_id, &p0, &p1, &dtype, &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
@@ -247,6 +247,7 @@ static PyObject *if_backward(PyObject *self, PyObject *args)
     task t = {0};
     t.kind = 4;
     t.h = (uintptr_t)h, t.g_spike = (uintptr_t)g_spike, t.g_v = (uintptr_t)g_v;
+    t.g_v_seq = (uintptr_t)g_v_seq;
     t.g_x = (uintptr_t)g_x, t.g_v0 = (uintptr_t)g_v0, t.g_th = (uintptr_t)g_th;
     t.p_addr = (uintptr_t)th_addr, t.p_value = th_value, t.p_div = th_div, t.p_mod = th_mod;
     t.n = n, t.T = T, t.strict = strict, t.expected = expected, t.detach = detach;
@@ -295,7 +296,7 @@ static PyMethodDef methods[] = {
      "quant_relu_backward(x, g, g_x, g_gamma_terms, n, dtype, g_addr, g_value, g_div, g_mod, "
      "levels, rounding, threads)"},
     {"if_backward", if_backward, METH_VARARGS,
-     "if_backward(h, g_spike, g_v, g_x, g_v0, g_th, th_addr, th_value, th_div, th_mod, n, T, "
+     "if_backward(h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value, th_div, th_mod, n, T, "
      "strict, expected, detach, sg_id, p0, p1, dtype, threads)"},
     {"if_rate", if_rate, METH_VARARGS,
      "if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)"},
@@ -307,4 +308,14 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
                                     "CPU kernels for QuantReLU, the IF loop and its spike rate", -1, methods};
 
-PyMODINIT_FUNC PyInit__cpu(void) { return PyModule_Create(&module); }
+/* ABI: the version of these signatures (ops/native.py refuses an extension built from an older
+ * source). 2: if_backward takes g_v_seq. */
+PyMODINIT_FUNC PyInit__cpu(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "ABI", 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 typedef struct {
-    uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_x, g_v0, g_th, p_addr;
+    uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr;
     double p_value;
     ptrdiff_t p_div, p_mod, x_tstride, n, begin, end, levels;
     int T, rounding, strict, expected, dtype, kind, detach, sg_id;
@@ -243,16 +243,17 @@ SPIKE_RATE(float)
 SPIKE_RATE(double)
 
 /* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/bptt.py):
+ *   g_V += g_v_seq_t (when given: V_t is v_seq[t] too)
  *   g_s = g_spike_t - theta * g_V  (no reset term if detach);  g_h = sg'(h_t) * g_s
  *   g_theta -= g_h + g_V * s_t;    g_V <- g_V + g_h;   g_x_t = g_V
- * and in expected mode every g_x_t is their mean. g_spike, g_v may be absent (0); g_v0 and g_th
+ * and in expected mode every g_x_t is their mean. g_spike, g_v, g_v_seq may be absent (0); g_v0 and g_th
  * (per neuron) are written when present. sg' per surrogates.py: id 0 sigmoid (p0 = alpha),
  * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel. */
 #define IF_BACKWARD(type, EXP)                                                              \
     static void if_backward_##type(const task *t)                                           \
     {                                                                                       \
         const type *h = (const type *)t->h, *g_spike = (const type *)t->g_spike;            \
-        const type *g_v = (const type *)t->g_v;                                             \
+        const type *g_v = (const type *)t->g_v, *g_vs = (const type *)t->g_v_seq;           \
         type *g_x = (type *)t->g_x, *g_v0 = (type *)t->g_v0, *g_th = (type *)t->g_th;       \
         const ptrdiff_t N = t->n;                                                          \
         const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
@@ -269,6 +270,11 @@ SPIKE_RATE(double)
                     const type *hk = h + (ptrdiff_t)k * N + b;                             \
                     const type *gk = g_spike ? g_spike + (ptrdiff_t)k * N + b : NULL;      \
                     type *xk = g_x + (ptrdiff_t)k * N + b;                                 \
+                    if (g_vs) {                                                             \
+                        const type *vk = g_vs + (ptrdiff_t)k * N + b;                      \
+                        for (ptrdiff_t j = 0; j < m; j++)                                  \
+                            gv[j] = gv[j] + vk[j];                                          \
+                    }                                                                       \
                     for (ptrdiff_t j = 0; j < m; j++) {                                    \
                         const type hh = hk[j];                                              \
                         const type s = (type)(strict ? hh > 0 : hh >= 0);                   \

@@ -1,10 +1,11 @@
-"""The multi-step soft-reset IF loop: ``reference`` (plain autograd, the twin of every fast path),
+"""The multi-step soft-reset IF loop's fast paths. Their reference twin (plain autograd, the same
+signature) is :func:`sj_qvm.functional.if_multi_step_ref`, the functional core, re-exported here:
 ``inference`` (no-grad, in place), ``bptt`` (hand-written backward), their compiled CPU kernels
 (``cpu``, ``bptt_cpu``: ``sj_qvm/ops/_cpu.c``, optional, torch fallback) and the fused CUDA
 kernels (``if_loop.cu`` through CuPy, ``autograd`` custom ops)."""
+from ...functional import if_multi_step_ref
 from .autograd import if_multi_step_cupy
 from .bptt import if_multi_step_bptt
 from .inference import if_multi_step_inference
-from .reference import if_multi_step_ref
 
 __all__ = ["if_multi_step_ref", "if_multi_step_inference", "if_multi_step_bptt", "if_multi_step_cupy"]

@@ -5,7 +5,7 @@
 * ``sj_qvm::if_loop_inference``: stores nothing for backward; spikes optionally bool/uint8.
 
 The fake registrations give ``torch.compile`` the output shapes without running anything.
-:func:`if_multi_step_cupy` is the fast twin of :func:`..reference.if_multi_step_ref`: same
+:func:`if_multi_step_cupy` is the fast twin of :func:`sj_qvm.functional.if_multi_step_ref`: same
 signature and, for fp32 inputs, bit-identical spikes and v. Its state is fp32 for every input
 dtype, so ``v`` and ``v_seq`` are fp32; for fp16/bf16 inputs it equals the reference run on the
 input cast to fp32 (not the reference run in fp16/bf16).

@@ -1,10 +1,11 @@
 """Multi-step IF loop with a hand-written BPTT backward (torch ops, any device).
 
-Same signature and results as :func:`..reference.if_multi_step_ref` (spikes and V_T bit-identical,
+Same signature and results as :func:`sj_qvm.functional.if_multi_step_ref` (spikes and V_T bit-identical,
 gradients equal up to summation order), but it saves only ``h_t = U_t - theta`` and the spikes for
 backward instead of autograd's whole per-step graph. Backward, from t = T down to 1, with
 ``sg'_t`` the surrogate derivative at h_t and ``g_V`` the gradient flowing into V_t::
 
+    g_V  += g_v_seq_t                    (V_t is also v_seq[t], when stored)
     g_h   = (g_s_t - theta * g_V * [not detach_reset]) * sg'_t
     g_U   = g_V + g_h                    (U_t = V_{t-1} + q_t;  h_t = U_t - theta)
     g_q_t = g_U;    g_V <- g_U;    g_theta -= g_h + g_V_t * s_t
@@ -45,7 +46,7 @@ class _IFLoopBPTT(torch.autograd.Function):
                 v_seq[t] = v
         ctx.save_for_backward(h_seq, spike_seq, v_init, v_threshold)
         ctx.strict, ctx.current, ctx.sg, ctx.detach_reset = strict, current, surrogate_function, detach_reset
-        ctx.mark_non_differentiable(*(() if v_seq is None else (v_seq,)))
+        ctx.set_materialize_grads(False)  # an output nobody reads costs no zero tensor
         return spike_seq, v, v_seq
 
     @staticmethod
@@ -58,6 +59,8 @@ class _IFLoopBPTT(torch.autograd.Function):
         g_x = torch.empty_like(h_seq)
         g_theta = torch.zeros_like(h_seq[0]) if ctx.needs_input_grad[2] else None
         for t in range(T - 1, -1, -1):
+            if g_vseq is not None:  # not in place: gv may be g_x[t + 1]
+                gv = gv + g_vseq[t]
             with torch.enable_grad():
                 h = h_seq[t].detach().requires_grad_()
                 s = fire(h, ctx.strict, ctx.sg)

@@ -38,8 +38,7 @@ class _IFLoopCPU(torch.autograd.Function):
                     native.DTYPES[x_seq.dtype], native.threads())
         ctx.save_for_backward(h, v_init, v_threshold)
         ctx.args = (strict, expected, sg, detach_reset, theta_param)
-        if v_seq is not None:
-            ctx.mark_non_differentiable(v_seq)
+        ctx.set_materialize_grads(False)  # an output nobody reads costs no zero tensor
         return spike, v, v_seq
 
     @staticmethod
@@ -51,10 +50,12 @@ class _IFLoopCPU(torch.autograd.Function):
         n = math.prod(shape)
         g_spike = None if g_spike is None else g_spike.contiguous()
         g_v = None if g_v is None else g_v.contiguous()
+        g_vseq = None if g_vseq is None else g_vseq.contiguous()
         g_x = torch.empty_like(h)
         g_v0 = torch.empty(shape, dtype=h.dtype) if ctx.needs_input_grad[1] else None
         g_th = torch.empty(shape, dtype=h.dtype) if ctx.needs_input_grad[2] else None
-        native.call("if_backward", h.data_ptr(), _addr(g_spike), _addr(g_v), g_x.data_ptr(),
+        native.call("if_backward", h.data_ptr(), _addr(g_spike), _addr(g_v), _addr(g_vseq),
+                    g_x.data_ptr(),
                     _addr(g_v0), _addr(g_th), th_addr, th_value, th_div, th_mod, n, T,
                     int(strict), int(expected), int(detach_reset), sg_id, p0, p1,
                     native.DTYPES[h.dtype], native.threads())

@@ -32,7 +32,7 @@ namespace qvm {
 
 typedef long long i64;
 
-// Forward flags (must match sj_qvm/ops/if_loop/cupy.py).
+// Forward flags (sj_qvm/ops/if_loop/enums.py reads these enums for the Python side).
 enum {
     F_STRICT = 1,         // fire on h > 0 instead of h >= 0
     F_EXPECTED = 2,       // every step receives the mean current q
@@ -49,7 +49,7 @@ enum {
     B_NEED_V0 = 512,      // write dL/dV0 per neuron
     B_NEED_THETA = 1024,  // write dL/dtheta per neuron
 };
-// Surrogate ids (must match sj_qvm/ops/if_loop/surrogates.py).
+// Surrogate ids (read by sj_qvm/ops/if_loop/enums.py for surrogates.py).
 enum { SG_NONE = -1, SG_SIGMOID = 0, SG_ATAN = 1 };  // SG_NONE: spikes carry no gradient
 
 // ---- storage types: 16-bit floats are raw bits; no CUDA headers are needed --------------------

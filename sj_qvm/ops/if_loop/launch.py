@@ -16,9 +16,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-# Flags, as in if_loop.cuh.
-F_STRICT, F_EXPECTED, F_STORE_V_SEQ, F_STORE_H, F_THETA_TENSOR, F_V0_TENSOR = 1, 2, 4, 8, 16, 32
-B_GRAD_V, B_GRAD_V_SEQ, B_DETACH_RESET, B_NEED_V0, B_NEED_THETA = 64, 128, 256, 512, 1024
+from .enums import VALUES as _FLAGS
+
+# The kernels' flag bits, read from if_loop.cuh.
+F_STRICT, F_EXPECTED, F_STORE_V_SEQ, F_STORE_H, F_THETA_TENSOR, F_V0_TENSOR = (
+    _FLAGS[k] for k in ("F_STRICT", "F_EXPECTED", "F_STORE_V_SEQ", "F_STORE_H", "F_THETA_TENSOR",
+                        "F_V0_TENSOR"))
+B_GRAD_V, B_GRAD_V_SEQ, B_DETACH_RESET, B_NEED_V0, B_NEED_THETA = (
+    _FLAGS[k] for k in ("B_GRAD_V", "B_GRAD_V_SEQ", "B_DETACH_RESET", "B_NEED_V0", "B_NEED_THETA"))
 
 DTYPE_TAGS = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 BYTE_SPIKES = (torch.bool, torch.uint8)

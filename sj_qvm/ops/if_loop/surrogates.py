@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-SG_NONE, SG_SIGMOID, SG_ATAN = -1, 0, 1
+from .enums import VALUES as _IDS
+
+# The kernels' surrogate ids, read from if_loop.cuh.
+SG_NONE, SG_SIGMOID, SG_ATAN = _IDS["SG_NONE"], _IDS["SG_SIGMOID"], _IDS["SG_ATAN"]
 
 _TABLE = {
     "Sigmoid": lambda alpha: (SG_SIGMOID, alpha, 0.0),

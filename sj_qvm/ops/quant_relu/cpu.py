@@ -9,7 +9,7 @@ import torch
 
 from .. import native
 from ..if_loop.launch import index_form
-from .reference import ROUNDINGS
+from ...checks import ROUNDINGS
 
 
 def _gamma_param(x: torch.Tensor, gamma):

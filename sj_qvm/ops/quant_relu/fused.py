@@ -24,19 +24,17 @@ from __future__ import annotations
 import torch
 
 from .cpu import quant_relu_backward_cpu, quant_relu_cpu
-from .reference import ROUNDINGS
+from ...checks import check_rounding
 
 
 def _levels_inplace(z: torch.Tensor, levels: int, rounding: str) -> torch.Tensor:
     """``clip(Q(z), 0, L)`` in place, NaN -> 0."""
-    if rounding == "floor":
+    if check_rounding(rounding) == "floor":
         z.floor_()
     elif rounding == "round":
         z.add_(0.5).floor_()
-    elif rounding == "ceil":
-        z.ceil_()
     else:
-        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        z.ceil_()
     return z.clamp_(0, levels).nan_to_num_(nan=0.0)
 
 

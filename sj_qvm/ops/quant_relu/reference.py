@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from ...checks import ROUNDINGS
+from ...checks import check_rounding
+
+_Q = {"floor": torch.floor, "round": lambda z: torch.floor(z + 0.5), "ceil": torch.ceil}
 
 
 def quantize_level(z: torch.Tensor, rounding: str) -> torch.Tensor:
     """Q(z) for Q in {floor, round (half-up), ceil}; no clipping, no gradient."""
-    if rounding == "floor":
-        return torch.floor(z)
-    if rounding == "round":
-        return torch.floor(z + 0.5)
-    if rounding == "ceil":
-        return torch.ceil(z)
-    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return _Q[check_rounding(rounding)](z)
 
 
 def quant_relu_levels_ref(x: torch.Tensor, gamma, levels: int, rounding: str) -> torch.Tensor:

@@ -1,0 +1,66 @@
+"""The host build of the CUDA kernels (tests/if_loop_host.cpp, g++), registered as the CPU runner
+of ``sj_qvm.ops.if_loop.launch``: the fixture ``host`` that the CUDA-without-a-GPU tests share."""
+import ctypes
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from sj_qvm.ops.if_loop import cupy as cupy_mod
+from sj_qvm.ops.if_loop import launch
+
+HERE = os.path.dirname(__file__)
+OPS_DIR = os.path.dirname(cupy_mod.SOURCE)
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
+                                if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+
+
+class HostRunner:
+    """Calls the host build of a kernel: same name, same arguments, ``threads`` first."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.launches = []
+
+    def launch(self, name, threads, args, device):
+        assert device.type == "cpu"
+        cargs = [ctypes.c_longlong(threads)]
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                cargs.append(ctypes.c_void_p(a.data_ptr()))
+            elif a is None:
+                cargs.append(ctypes.c_void_p(None))
+            elif isinstance(a, np.float32):
+                cargs.append(ctypes.c_float(float(a)))
+            elif isinstance(a, np.int64):
+                cargs.append(ctypes.c_longlong(int(a)))
+            elif isinstance(a, np.int32):
+                cargs.append(ctypes.c_int(int(a)))
+            else:
+                raise TypeError(f"unexpected kernel argument {a!r}")
+        fn = getattr(self.lib, name)
+        fn.restype = None
+        fn(*cargs)
+        self.launches.append(name)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """The host build, registered as the CPU runner for this module's tests."""
+    out = str(tmp_path_factory.mktemp("host") / "libqvm_if_loop_host.so")
+    src = os.path.join(HERE, "if_loop_host.cpp")
+    if shutil.which("g++"):
+        cmd = ["g++", "-O1", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+               "-Wno-unknown-pragmas", f"-I{OPS_DIR}", src, "-o", out]
+    elif NVCC:
+        cmd = [NVCC, "-shared", "-Xcompiler", "-fPIC", "-x", "cu", f"-I{OPS_DIR}", src, "-o", out]
+    else:
+        pytest.skip("neither g++ nor nvcc to build the host twin")
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    runner = HostRunner(ctypes.CDLL(out))
+    launch.register_runner("cpu", runner)
+    yield runner
+    launch._runners.pop("cpu", None)

@@ -1,0 +1,131 @@
+"""The kernels' custom ops (opcheck, torch.compile), QVMIFNode on the kernel path and the backend
+dispatch, without a GPU: the host build of the kernels (tests/cuda_host.py) stands in for CUDA."""
+import logging
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cuda_host import HERE, host  # noqa: F401 -- the fixture
+from sj_qvm import QVMIFNode
+from sj_qvm._compat import functional, surrogate
+from sj_qvm.ops.if_loop import backend, surrogates
+from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+
+
+# ---- custom ops: registrations and torch.compile ----------------------------------------------
+def test_opcheck(host):
+    x = torch.rand(3, 2, 8) * 1.2
+    theta = torch.tensor([0.5, 0.7]).view(2, 1)
+    args = (x.requires_grad_(), theta.requires_grad_(), 0.0, None, 0.2, False, True, True,
+            surrogates.SG_ATAN, 1.0, math.pi, False)
+    torch.library.opcheck(torch.ops.sj_qvm.if_loop_forward.default, args)
+    torch.library.opcheck(torch.ops.sj_qvm.if_loop_inference.default,
+                          (x.detach(), None, 0.6, None, 0.0, True, False, False, torch.bool))
+
+
+def test_torch_compile_matches_eager(host):
+    def step(x, theta):
+        spike, v, _ = if_multi_step_cupy(x, 0.5 * theta, theta, False, "expected",
+                                         surrogate.Sigmoid())
+        return spike.sum(0) + v
+
+    x = torch.rand(4, 3, 2, 8).requires_grad_()
+    theta = torch.tensor([0.5, 0.7]).view(2, 1).requires_grad_()
+    g = torch.randn(3, 2, 8)
+    out = step(x, theta)
+    eager = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
+    compiled_fn = torch.compile(step, backend="aot_eager", fullgraph=True)
+    out = compiled_fn(x, theta)
+    compiled = (out,) + torch.autograd.grad((out * g).sum(), (x, theta))
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+
+
+# ---- QVMIFNode on the kernel path (host build standing in for CUDA) ---------------------------
+@pytest.fixture
+def kernels_on_cpu(host, monkeypatch):
+    """Let QVMIFNode's dispatch send CPU tensors to the kernel path (the host build)."""
+    monkeypatch.setattr(backend, "unavailable_reason", lambda *a: None)
+    return host
+
+
+@pytest.mark.parametrize("v_init", ["floor", "round", "ceil", 0.3,
+                                    torch.tensor([0.0, 0.2, 0.4]), torch.rand(3, 2, 2)])
+@pytest.mark.parametrize("theta", [0.7, torch.tensor([0.5, 0.9, 1.3])])
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_node_kernel_path_equals_torch_path(kernels_on_cpu, v_init, theta, current):
+    fast = QVMIFNode(theta, v_init, current=current, step_mode="m", store_v_seq=True,
+                     backend="cupy")
+    slow = QVMIFNode(theta, v_init, current=current, step_mode="m", store_v_seq=True,
+                     backend="torch")
+    for batch in (4, 4, 3):  # the second call continues the state; then a new batch size
+        if fast.v is not None and isinstance(fast.v, torch.Tensor) and fast.v.shape[0] != batch:
+            functional.reset_net(fast)
+            functional.reset_net(slow)
+        x = torch.rand(5, batch, 3, 2, 2) * 1.2 - 0.1
+        kernels_on_cpu.launches.clear()
+        with torch.no_grad():
+            a, b = fast(x), slow(x)
+        assert kernels_on_cpu.launches and fast.last_dispatch[0] == "cupy"
+        assert slow.last_dispatch[0] == "torch"
+        assert torch.equal(a, b) and torch.equal(fast.v, slow.v)
+        assert torch.equal(fast.v_seq, slow.v_seq)
+
+
+def test_node_kernel_path_trains_theta_and_v0(kernels_on_cpu):
+    x_data = torch.rand(4, 2, 3, 2, 2) * 1.2
+    g = torch.randn(4, 2, 3, 2, 2)
+    grads = {}
+    for name in ("cupy", "torch"):
+        theta = torch.nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
+        v0 = torch.nn.Parameter(torch.full((3,), 0.25))
+        node = QVMIFNode(theta, v0, step_mode="m", surrogate_function=surrogate.ATan(),
+                         backend=name)
+        x = x_data.clone().requires_grad_()
+        (node(x) * g).sum().backward()
+        assert node.last_dispatch[0] == name
+        grads[name] = (x.grad, theta.grad, v0.grad)
+    for a, b in zip(grads["cupy"], grads["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ---- dispatch without CUDA --------------------------------------------------------------------
+def test_backend_argument_and_fallback(caplog):
+    node = QVMIFNode(step_mode="m")
+    assert node.backend == "auto" and node.supported_backends == ("auto", "torch", "cupy")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        QVMIFNode(backend="triton")
+    backend._logged.clear()
+    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
+        node(torch.rand(2, 3))
+        functional.reset_net(node)
+        node(torch.rand(2, 3))
+    fallbacks = [r for r in caplog.records if "falls back" in r.getMessage()]
+    assert len(fallbacks) == 1 and "cpu" in fallbacks[0].getMessage()
+    assert node.last_dispatch[0] == "torch"
+    info = backend.diagnose(node)
+    assert info["last"] == node.last_dispatch and isinstance(info["cupy"][0], bool)
+    node.backend = "cupy"
+    functional.reset_net(node)
+    with pytest.raises(backend.BackendUnavailable, match="cannot run: input is on cpu"):
+        node(torch.rand(2, 3))
+
+
+def test_unsupported_surrogate_is_a_reason():
+    assert surrogates.snippet(surrogate.Sigmoid(alpha=5.0)) == (surrogates.SG_SIGMOID, 5.0, 0.0)
+    sid, p0, p1 = surrogates.snippet(surrogate.ATan(alpha=2.0))
+    assert (sid, p0) == (surrogates.SG_ATAN, 1.0) and p1 == pytest.approx(math.pi)
+    reason = surrogates.unsupported_reason(surrogate.PiecewiseQuadratic())
+    assert "PiecewiseQuadratic has no CUDA snippet" in reason
+    x = torch.rand(2, 3, device="meta", requires_grad=True)
+    assert backend.unavailable_reason(x, surrogate.Sigmoid(), True).startswith("input is on meta")
+
+
+def test_import_does_not_import_cupy():
+    code = "import sys, sj_qvm, sj_qvm.ops.if_loop; assert 'cupy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))
