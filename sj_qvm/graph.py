@@ -1,7 +1,8 @@
-"""The fx graph of an ANN: tracing with QVM's leaves, where a node came from, graph surgery.
+"""The fx graph of an ANN: tracing with QVM's leaves, where a node came from, which nodes are
+ReLUs, graph surgery (BatchNorm folding, module swaps, fresh module names).
 
 Every module that rewrites or inspects a traced ANN (:mod:`sj_qvm.convert`,
-:mod:`sj_qvm.interop`, :mod:`sj_qvm.analysis`) takes these from here.
+:mod:`sj_qvm.analysis`, :mod:`sj_qvm.mapping`, :mod:`sj_qvm.interop`) takes these from here.
 """
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ import traceback
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from . import _compat
 from .neuron import QVMIFNode
 from .quant import QuantReLU
 
-__all__ = ["ConversionError", "QVMTracer", "trace", "set_submodule", "fold_batchnorm"]
+__all__ = ["ConversionError", "QVMTracer", "trace", "set_submodule", "fold_batchnorm", "is_relu",
+           "unique_name", "RELU_FUNCTIONS", "RELU_METHODS"]
+
+#: The functional and method spellings of ReLU that a traced graph can hold.
+RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)
+RELU_METHODS = ("relu", "relu_")
 
 
 class ConversionError(ValueError):
@@ -141,3 +148,23 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
 
 
 set_submodule, fold_batchnorm = _set_submodule, _fold_batchnorm
+
+
+def is_relu(node: fx.Node, modules: dict) -> bool:
+    """Whether ``node`` is a plain ReLU: an ``nn.ReLU`` module (exactly; subclasses and QuantReLU
+    are not), ``F.relu`` / ``torch.relu`` or ``x.relu()``. ``modules``: ``dict(gm.named_modules())``."""
+    if node.op == "call_module":
+        return type(modules[node.target]) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in RELU_METHODS
+
+
+def unique_name(root: nn.Module, base: str) -> str:
+    """``base``, or ``base_k`` with the smallest k >= 1, naming no module or attribute of ``root``."""
+    names = dict(root.named_modules())
+    name, k = base, 0
+    while name in names or hasattr(root, name):
+        k += 1
+        name = f"{base}_{k}"
+    return name

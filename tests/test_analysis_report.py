@@ -48,7 +48,7 @@ def test_two_layer_report_by_hand():
 
     exp, ins = rep.rows_by_current["expected"], rep.rows_by_current["instant"]
     assert [r.name for r in exp] == ["1", "3"]
-    assert [r.neurons for r in exp] == [3, 2]
+    assert [r.neurons_per_sample for r in exp] == [3, 2]
     assert [r.ann_macs for r in exp] == [6, 2]
     # expected current: exact
     assert [r.mismatched for r in exp] == [0, 0]

@@ -11,7 +11,7 @@ import sj_qvm
 from sj_qvm import QuantReLU, _compat
 from sj_qvm.analysis import compare_levels
 from sj_qvm.convert import ConversionError, QVMNetwork
-from sj_qvm.interop import mapping
+from sj_qvm import mapping
 
 SJ2 = _compat.FXConversionRecipe is not None
 
@@ -191,7 +191,7 @@ def test_converter_on_sample_models_is_exact_at_t_equals_l(name, shape):
     assert isinstance(snn, QVMNetwork) and snn.time_steps == L
     x = torch.rand(2, *shape, dtype=torch.float64)
     rows = compare_levels(conv.qann, snn, x)
-    assert sum(r.mismatched for r in rows) == 0 and sum(r.neurons for r in rows) > 0
+    assert sum(r.mismatched for r in rows) == 0 and sum(r.neuron_evaluations for r in rows) > 0
     torch.testing.assert_close(run(snn, x, L).mean(0), conv.qann(x), rtol=1e-12, atol=1e-12)
     # not vacuous: the ANN computes something
     assert conv.qann(x).abs().max() > 1e-3

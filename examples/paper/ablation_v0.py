@@ -76,7 +76,7 @@ def run(levels=8, time_steps=(1, 2, 4, 8, 16, 32), epochs=30, width=16, seed=0,
                     if current == "expected" and T == levels:
                         rows = compare_levels(ann, snn, x_te)
                         entry["mismatched"][v0] = sum(r.mismatched for r in rows)
-                        entry["neurons"] = sum(r.neurons for r in rows)
+                        entry["neurons"] = sum(r.neuron_evaluations for r in rows)
         res[q] = entry
     return res
 
