@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from . import _compat
 from .checks import check_bool, check_choice, check_current, check_levels, check_step_mode
 from .functional import expected_current
-from .graph import (ConversionError, QVMTracer, _check_model, _fold_batchnorm, _qualify,  # noqa: F401
-                    _set_submodule, trace)
+from .graph import (ConversionError, QVMTracer, check_model, fold_batchnorm, qualify,  # noqa: F401
+                    set_submodule, trace)
 from .neuron import QVMIFNode
 from .ops.if_loop.cpu import if_rate_cpu, spike_rate
 from .quant import QuantReLU, channel_view
@@ -88,7 +88,7 @@ def _is_constant_scaling(node: fx.Node) -> bool:
 
 
 def _check_node(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
-    where = _qualify(gm, node)
+    where = qualify(gm, node)
     if node.op == "call_module":
         m = modules[node.target]
         if isinstance(m, QuantReLU) or isinstance(m, _LINEAR_MODULES):
@@ -324,7 +324,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         ConversionError (a ValueError) naming the op and its place in the graph for any op with no
         exact spiking equivalent (MaxPool, plain ReLU, GELU, ...).
     """
-    _check_model(ann)
+    check_model(ann)
     check_current(current)
     check_bool(warn, "warn")
     levels = _levels_of(ann)
@@ -346,7 +346,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
 
     model = copy.deepcopy(ann).eval()
     gm = trace(model)
-    _fold_batchnorm(gm)
+    fold_batchnorm(gm)
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
         _check_node(gm, node, modules)
@@ -368,9 +368,9 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
                                       "threshold initialisation advice in QuantReLU)")
             theta = gamma.item() if gamma.ndim == 0 else gamma.clone()
             node_ = QVMIFNode(v_threshold=theta, v_init=m.rounding, current=current, step_mode="m")
-            _set_submodule(gm, node.target, SpikingActivation(node_))
+            set_submodule(gm, node.target, SpikingActivation(node_))
         elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
-            _set_submodule(gm, node.target, nn.Identity())
+            set_submodule(gm, node.target, nn.Identity())
     gm.recompile()
     snn = QVMNetwork(gm, distinct[0] if len(distinct) == 1 else None, schedule).eval()
     _compat.invalidate_reset_cache(snn)

@@ -20,8 +20,8 @@ from . import _compat
 from .neuron import QVMIFNode
 from .quant import QuantReLU
 
-__all__ = ["ConversionError", "QVMTracer", "trace", "set_submodule", "fold_batchnorm", "is_relu",
-           "unique_name", "RELU_FUNCTIONS", "RELU_METHODS"]
+__all__ = ["ConversionError", "QVMTracer", "trace", "check_model", "qualify", "set_submodule",
+           "fold_batchnorm", "is_relu", "unique_name", "RELU_FUNCTIONS", "RELU_METHODS"]
 
 #: The functional and method spellings of ReLU that a traced graph can hold.
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)
@@ -50,7 +50,7 @@ class QVMTracer(fx.Tracer):
         return proxy
 
 
-def _check_model(model, name: str = "ann") -> None:
+def check_model(model, name: str = "ann") -> None:
     """A module with real tensors, or a TypeError/ValueError saying what it is instead."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module (the trained ANN), got "
@@ -97,7 +97,7 @@ def _stack_frames(stack: str):
 
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model`` with :class:`QVMTracer`; explain why if that is impossible."""
-    _check_model(model, "model")
+    check_model(model, "model")
     tracer = QVMTracer()
     try:
         graph = tracer.trace(model)
@@ -111,13 +111,13 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
-def _qualify(gm: fx.GraphModule, node: fx.Node) -> str:
+def qualify(gm: fx.GraphModule, node: fx.Node) -> str:
     """``graph node 'name' (file:line in fn: code)``, the user's source line of ``node``."""
     where = _user_frame(_stack_frames(node.meta.get("stack_trace") or ""))
     return f"graph node '{node.name}'" + (f" ({where})" if where else "")
 
 
-def _fold_batchnorm(gm: fx.GraphModule) -> None:
+def fold_batchnorm(gm: fx.GraphModule) -> None:
     """Fold every BatchNorm whose input is a conv/linear used by nothing else into that layer."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -135,19 +135,17 @@ def _fold_batchnorm(gm: fx.GraphModule) -> None:
             fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
         else:
             continue
-        _set_submodule(gm, prev.target, fused)
+        set_submodule(gm, prev.target, fused)
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
 
 
-def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+def set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent, _, name = target.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
-
-set_submodule, fold_batchnorm = _set_submodule, _fold_batchnorm
 
 
 def is_relu(node: fx.Node, modules: dict) -> bool:

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from . import _compat
 from .checks import check_current, check_rounding
-from .graph import _check_model, set_submodule
+from .graph import check_model, set_submodule
 from .neuron import QVMIFNode
 
 __all__ = ["NodeMapping", "MAPPING", "to_qvm", "to_spikingjelly", "spiking_sites"]
@@ -142,7 +142,7 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
     """
     check_rounding(rounding)
     check_current(current)
-    _check_model(sj_snn, "sj_snn")
+    check_model(sj_snn, "sj_snn")
     snn = copy.deepcopy(sj_snn)
     gm = snn if isinstance(snn, fx.GraphModule) else None
     swapped = 0
@@ -186,7 +186,7 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
     scaler takes the threshold back and the node gets theta = 1, as SJ's converters build it.
     ``backend`` is passed to the node on SpikingJelly 0.0.0.0.14 and dropped on 2.x, which removed it.
     """
-    _check_model(snn, "snn")
+    check_model(snn, "snn")
     out = copy.deepcopy(snn)
     gm = out if isinstance(out, fx.GraphModule) else None
     lost = []

@@ -13,10 +13,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..graph import ConversionError, is_relu, set_submodule, trace, unique_name
 from ..qat import clamp_thresholds
-from ..quant import QuantReLU, check_levels, check_rounding
+from ..checks import check_bool, check_int, check_levels, check_positive, check_rounding
+from ..quant import QuantReLU
 from .calibration import batch_input, calibrate, check_calibration_args
 
 __all__ = ["quantize", "quantize_graph", "finetune", "has_relu"]
@@ -69,6 +71,8 @@ def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
     """
     check_levels(levels)
     check_rounding(rounding)
+    check_bool(replace_maxpool, "replace_maxpool")
+    check_positive(threshold, "threshold")
     gm = trace(copy.deepcopy(model))
     modules = dict(gm.named_modules())
     calls: dict = {}
@@ -181,9 +185,12 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
     Returns:
         ``qann`` in eval mode.
     """
-    from tqdm.auto import tqdm
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    check_int(epochs, "epochs", minimum=0)
+    check_positive(lr, "lr")
+    check_bool(progress, "progress")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (output, target) -> loss, got "
+                        f"{type(loss_fn).__name__}")
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
     device = next((p.device for p in qann.parameters()), torch.device("cpu"))
     opt = torch.optim.Adam(qann.parameters(), lr=lr)
