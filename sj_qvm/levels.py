@@ -8,7 +8,7 @@ home of the rule that decides whether a conversion is exact.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import List, Optional
 
 import torch
@@ -75,6 +75,10 @@ class LayerMatch:
     def neuron_evaluations(self) -> int:
         """samples x neurons_per_sample: the denominator of :attr:`mismatched`."""
         return self.samples * self.neurons_per_sample
+
+    def to_dict(self) -> dict:
+        """The fields and :attr:`neuron_evaluations`, JSON-ready."""
+        return {**asdict(self), "neuron_evaluations": self.neuron_evaluations}
 
 
 def _theta_view(theta, like: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ and a PNG (:meth:`~ConversionReport.plot`). :func:`sj_qvm.analysis.conversion_re
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import List, Optional
 
 from . import _compat
@@ -56,9 +56,6 @@ class LayerReport(LayerMatch):
     firing_rate: float = 0.0
     sops: float = 0.0
     ann_macs: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "neuron_evaluations": self.neuron_evaluations}
 
 
 @dataclass

@@ -63,6 +63,15 @@ def test_measure_layer_targets_and_errors():
     assert n.mismatched == 0
     assert n.unevenness_error == pytest.approx((4.0 + 1.0 + 0.25 + 0.24) / 4)
     assert measure_layer("act", torch.tensor([[2, 0, 0, 1]]), 1.0, 2, a=a).mismatched == 2
+    # Per-channel theta on the activation path: channel 1 (theta = 3) needs a = 1.5 for one
+    # spike at T = 2, so a = 1.4 there targets round-half-up(0.93) = 1; N = 0 misses it.
+    a = torch.tensor([[[0.5], [1.4]]], dtype=torch.float64)                 # [B=1, C=2, 1]
+    pc = measure_layer("act", torch.tensor([[[1], [0]]]), torch.tensor([1.0, 3.0]), 2, a=a)
+    assert (pc.mismatched, pc.neurons_per_sample, pc.neuron_evaluations) == (1, 2, 2)
+    assert pc.unevenness_error == pytest.approx((0.0 + 1.4) / 2)
+    assert pc.to_dict() == {"name": "act", "neurons_per_sample": 2, "samples": 1,
+                            "mismatched": 1, "unevenness_error": pc.unevenness_error,
+                            "neuron_evaluations": 2}
     with pytest.raises(ValueError, match="exactly one of M"):
         measure_layer("act", N, 2.0, 2)
     with pytest.raises(ValueError, match="exactly one of M"):
