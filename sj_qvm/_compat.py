@@ -18,7 +18,7 @@ from spikingjelly.activation_based import base, functional, layer, neuron, surro
 
 __all__ = [
     "SJ_VERSION", "SJ_MAJOR", "base", "functional", "layer", "neuron", "surrogate",
-    "MemoryModule", "IFNode", "reset_net", "set_step_mode", "invalidate_reset_cache",
+    "MemoryModule", "StepModule", "IFNode", "reset_net", "set_step_mode", "invalidate_reset_cache",
     "SeqToANNContainer", "default_surrogate", "is_spikingjelly_module",
 ]
 
@@ -30,6 +30,7 @@ except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path
 SJ_MAJOR: int = int(SJ_VERSION.split(".")[0])
 
 MemoryModule = base.MemoryModule
+StepModule = base.StepModule
 IFNode = neuron.IFNode
 #: 2.x's IF node that starts at V0 = theta/2 (its channel-wise and LTB recipes use it); None on 0.14.
 HalfThresholdIFNode = getattr(neuron, "HalfThresholdIFNode", None)
@@ -154,8 +155,12 @@ def make_if_node(cls=None, **kwargs) -> nn.Module:
 
 
 # -- op counting -------------------------------------------------------------------------------
-#: Energy per operation at 45 nm, 32-bit float (Horowitz, "Computing's energy problem (and what
-#: we can do about it)", ISSCC 2014): a multiply-accumulate 4.6 pJ (3.7 + 0.9), an accumulate 0.9 pJ.
+#: The source of the energies per operation below: 45 nm, 32-bit float.
+ENERGY_SOURCE = ('M. Horowitz, "Computing\'s energy problem (and what we can do about it)", '
+                 "ISSCC 2014")
+#: Energy per operation in pJ, the one home of these numbers (:data:`ENERGY_SOURCE`): a
+#: multiply-accumulate 4.6 pJ (3.7 + 0.9), an accumulate 0.9 pJ; SJ 2.x's ``op_counter`` states
+#: the same figures and, where it exists, they are read from it.
 E_MAC_PJ, E_AC_PJ = 4.6, 0.9
 try:
     _op_counter = importlib.import_module("spikingjelly.activation_based.op_counter")

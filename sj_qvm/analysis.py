@@ -1,147 +1,42 @@
-"""The conversion report: per spiking layer, levels M vs spike counts N (eq. 5), firing rates,
-synaptic operations and an energy estimate, as a table and a PNG. The N-vs-M comparison itself
-is :mod:`sj_qvm.levels`, the accuracy sweep over T :mod:`sj_qvm.accuracy`; both are re-exported
-here."""
+"""The conversion report, measured: :func:`conversion_report` runs an ANN and its SNN on a batch
+and counts, per spiking layer, levels M vs spike counts N (eq. 5), spikes, synaptic operations
+(SOPs) and the MACs of the synapses they drive.
+
+What the report holds and how it prints is :mod:`sj_qvm.report`; the N-vs-M measurement and the
+rule "exact at T = L" are :mod:`sj_qvm.levels`, the accuracy sweep over T :mod:`sj_qvm.accuracy`,
+the figures :mod:`sj_qvm.plots`. Their public names are re-exported here.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from collections import defaultdict
+from dataclasses import asdict
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from . import _compat
-from .accuracy import accuracy_vs_time_steps, plot_accuracy_vs_time_steps  # noqa: F401
-from .levels import LayerMatch, ann_levels, compare_levels, snn_spike_counts  # noqa: F401
+from .accuracy import accuracy_vs_time_steps  # noqa: F401
+from .checks import check_bool, check_levels
+from .convert import QVMNetwork
+from .functional import expected_current
+from .graph import is_relu, trace
+from .levels import (LayerMatch, ann_levels, call_names, compare_levels, is_exact,  # noqa: F401
+                     measure_layer, snn_spike_counts)
+from .mapping import spiking_sites
 from .neuron import QVMIFNode
-from .plots import CURRENT_STYLE, pyplot
-from .quant import QuantReLU, channel_view
+from .plots import plot_accuracy_vs_time_steps, plot_conversion_report  # noqa: F401
+from .quant import QuantReLU
+from .report import (ENERGY_CONVENTION, ConversionReport, LayerReport,  # noqa: F401
+                     energy_convention, format_energy)
 
-__all__ = ["ann_levels", "snn_spike_counts", "LayerMatch", "compare_levels",
-           "accuracy_vs_time_steps", "plot_accuracy_vs_time_steps", "conversion_report",
-           "ConversionReport", "LayerReport", "ENERGY_CONVENTION"]
-
-
-ENERGY_CONVENTION = (
-    "45 nm, 32-bit float: {mac} pJ per multiply-accumulate (MAC), {ac} pJ per accumulate (AC) "
-    '(M. Horowitz, "Computing\'s energy problem (and what we can do about it)", ISSCC 2014). '
-    "ANN: every synaptic MAC. SNN: one AC per synaptic operation (a spike reaching a synapse), "
-    "except the first synaptic layer, whose input is analog: its MACs are counted once per "
-    "inference for a static input (repeated over T) and T times for a frame sequence. Memory "
-    "traffic and neuron updates are not counted.")
-
-
-@dataclass
-class LayerReport:
-    """One spiking layer of a converted pair; counts are per input sample.
-
-    ``neurons``: the layer's size. ``mismatched``: (sample, neuron) pairs of the batch whose
-    spike count N differs from the ANN's level M (at T = L; at other T, from the count an ideal
-    T-step neuron would fire, round-half-up(a*T/theta)). ``unevenness_error``: the mean of
-    |a - theta/T * N| over the batch, which is theta/T * |M - N| (eq. 5) at T = L, gamma = theta.
-    ``firing_rate``: spikes / (neurons * T). ``sops``: spikes x fan-out, the synaptic operations
-    the layer's spikes drive over T steps. ``ann_macs``: the MACs the same synapses cost the ANN.
-    """
-
-    name: str
-    neurons: int
-    mismatched: int
-    unevenness_error: float
-    firing_rate: float
-    sops: float
-    ann_macs: float
-
-
-@dataclass
-class ConversionReport:
-    """What :func:`conversion_report` returns: rows per spiking layer for each current mode run."""
-
-    time_steps: int
-    batch_size: int
-    static_input: bool
-    current: str                      # the mode the SNN was given in
-    rows_by_current: dict             # {current: [LayerReport]}
-    first_layer_macs: float           # per sample, the synaptic layer(s) fed by the input
-    exact_levels: bool = True         # every ANN layer is a QuantReLU with L = T
-    e_mac_pj: float = _compat.E_MAC_PJ
-    e_ac_pj: float = _compat.E_AC_PJ
-
-    @property
-    def rows(self) -> List[LayerReport]:
-        """The rows for the SNN's own current mode."""
-        return self.rows_by_current[self.current]
-
-    def energy(self, current: Optional[str] = None) -> dict:
-        """Per-sample energy estimate in pJ (see :data:`ENERGY_CONVENTION`)."""
-        rows = self.rows_by_current[current or self.current]
-        first = self.first_layer_macs * (1 if self.static_input else self.time_steps)
-        ann_macs = self.first_layer_macs + sum(r.ann_macs for r in rows)
-        sops = sum(r.sops for r in rows)
-        ann = ann_macs * self.e_mac_pj
-        snn = first * self.e_mac_pj + sops * self.e_ac_pj
-        return {"ann_macs": ann_macs, "snn_first_layer_macs": first, "snn_sops": sops,
-                "ann_pj": ann, "snn_pj": snn, "snn_over_ann": snn / ann if ann else float("nan"),
-                "convention": ENERGY_CONVENTION.format(mac=self.e_mac_pj, ac=self.e_ac_pj)}
-
-    def to_markdown(self) -> str:
-        out = [f"T = {self.time_steps}, batch of {self.batch_size} "
-               f"({'static input repeated over T' if self.static_input else 'frame sequence'}); "
-               "counts per sample", ""]
-        for current, rows in self.rows_by_current.items():
-            mark = " (the SNN's mode)" if current == self.current and \
-                len(self.rows_by_current) > 1 else ""
-            err = "mean θ/T·\\|M−N\\| (eq. 5)" if self.exact_levels else \
-                "mean \\|a − θ/T·N\\|"
-            out += [f"**{current} current**{mark}", "",
-                    f"| layer | neurons | N ≠ M | {err} | firing rate | SOPs | ANN MACs |",
-                    "|---|---:|---:|---:|---:|---:|---:|"]
-            for r in rows:
-                out.append(f"| {r.name} | {r.neurons} | {r.mismatched} of "
-                           f"{r.neurons * self.batch_size} | {r.unevenness_error:.4g} | "
-                           f"{r.firing_rate:.4f} | {r.sops:.4g} | {r.ann_macs:.4g} |")
-            e = self.energy(current)
-            out += ["", f"energy per sample: ANN {e['ann_pj'] / 1e6:.4g} µJ "
-                        f"({e['ann_macs']:.4g} MACs), SNN {e['snn_pj'] / 1e6:.4g} µJ "
-                        f"({e['snn_first_layer_macs']:.4g} first-layer MACs + "
-                        f"{e['snn_sops']:.4g} SOPs), SNN/ANN = {e['snn_over_ann']:.3f}", ""]
-        out.append("Energy convention: " + ENERGY_CONVENTION.format(mac=self.e_mac_pj,
-                                                                     ac=self.e_ac_pj))
-        return "\n".join(out)
-
-    def plot(self, path: str, title: Optional[str] = None) -> None:
-        """Per-layer mean unevenness error, one bar per current mode side by side (Figure 3 style)."""
-        plt = pyplot()
-        currents = list(self.rows_by_current)
-        names = [r.name for r in self.rows_by_current[currents[0]]]
-        n = len(names)
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * n + 2.5), 3.6), dpi=150)
-        width = 0.8 / len(currents)
-        for k, current in enumerate(currents):
-            vals = [r.unevenness_error for r in self.rows_by_current[current]]
-            xs = [i + (k - (len(currents) - 1) / 2) * width for i in range(n)]
-            style = CURRENT_STYLE.get(current, dict(color=None, label=current))
-            ax.bar(xs, vals, width, color=style["color"], label=style["label"])
-            for x, v in zip(xs, vals):
-                ax.annotate(f"{v:.2g}", (x, v), ha="center", va="bottom", fontsize=6,
-                            xytext=(0, 1), textcoords="offset points")
-        ax.set_xticks(range(n))
-        ax.set_xticklabels([f"{i + 1}" for i in range(n)])
-        ax.set_xlabel("spiking layer")
-        ax.set_ylabel("mean unevenness error  θ/T·|M−N|" if self.exact_levels
-                      else "mean error  |a − θ/T·N|")
-        ax.set_title(title or f"per-layer unevenness error, T = {self.time_steps}", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
-        ax.margins(y=0.15)
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-
+__all__ = ["ann_levels", "snn_spike_counts", "LayerMatch", "measure_layer", "compare_levels",
+           "is_exact", "accuracy_vs_time_steps", "plot_accuracy_vs_time_steps",
+           "conversion_report", "ConversionReport", "LayerReport", "ENERGY_CONVENTION",
+           "energy_convention", "format_energy"]
 
 def _activation_sites(ann: nn.Module, x: torch.Tensor) -> list:
     """``[(name, a, M or None, levels or None)]`` for each QuantReLU / ReLU call of ``ann(x)``."""
-    from .graph import trace
-    from .interop.quantize import _is_relu
     gm = trace(ann)
     modules = dict(gm.named_modules())
     sites = []
@@ -153,7 +48,7 @@ def _activation_sites(ann: nn.Module, x: torch.Tensor) -> list:
                 m = modules[node.target]
                 inp = self.env[node.args[0]]
                 sites.append((node.target, out, m.level(inp), m.levels))
-            elif _is_relu(node, modules):
+            elif is_relu(node, modules):
                 sites.append((node.target if node.op == "call_module" else node.name, out,
                               None, None))
             return out
@@ -164,13 +59,11 @@ def _activation_sites(ann: nn.Module, x: torch.Tensor) -> list:
 
 
 def _is_multi_step(snn: nn.Module, nodes) -> bool:
-    from .convert import QVMNetwork
     return isinstance(snn, QVMNetwork) or all(getattr(m, "step_mode", "s") == "m" for m in nodes)
 
 
 def _run_snn(snn: nn.Module, x_seq: torch.Tensor, nodes, multi: bool) -> list:
     """Spikes ``[T, B, *]`` of each node (in ``nodes`` order) for ``x_seq``; resets first."""
-    from collections import defaultdict
     record, hooks = defaultdict(list), []
     for k, m in enumerate(nodes):
         hooks.append(m.register_forward_hook(
@@ -259,7 +152,7 @@ def conversion_report(ann: nn.Module, snn: nn.Module, inputs: torch.Tensor,
             converter, with SJ ``IFNode``\\ s or (after :func:`sj_qvm.to_qvm`) QVM nodes.
         inputs: a batch of ANN inputs ``[B, *]``, repeated over T for the SNN, or a frame sequence
             ``[T, B, *]``, whose mean over T the ANN sees.
-        time_steps: T for a static batch; defaults to ``snn.time_steps`` (a QVMNetwork's L).
+        time_steps: T for a static batch; defaults to ``snn.levels`` (a QVMNetwork's L).
         sequence: whether ``inputs`` is a frame sequence; by default it is when it has one more
             dim than the ANN's first convolution takes, and never for an ANN without one.
     Returns:
@@ -271,9 +164,13 @@ def conversion_report(ann: nn.Module, snn: nn.Module, inputs: torch.Tensor,
         gets the share of its MACs in proportion to its neuron count. MACs come from SJ 2.x's
         ``op_counter.MACCounter`` where the host has it, else from the layer shapes.
     """
-    from .convert import QVMNetwork
-    from .functional import expected_current
-    from .interop.mapping import spiking_sites
+    if time_steps is not None:
+        time_steps = check_levels(time_steps, "time_steps")
+    if sequence is not None:
+        check_bool(sequence, "sequence")
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2 or inputs.numel() == 0:
+        raise ValueError("inputs must be a non-empty tensor [B, *] (a static batch) or [T, B, *] "
+                         f"(a frame sequence), got {getattr(inputs, 'shape', type(inputs))}")
     if sequence is None:
         conv = next((m for m in ann.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d,
                                                                nn.Conv3d))), None)
@@ -284,9 +181,9 @@ def conversion_report(ann: nn.Module, snn: nn.Module, inputs: torch.Tensor,
             raise ValueError(f"time_steps={time_steps} but the frame sequence has {T} frames")
         x_seq, x = inputs, expected_current(inputs)
     else:
-        T = time_steps if time_steps is not None else getattr(snn, "time_steps", None)
+        T = time_steps if time_steps is not None else getattr(snn, "levels", None)
         if T is None:
-            raise ValueError("pass time_steps: the SNN does not say how many steps it runs")
+            raise ValueError("pass time_steps: the SNN does not say at which T = L it is exact")
         x_seq, x = inputs.unsqueeze(0).expand(T, *inputs.shape).contiguous(), inputs
     B = x.shape[0]
     acts = _activation_sites(ann, x)
@@ -345,27 +242,19 @@ def conversion_report(ann: nn.Module, snn: nn.Module, inputs: torch.Tensor,
             else:
                 share[w] += part
 
-    names = []
-    for aname, *_ in acts:
-        names.append(aname if aname not in names else f"{aname} (call {names.count(aname) + 1})")
+    names = call_names([aname for aname, *_ in acts])
     for current, spikes in list(rows_by_current.items()):
         rows = []
-        for k, ((aname, a, M, L), (sname, node, theta), s) in enumerate(zip(acts, sites, spikes)):
+        for k, ((_, a, M, L), (_, _, theta), s) in enumerate(zip(acts, sites, spikes)):
             N = s.sum(0)
-            th = theta if not isinstance(theta, torch.Tensor) else \
-                channel_view(theta.to(a.dtype), a.ndim)
-            phi = th / T * N.to(a.dtype)
             exact_pair = M is not None and L == T
-            target = M if exact_pair else torch.clamp(
-                torch.floor(torch.clamp(a, min=0) * T / th + 0.5), 0, T)
-            err = (th / T * (M - N).abs()) if exact_pair else (a - phi).abs()
+            match = measure_layer(names[k], N.to(a.dtype), theta, T,
+                                  **(dict(M=M) if exact_pair else dict(a=a)))
             spikes_per_sample = s.sum().item() / B
             rows.append(LayerReport(
-                name=names[k], neurons=sizes[k], mismatched=int((target != N).sum()),
-                unevenness_error=float(err.double().mean()),
-                firing_rate=spikes_per_sample / (sizes[k] * T),
+                **asdict(match), firing_rate=spikes_per_sample / (sizes[k] * T),
                 sops=spikes_per_sample * share[k] / sizes[k], ann_macs=share[k]))
         rows_by_current[current] = rows
-    return ConversionReport(time_steps=T, batch_size=B, static_input=not sequence, current=own,
+    return ConversionReport(time_steps=T, samples=B, static_input=not sequence, current=own,
                             rows_by_current=rows_by_current, first_layer_macs=first,
                             exact_levels=all(M is not None and L == T for _, _, M, L in acts))

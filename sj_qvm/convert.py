@@ -21,18 +21,18 @@ import warnings
 from typing import Optional
 
 import torch
-from .checks import check_current
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _compat
+from .checks import check_bool, check_choice, check_current, check_levels, check_step_mode
 from .functional import expected_current
-from .graph import (ConversionError, QVMTracer, _check_model, _fold_batchnorm, _qualify,  # noqa: F401
-                    _set_submodule, trace)
+from .graph import (ConversionError, QVMTracer, check_model, fold_batchnorm, qualify,  # noqa: F401
+                    set_submodule, trace)
 from .neuron import QVMIFNode
 from .ops.if_loop.cpu import if_rate_cpu, spike_rate
-from .quant import QuantReLU, channel_view, check_levels
+from .quant import QuantReLU, channel_view
 
 __all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError", "SCHEDULES"]
 
@@ -88,7 +88,7 @@ def _is_constant_scaling(node: fx.Node) -> bool:
 
 
 def _check_node(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
-    where = _qualify(gm, node)
+    where = qualify(gm, node)
     if node.op == "call_module":
         m = modules[node.target]
         if isinstance(m, QuantReLU) or isinstance(m, _LINEAR_MODULES):
@@ -112,8 +112,27 @@ def _check_node(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
         raise ConversionError(f"cannot convert method '.{node.target}()' at {where}: {hint}")
 
 
-class SpikingActivation(nn.Module):
-    """A converted QuantReLU. ``time_steps`` and ``per_sample`` are set by :class:`QVMNetwork`.
+class _MultiStepOnly(_compat.StepModule):
+    """A SpikingJelly step module that runs multi-step only: ``step_mode`` reads ``"m"`` and
+    refuses ``"s"``. This is the one place a converted network's step mode is decided."""
+
+    def supported_step_mode(self):
+        return ("m",)
+
+    @property
+    def step_mode(self) -> str:
+        return "m"
+
+    @step_mode.setter
+    def step_mode(self, value) -> None:
+        if check_step_mode(value) != "m":
+            raise ValueError(f"step_mode must be 'm' for a {type(self).__name__}: a converted QVM "
+                             "network is multi-step only (x_seq: [T, B, *]); got 's'")
+
+
+class SpikingActivation(nn.Module, _MultiStepOnly):
+    """A converted QuantReLU. ``time_steps`` and ``per_sample`` are set by :class:`QVMNetwork`
+    for each forward, from its input.
 
     * per-step schedule: ``[T*B, *] -> [T*B, *]``; unfolds to ``[T, B, *]``, runs ``node`` (a
       multi-step :class:`QVMIFNode`) and returns ``theta * s_t``, folded back.
@@ -128,6 +147,9 @@ class SpikingActivation(nn.Module):
 
     def __init__(self, node: QVMIFNode):
         super().__init__()
+        if not isinstance(node, QVMIFNode) or node.step_mode != "m":
+            raise ValueError("SpikingActivation needs a multi-step QVMIFNode (step_mode='m'), got "
+                             f"{type(node).__name__} step_mode={getattr(node, 'step_mode', None)!r}")
         self.node = node
         self.time_steps = 1
         self.per_sample = False
@@ -157,8 +179,10 @@ class SpikingActivation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = self.time_steps
-        if self.node.step_mode != "m":  # e.g. after functional.set_step_mode(snn, "s")
-            self.node.step_mode = "m"
+        if self.node.step_mode != "m":
+            raise ValueError(f"this converted layer's node was switched to step_mode="
+                             f"{self.node.step_mode!r}; a QVMNetwork runs every node multi-step "
+                             "(x_seq: [T, B, *]). Set it back with node.step_mode = 'm'")
         if self.per_sample:
             out = self._rate_unobserved(x, T)
             if out is not None:
@@ -170,12 +194,16 @@ class SpikingActivation(nn.Module):
         return spikes * self._theta(spikes)
 
 
-class QVMNetwork(nn.Module):
+class QVMNetwork(nn.Module, _MultiStepOnly):
     """A converted SNN: ``x_seq: [T, B, *] -> y_seq: [T, B, *]``; the logits are ``y_seq.mean(0)``.
 
     Call ``spikingjelly.activation_based.functional.reset_net(snn)`` between input sequences, as
-    for any SpikingJelly network. ``time_steps`` is the T the ANN was trained for (T = L); other T
-    run too, without the exactness guarantee.
+    for any SpikingJelly network. ``levels`` is the design L: the T at which the SNN reproduces
+    the ANN (None when the ANN's QuantReLUs differ in L, so that no T is exact). Each forward
+    takes its T from ``x_seq``; other T run too, without the exactness guarantee.
+
+    The network and its layers are multi-step only: ``step_mode`` is ``"m"``, and
+    ``functional.set_step_mode(snn, "s")`` raises instead of leaving it half switched.
 
     ``schedule`` (see the module docstring): ``"per_sample"`` runs the graph once on the mean
     input ``[B, *]`` whenever every spiking node is in expected mode (else, e.g. while
@@ -185,12 +213,16 @@ class QVMNetwork(nn.Module):
     step's own output.
     """
 
-    def __init__(self, body: fx.GraphModule, time_steps: int, schedule: str = "per_step"):
+    def __init__(self, body: fx.GraphModule, levels: Optional[int], schedule: str = "per_step"):
         super().__init__()
         self.body = body
-        self.time_steps = time_steps
+        self.levels = None if levels is None else check_levels(levels)
         self.schedule = _check_schedule(schedule, "expected")
-        self.step_mode = "m"
+
+    @property
+    def time_steps(self) -> Optional[int]:
+        """Read-only, the old name of :attr:`levels` (the T = L at which the SNN is exact)."""
+        return self.levels
 
     def spiking_layers(self):
         """``(name, SpikingActivation)`` pairs in graph order."""
@@ -259,9 +291,7 @@ def _check_schedule(schedule, current: str) -> str:
     """The one check of ``convert``'s ``schedule`` argument (``None``: the default for ``current``)."""
     if schedule is None:
         return "per_sample" if current == "expected" else "per_step"
-    if not isinstance(schedule, str) or schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES} (or None for the default), got "
-                         f"{schedule!r}")
+    check_choice(schedule, SCHEDULES, "schedule")
     if schedule == "per_sample" and current != "expected":
         raise ValueError("schedule='per_sample' needs current='expected' (an instant current "
                          "changes every step); use schedule='per_step' or None")
@@ -294,8 +324,9 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         ConversionError (a ValueError) naming the op and its place in the graph for any op with no
         exact spiking equivalent (MaxPool, plain ReLU, GELU, ...).
     """
-    _check_model(ann)
+    check_model(ann)
     check_current(current)
+    check_bool(warn, "warn")
     levels = _levels_of(ann)
     if not levels:
         raise ConversionError("the ANN has no QuantReLU activation; train it with sj_qvm.QuantReLU "
@@ -315,7 +346,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
 
     model = copy.deepcopy(ann).eval()
     gm = trace(model)
-    _fold_batchnorm(gm)
+    fold_batchnorm(gm)
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
         _check_node(gm, node, modules)
@@ -337,10 +368,10 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
                                       "threshold initialisation advice in QuantReLU)")
             theta = gamma.item() if gamma.ndim == 0 else gamma.clone()
             node_ = QVMIFNode(v_threshold=theta, v_init=m.rounding, current=current, step_mode="m")
-            _set_submodule(gm, node.target, SpikingActivation(node_))
+            set_submodule(gm, node.target, SpikingActivation(node_))
         elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
-            _set_submodule(gm, node.target, nn.Identity())
+            set_submodule(gm, node.target, nn.Identity())
     gm.recompile()
-    snn = QVMNetwork(gm, time_steps, schedule).eval()
+    snn = QVMNetwork(gm, distinct[0] if len(distinct) == 1 else None, schedule).eval()
     _compat.invalidate_reset_cache(snn)
     return snn

@@ -79,7 +79,7 @@ def run_digits(levels: int = 4, rounding: str = "round", epochs: int = 30, seed:
     return {
         "levels": levels, "rounding": rounding, "epochs": epochs, "test_samples": len(x_te),
         "ann_accuracy": acc["ann"], "snn_accuracy": acc["snn"],
-        "neurons": sum(r.neurons for r in rows),
+        "neurons": sum(r.neuron_evaluations for r in rows),
         "mismatched_neurons": sum(r.mismatched for r in rows),
         "seconds": time.perf_counter() - start,
     }

@@ -1,7 +1,8 @@
-"""The fx graph of an ANN: tracing with QVM's leaves, where a node came from, graph surgery.
+"""The fx graph of an ANN: tracing with QVM's leaves, where a node came from, which nodes are
+ReLUs, graph surgery (BatchNorm folding, module swaps, fresh module names).
 
 Every module that rewrites or inspects a traced ANN (:mod:`sj_qvm.convert`,
-:mod:`sj_qvm.interop`, :mod:`sj_qvm.analysis`) takes these from here.
+:mod:`sj_qvm.analysis`, :mod:`sj_qvm.mapping`, :mod:`sj_qvm.interop`) takes these from here.
 """
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ import traceback
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from . import _compat
 from .neuron import QVMIFNode
 from .quant import QuantReLU
 
-__all__ = ["ConversionError", "QVMTracer", "trace", "set_submodule", "fold_batchnorm"]
+__all__ = ["ConversionError", "QVMTracer", "trace", "check_model", "qualify", "set_submodule",
+           "fold_batchnorm", "is_relu", "unique_name", "RELU_FUNCTIONS", "RELU_METHODS"]
+
+#: The functional and method spellings of ReLU that a traced graph can hold.
+RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)
+RELU_METHODS = ("relu", "relu_")
 
 
 class ConversionError(ValueError):
@@ -43,7 +50,7 @@ class QVMTracer(fx.Tracer):
         return proxy
 
 
-def _check_model(model, name: str = "ann") -> None:
+def check_model(model, name: str = "ann") -> None:
     """A module with real tensors, or a TypeError/ValueError saying what it is instead."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module (the trained ANN), got "
@@ -90,7 +97,7 @@ def _stack_frames(stack: str):
 
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model`` with :class:`QVMTracer`; explain why if that is impossible."""
-    _check_model(model, "model")
+    check_model(model, "model")
     tracer = QVMTracer()
     try:
         graph = tracer.trace(model)
@@ -104,13 +111,13 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
-def _qualify(gm: fx.GraphModule, node: fx.Node) -> str:
+def qualify(gm: fx.GraphModule, node: fx.Node) -> str:
     """``graph node 'name' (file:line in fn: code)``, the user's source line of ``node``."""
     where = _user_frame(_stack_frames(node.meta.get("stack_trace") or ""))
     return f"graph node '{node.name}'" + (f" ({where})" if where else "")
 
 
-def _fold_batchnorm(gm: fx.GraphModule) -> None:
+def fold_batchnorm(gm: fx.GraphModule) -> None:
     """Fold every BatchNorm whose input is a conv/linear used by nothing else into that layer."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
@@ -128,16 +135,34 @@ def _fold_batchnorm(gm: fx.GraphModule) -> None:
             fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
         else:
             continue
-        _set_submodule(gm, prev.target, fused)
+        set_submodule(gm, prev.target, fused)
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
 
 
-def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+def set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent, _, name = target.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
-set_submodule, fold_batchnorm = _set_submodule, _fold_batchnorm
+
+def is_relu(node: fx.Node, modules: dict) -> bool:
+    """Whether ``node`` is a plain ReLU: an ``nn.ReLU`` module (exactly; subclasses and QuantReLU
+    are not), ``F.relu`` / ``torch.relu`` or ``x.relu()``. ``modules``: ``dict(gm.named_modules())``."""
+    if node.op == "call_module":
+        return type(modules[node.target]) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in RELU_METHODS
+
+
+def unique_name(root: nn.Module, base: str) -> str:
+    """``base``, or ``base_k`` with the smallest k >= 1, naming no module or attribute of ``root``."""
+    names = dict(root.named_modules())
+    name, k = base, 0
+    while name in names or hasattr(root, name):
+        k += 1
+        name = f"{base}_{k}"
+    return name

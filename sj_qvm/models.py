@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .checks import check_bool, check_choice
 from .quant import QuantReLU
 
 ARCHS = ("resnet18", "vgg")
 
 
 def _act(levels, rounding: str, threshold: float, channels: int, channel_wise: bool) -> nn.Module:
+    check_bool(channel_wise, "channel_wise")
     if levels is None:
         return nn.ReLU()
-    if not isinstance(channel_wise, bool):
-        raise ValueError(f"channel_wise must be True or False, got {channel_wise!r}")
     return QuantReLU(levels, rounding, [float(threshold)] * channels if channel_wise else threshold)
 
 
@@ -86,8 +86,7 @@ def vgg(in_channels: int = 2, num_classes: int = 11, levels=4, rounding: str = "
 
 def build_model(arch: str, **kwargs) -> nn.Module:
     """``arch`` in :data:`ARCHS`; kwargs go to the constructor."""
+    check_choice(arch, ARCHS, "arch")
     if arch == "resnet18":
         return ResNet18(**kwargs)
-    if arch == "vgg":
-        return vgg(**kwargs)
-    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    return vgg(**kwargs)

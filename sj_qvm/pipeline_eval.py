@@ -85,7 +85,7 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
                                                   for c, v in snn_acc.items()},
         "mismatched_neurons": sum(r.mismatched for r in exp64),
         "mismatched_neurons_float32": sum(r.mismatched for r in exp),
-        "report_neurons": sum(r.neurons for r in exp) * report.batch_size,
+        "report_neurons": report.totals("expected")["neuron_evaluations"],
         "energy": {c: report.energy(c) for c in report.rows_by_current},
         "report": {c: [dataclasses.asdict(r) for r in rows]
                    for c, rows in report.rows_by_current.items()},

@@ -1,5 +1,5 @@
-"""conversion_report on a two-layer example checked by hand, on the test nets and on SJ's SNNs;
-accuracy_vs_time_steps' plot."""
+"""conversion_report on a two-layer example checked by hand, on the test nets and on SJ's SNNs
+(its figures: test_analysis_plots.py)."""
 import warnings
 
 import pytest
@@ -8,10 +8,7 @@ import torch.nn as nn
 
 import sj_qvm
 from sj_qvm import QuantReLU, _compat
-from sj_qvm.analysis import accuracy_vs_time_steps, conversion_report, _synapse_macs
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
+from sj_qvm.analysis import conversion_report, _synapse_macs
 
 def hand_net():
     """x[2] -> W1 -> QuantReLU(L=2, round, 1) -> W2 -> QuantReLU -> W3 -> y[1]; no biases."""
@@ -48,7 +45,7 @@ def test_two_layer_report_by_hand():
 
     exp, ins = rep.rows_by_current["expected"], rep.rows_by_current["instant"]
     assert [r.name for r in exp] == ["1", "3"]
-    assert [r.neurons for r in exp] == [3, 2]
+    assert [r.neurons_per_sample for r in exp] == [3, 2]
     assert [r.ann_macs for r in exp] == [6, 2]
     # expected current: exact
     assert [r.mismatched for r in exp] == [0, 0]
@@ -75,15 +72,6 @@ def test_two_layer_report_by_hand():
     md = rep.to_markdown()
     assert md.count("\n| 1 | 3 | ") == 2 and "| 3 | 2 | 1 of 2 | 0.25 |" in md
     assert "expected current** (the SNN's mode)" in md
-
-
-def test_report_plot_is_a_png(tmp_path):
-    ann = hand_net()
-    rep = conversion_report(ann, sj_qvm.convert(ann), torch.tensor([[[1.0, 0.5]], [[-1.0, 0.5]]]),
-                            sequence=True)
-    path = tmp_path / "report.png"
-    rep.plot(str(path))
-    assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
 
 
 def test_report_on_test_nets_expected_is_exact_instant_is_not():
@@ -132,18 +120,3 @@ def test_report_on_an_sj_converted_network_and_after_to_qvm():
     assert sj.first_layer_macs == 4 * 64 * 9
     assert qvm.rows[0].unevenness_error < sj.rows[0].unevenness_error
     assert qvm.rows[0].mismatched < sj.rows[0].mismatched
-
-
-def test_accuracy_vs_time_steps_plot(tmp_path):
-    torch.manual_seed(0)
-    ann = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), QuantReLU(2, "round", 1.0),
-                        nn.Linear(16, 3)).eval()
-    x = torch.rand(20, 1, 4, 4)
-    y = ann(x).argmax(1)
-    path = tmp_path / "acc.png"
-    res = accuracy_vs_time_steps(ann, x, y, time_steps=(1, 2, 4), progress=False,
-                                 plot=str(path))
-    assert res["ann"] == 1.0 and res["snn"]["expected"][2] == 1.0
-    assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
-    # the old call without plot= still works and writes nothing
-    assert accuracy_vs_time_steps(ann, x, y, time_steps=(2,), progress=False)["snn"]["expected"][2] == 1.0

@@ -169,14 +169,28 @@ def test_bad_arguments_name_the_allowed_values():
     net = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"method must be one of \('mse', 'percentile', 'max'\)"):
         sj_qvm.quantize(net, 4, dataloader=loader(), method="kl")
-    with pytest.raises(ValueError, match="channel_wise must be True or False"):
+    with pytest.raises(TypeError, match="channel_wise must be True or False"):
         sj_qvm.quantize(net, 4, dataloader=loader(), channel_wise=1)
-    with pytest.raises(ValueError, match=r"bias_correction must be None \(automatic\), True or"):
+    with pytest.raises(TypeError, match="sequential must be True or False"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), sequential="no")
+    with pytest.raises(TypeError, match=r"bias_correction must be None \(automatic\), True or"):
         sj_qvm.quantize(net, 4, dataloader=loader(), bias_correction="yes")
     with pytest.raises(ValueError, match="needs sequential=True"):
         sj_qvm.quantize(net, 4, dataloader=loader(), bias_correction=True, sequential=False)
-    with pytest.raises(ValueError, match=r"percentile must be a number in \(0, 100\]"):
+    with pytest.raises(TypeError, match=r"percentile must be a number in \(0, 100\]"):
         sj_qvm.quantize(net, 4, dataloader=loader(), percentile="99.9")
+    for bad in (0, 100.5, float("nan")):
+        with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]"):
+            sj_qvm.quantize(net, 4, dataloader=loader(), percentile=bad)
+    with pytest.raises(TypeError, match="replace_maxpool must be True or False"):
+        sj_qvm.quantize(net, 4, dataloader=loader(), replace_maxpool="yes")
+    with pytest.raises(ValueError, match="max_samples must be an int >= 1"):
+        cal.calibrate(sj_qvm.quantize(net, 4, dataloader=loader(), progress=False), loader(),
+                      max_samples=0)
+    with pytest.raises(ValueError, match="epochs must be an int >= 0"):
+        sj_qvm.finetune(net, loader(), epochs=-1)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        sj_qvm.finetune(net, loader(), lr=0.0)
     with pytest.raises(ValueError, match="yielded no batch"):
         sj_qvm.quantize(net, 4, dataloader=[], progress=False)
     with pytest.raises(ValueError, match="method must be one of"):

@@ -11,7 +11,7 @@ from nets import build, cnn
 from sj_qvm import QuantReLU, QVMIFNode, convert
 from sj_qvm._compat import functional
 from sj_qvm.analysis import compare_levels
-from sj_qvm.convert import ConversionError
+from sj_qvm.convert import ConversionError, QVMNetwork, SpikingActivation
 
 
 def run(snn, x, T):
@@ -68,10 +68,58 @@ def test_levels_must_agree_unless_time_steps_given():
         convert(ann)
     with pytest.warns(UserWarning, match="T = L"):
         snn = convert(ann, time_steps=8)
-    assert snn.time_steps == 8
+    assert snn.levels is None  # no T is exact when the layers' L differ
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert convert(ann, time_steps=8, warn=False).time_steps == 8
+        assert convert(ann, time_steps=8, warn=False).levels is None
+
+
+def test_network_stores_its_design_levels_and_takes_T_from_the_input():
+    """``levels`` is the ANN's L whatever T convert was told; each forward runs its input's T."""
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(4, 6), QuantReLU(4, "round", 1.0), nn.Linear(6, 3)).eval()
+    snn = convert(ann, time_steps=8, warn=False)
+    assert snn.levels == 4 and snn.time_steps == 4  # time_steps: the read-only old name
+    with pytest.raises(AttributeError):
+        snn.time_steps = 8
+    x = torch.rand(5, 4)
+    for T in (2, 4, 6):
+        out = run(snn, x, T)
+        assert out.shape == (T, 5, 3)
+        assert all(m.time_steps == T for _, m in snn.spiking_layers())
+    functional.reset_net(snn)
+    torch.testing.assert_close(snn(x.unsqueeze(0).repeat(4, 1, 1)).mean(0), ann(x))
+    # The analysis default T is the design L: compare_levels needs no x_seq and is exact.
+    assert sum(r.mismatched for r in compare_levels(ann, snn, x)) == 0
+    with pytest.raises(ValueError, match="levels"):
+        QVMNetwork(snn.body, 0)
+
+
+def test_step_mode_is_multi_step_only_and_decided_once():
+    ann, x = build("cnn", 4, "round")
+    snn = convert(ann)
+    a = run(snn, x, 4)
+    assert snn.step_mode == "m" and all(m.step_mode == "m" for _, m in snn.spiking_layers())
+    functional.set_step_mode(snn, "m")  # harmless
+    with pytest.raises(ValueError, match="multi-step only"):
+        functional.set_step_mode(snn, "s")
+    with pytest.raises(ValueError, match="multi-step only"):
+        functional.set_step_mode(snn.body, "s")
+    # Refused before anything changed: every node is still multi-step and the output the same.
+    assert all(m.node.step_mode == "m" for _, m in snn.spiking_layers())
+    assert torch.equal(run(snn, x, 4), a)
+    with pytest.raises(ValueError, match="step_mode must be one of"):
+        snn.step_mode = "x"
+    # A node switched by hand is refused at the next forward, not silently switched back.
+    layer = snn.spiking_layers()[0][1]
+    layer.node.step_mode = "s"
+    with pytest.raises(ValueError, match="switched to step_mode='s'"):
+        run(snn, x, 4)
+    assert layer.node.step_mode == "s"
+    layer.node.step_mode = "m"
+    assert torch.equal(run(snn, x, 4), a)
+    with pytest.raises(ValueError, match="multi-step QVMIFNode"):
+        SpikingActivation(QVMIFNode(1.0, step_mode="s"))
 
 
 @pytest.mark.parametrize("bad", [0, -1])
@@ -147,10 +195,6 @@ def test_reset_net_and_repeatability():
     a = run(snn, x, 4)
     b = run(snn, x[:7], 4)
     assert torch.equal(a[:, :7], b)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        functional.set_step_mode(snn, "s")  # converted layers stay multi-step
-    assert torch.equal(run(snn, x, 4), a)
 
 
 class Conv1dNet(nn.Module):

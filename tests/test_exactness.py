@@ -15,7 +15,7 @@ LEVELS = (1, 2, 4, 8, 16)
 
 def mismatches(ann, snn, x, x_seq=None):
     rows = compare_levels(ann, snn, x, x_seq)
-    return sum(r.mismatched for r in rows), sum(r.neurons for r in rows)
+    return sum(r.mismatched for r in rows), sum(r.neuron_evaluations for r in rows)
 
 
 def _active_levels(ann, x):

@@ -11,7 +11,7 @@ import sj_qvm
 from sj_qvm import QuantReLU, _compat
 from sj_qvm.analysis import compare_levels
 from sj_qvm.convert import ConversionError, QVMNetwork
-from sj_qvm.interop import mapping
+from sj_qvm import mapping
 
 SJ2 = _compat.FXConversionRecipe is not None
 
@@ -188,10 +188,10 @@ def test_converter_on_sample_models_is_exact_at_t_equals_l(name, shape):
     data = [(torch.rand(2, *shape, dtype=torch.float64), torch.zeros(2))]
     conv = sj_qvm.Converter(dataloader=data, levels=L, progress=False)
     snn = conv(ann)
-    assert isinstance(snn, QVMNetwork) and snn.time_steps == L
+    assert isinstance(snn, QVMNetwork) and snn.levels == L
     x = torch.rand(2, *shape, dtype=torch.float64)
     rows = compare_levels(conv.qann, snn, x)
-    assert sum(r.mismatched for r in rows) == 0 and sum(r.neurons for r in rows) > 0
+    assert sum(r.mismatched for r in rows) == 0 and sum(r.neuron_evaluations for r in rows) > 0
     torch.testing.assert_close(run(snn, x, L).mean(0), conv.qann(x), rtol=1e-12, atol=1e-12)
     # not vacuous: the ANN computes something
     assert conv.qann(x).abs().max() > 1e-3
@@ -226,7 +226,7 @@ def test_converter_keeps_trained_quant_relus_and_fine_tunes():
     ann = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), QuantReLU(4, "floor", 0.7),
                         nn.Linear(32, 10))
     snn = sj_qvm.Converter(levels=8)(ann)  # no dataloader: thresholds kept, levels from the ANN
-    assert snn.time_steps == 4
+    assert snn.levels == 4
     assert [m.node.v_threshold for _, m in snn.spiking_layers()] == [pytest.approx(0.7)]
     data = loader(n=32, bs=16)
     conv = sj_qvm.Converter(dataloader=data, levels=4, finetune_epochs=1, progress=False)

@@ -8,7 +8,7 @@ import torch.nn as nn
 import sj_qvm
 from sj_qvm import QVMIFNode, _compat
 from sj_qvm.analysis import conversion_report
-from sj_qvm.interop import mapping
+from sj_qvm import mapping
 
 pytestmark = pytest.mark.skipif(_compat.FXConversionRecipe is None,
                                 reason="SpikingJelly 0.0.0.0.14 has no conversion recipes")

@@ -22,7 +22,7 @@ def test_dvs_models_convert_exactly(arch, rounding):
     rows = compare_levels(ann, snn, frames.mean(0), frames)
     n_act = sum(isinstance(m, QuantReLU) for m in ann.modules())
     assert len(rows) == n_act and sum(r.mismatched for r in rows) == 0
-    assert sum(r.neurons for r in rows) > 0
+    assert sum(r.neuron_evaluations for r in rows) > 0
 
 
 def test_unknown_arch():

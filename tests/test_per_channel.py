@@ -16,7 +16,7 @@ THETAS = (1.0, 0.75, 2.5, 0.5)  # z * theta / L is exact in float64 for these an
 
 def mismatches(ann, snn, x):
     rows = compare_levels(ann, snn, x)
-    return sum(r.mismatched for r in rows), sum(r.neurons for r in rows)
+    return sum(r.mismatched for r in rows), sum(r.neuron_evaluations for r in rows)
 
 
 def per_channel(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:

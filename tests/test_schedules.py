@@ -120,8 +120,8 @@ def test_conversion_report_is_the_same_for_both_schedules():
     reports = [conversion_report(ann, convert(ann, schedule=s), x) for s in SCHEDULES]
     for cur in ("instant", "expected"):
         a, b = (r.rows_by_current[cur] for r in reports)
-        assert [(r.name, r.neurons, r.mismatched, r.firing_rate) for r in a] == \
-               [(r.name, r.neurons, r.mismatched, r.firing_rate) for r in b]
+        assert [(r.name, r.neurons_per_sample, r.mismatched, r.firing_rate) for r in a] == \
+               [(r.name, r.neurons_per_sample, r.mismatched, r.firing_rate) for r in b]
         for ra, rb in zip(a, b):
             assert ra.sops == pytest.approx(rb.sops) and ra.ann_macs == pytest.approx(rb.ann_macs)
     assert sum(r.mismatched for r in reports[0].rows_by_current["expected"]) == 0

@@ -33,7 +33,9 @@ from typing import Dict, List, Optional
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from tqdm.auto import tqdm
 
+from ..checks import check_bool, check_choice, check_fraction, check_int
 from ..quant import QuantReLU
 
 __all__ = ["METHODS", "calibrate", "mse_gamma", "percentile_gamma", "check_calibration_args",
@@ -46,17 +48,13 @@ _GRID, _TOP, _REFINE = 256, 4, 64
 def check_calibration_args(method, channel_wise, percentile, bias_correction=None,
                            sequential=True) -> None:
     """Raise ValueError/TypeError naming the argument and its allowed values."""
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    for name, v in (("channel_wise", channel_wise), ("sequential", sequential)):
-        if not isinstance(v, bool):
-            raise ValueError(f"{name} must be True or False, got {v!r}")
+    check_choice(method, METHODS, "method")
+    check_bool(channel_wise, "channel_wise")
+    check_bool(sequential, "sequential")
     if bias_correction is not None and not isinstance(bias_correction, bool):
-        raise ValueError(f"bias_correction must be None (automatic), True or False, got "
-                         f"{bias_correction!r}")
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) \
-            or not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+        raise TypeError(f"bias_correction must be None (automatic), True or False, got "
+                        f"{bias_correction!r}")
+    check_fraction(percentile, "percentile", 0, 100)
 
 
 def batch_input(batch):
@@ -276,7 +274,6 @@ class _Run:
     def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
                   stop_at=None, output_pool: Optional[_Pool] = None) -> Dict[str, _Pool]:
         """One pass; ``record`` maps site names to how many values to keep (0: means only)."""
-        from tqdm.auto import tqdm
         self.record = {s: _Pool(n, self.channel_wise) for s, n in record.items()}
         self.stop_at = stop_at
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
@@ -307,6 +304,8 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
     """Set every QuantReLU threshold of ``model`` in place from ``dataloader`` (see the module
     docstring); ``{name: gamma}``, gamma ``[]`` or ``[C]``. ``model`` is left in eval mode."""
     check_calibration_args(method, channel_wise, percentile, bias_correction, sequential)
+    check_int(max_samples, "max_samples", minimum=1)
+    check_bool(progress, "progress")
     if bias_correction is None:  # on wherever it applies
         bias_correction = sequential and isinstance(model, fx.GraphModule)
     if bias_correction and not (sequential and isinstance(model, fx.GraphModule)):

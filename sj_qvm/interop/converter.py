@@ -20,27 +20,28 @@ import torch.nn as nn
 
 from .. import _compat
 from ..convert import QVMNetwork, convert
-from ..checks import check_current
+from ..checks import check_bool, check_current, check_int, check_levels, check_positive, check_rounding
 from ..neuron import QVMIFNode
-from ..quant import QuantReLU, check_levels, check_rounding
+from ..quant import QuantReLU
 from .calibration import calibrate, check_calibration_args
 from .quantize import finetune, has_relu, quantize, quantize_graph
 
 __all__ = ["Converter", "QVMRecipe", "neuron_factory"]
 
 
-def _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current):
+def _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current,
+                  replace_maxpool, progress):
     check_levels(levels)
     check_rounding(rounding)
     check_calibration_args(method, channel_wise, percentile, bias_correction)
     check_current(current)
+    check_bool(replace_maxpool, "replace_maxpool")
+    check_bool(progress, "progress")
 
 
 def _check_finetune(epochs, lr):
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"finetune_epochs must be an int >= 0, got {epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"finetune_lr must be a number > 0, got {lr!r}")
+    check_int(epochs, "finetune_epochs", minimum=0)
+    check_positive(lr, "finetune_lr")
 
 
 def neuron_factory(rounding: str = "round", **node_kwargs):
@@ -86,7 +87,8 @@ class Converter:
                  current: str = "expected", finetune_epochs: int = 0, finetune_lr: float = 1e-4,
                  replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
                  channel_wise: bool = True, bias_correction: Optional[bool] = None):
-        _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current)
+        _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current,
+                      replace_maxpool, progress)
         _check_finetune(finetune_epochs, finetune_lr)
         if time_steps is not None:
             check_levels(time_steps, "time_steps")
@@ -139,7 +141,7 @@ if _compat.FXConversionRecipe is not None:
                      replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
                      channel_wise: bool = True, bias_correction: Optional[bool] = None):
             _check_common(levels, rounding, method, channel_wise, percentile, bias_correction,
-                          current)
+                          current, replace_maxpool, progress)
             self.levels, self.rounding, self.dataloader = levels, rounding, dataloader
             self.percentile, self.current = percentile, current
             self.replace_maxpool, self.progress = replace_maxpool, progress

@@ -13,16 +13,16 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from ..graph import ConversionError, set_submodule as _set_submodule, trace
+from ..graph import ConversionError, is_relu, set_submodule, trace, unique_name
 from ..qat import clamp_thresholds
-from ..quant import QuantReLU, check_levels, check_rounding
+from ..checks import check_bool, check_int, check_levels, check_positive, check_rounding
+from ..quant import QuantReLU
 from .calibration import batch_input, calibrate, check_calibration_args
 
 __all__ = ["quantize", "quantize_graph", "finetune", "has_relu"]
 
-_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.nn.functional.relu_)
-_RELU_METHODS = ("relu", "relu_")
 _MAXPOOL_MODULES = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d, nn.MaxPool3d: nn.AvgPool3d,
                     nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d,
                     nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
@@ -31,14 +31,6 @@ _MAXPOOL_FUNCTIONS = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d,
                       F.max_pool3d: F.avg_pool3d, F.adaptive_max_pool1d: F.adaptive_avg_pool1d,
                       F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
                       F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
-
-
-def _is_relu(node: fx.Node, modules: dict) -> bool:
-    if node.op == "call_module":
-        return type(modules[node.target]) is nn.ReLU
-    if node.op == "call_function":
-        return node.target in _RELU_FUNCTIONS
-    return node.op == "call_method" and node.target in _RELU_METHODS
 
 
 def _is_maxpool(node: fx.Node, modules: dict) -> bool:
@@ -51,7 +43,7 @@ def has_relu(model: nn.Module) -> bool:
     """True if ``model`` (traced) still holds a ``nn.ReLU``, ``F.relu``/``torch.relu`` or ``.relu()``."""
     gm = trace(model)
     modules = dict(gm.named_modules())
-    return any(_is_relu(n, modules) for n in gm.graph.nodes)
+    return any(is_relu(n, modules) for n in gm.graph.nodes)
 
 
 def _avgpool_for(m: nn.Module) -> nn.Module:
@@ -69,15 +61,6 @@ def _avgpool_for(m: nn.Module) -> nn.Module:
                                      count_include_pad=False)
 
 
-def _unique_name(root: nn.Module, base: str) -> str:
-    names = dict(root.named_modules())
-    name, k = base, 0
-    while name in names or hasattr(root, name):
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
 def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
                    replace_maxpool: bool = False, threshold: float = 1.0) -> fx.GraphModule:
     """``model`` traced, with every ReLU call site a fresh :class:`QuantReLU` (uncalibrated).
@@ -88,6 +71,8 @@ def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
     """
     check_levels(levels)
     check_rounding(rounding)
+    check_bool(replace_maxpool, "replace_maxpool")
+    check_positive(threshold, "threshold")
     gm = trace(copy.deepcopy(model))
     modules = dict(gm.named_modules())
     calls: dict = {}
@@ -101,20 +86,20 @@ def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
                     "equivalent; pass replace_maxpool=True to use average pooling instead (then "
                     "fine-tune: sj_qvm.finetune), or replace it before training")
             if node.op == "call_module":
-                _set_submodule(gm, node.target, _avgpool_for(modules[node.target]))
+                set_submodule(gm, node.target, _avgpool_for(modules[node.target]))
             else:
                 args, kwargs = _avgpool_function_args(node)
                 node.target = _MAXPOOL_FUNCTIONS[node.target]
                 node.args, node.kwargs = args, kwargs
             continue
-        if not _is_relu(node, modules):
+        if not is_relu(node, modules):
             continue
         if node.op == "call_module":
             k = calls[node.target] = calls.get(node.target, -1) + 1
-            target = node.target if k == 0 else _unique_name(gm, f"{node.target}_call{k}")
+            target = node.target if k == 0 else unique_name(gm, f"{node.target}_call{k}")
         else:
-            target = _unique_name(gm, f"quant_{node.name}")
-        _set_submodule(gm, target, QuantReLU(levels, rounding, threshold))
+            target = unique_name(gm, f"quant_{node.name}")
+        set_submodule(gm, target, QuantReLU(levels, rounding, threshold))
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(target, (node.args[0],))
         node.replace_all_uses_with(new)
@@ -200,9 +185,12 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
     Returns:
         ``qann`` in eval mode.
     """
-    from tqdm.auto import tqdm
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    check_int(epochs, "epochs", minimum=0)
+    check_positive(lr, "lr")
+    check_bool(progress, "progress")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (output, target) -> loss, got "
+                        f"{type(loss_fn).__name__}")
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
     device = next((p.device for p in qann.parameters()), torch.device("cpu"))
     opt = torch.optim.Adam(qann.parameters(), lr=lr)

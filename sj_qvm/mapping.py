@@ -1,4 +1,6 @@
-"""SpikingJelly IF nodes <-> QVM nodes, driven by one mapping table (both directions).
+"""SpikingJelly IF nodes <-> QVM nodes, driven by one mapping table (both directions), and
+:func:`spiking_sites`, every spiking node of an SNN with its threshold in ANN units (which
+:func:`sj_qvm.analysis.conversion_report` reads).
 
 SpikingJelly's converters leave a ``(scaler0, IFNode, scaler1)`` triple where the ANN had a ReLU
 (0.0.0.0.14: ``VoltageScaler(1/s), IFNode(theta=1), VoltageScaler(s)`` under ``snn tailor``;
@@ -21,12 +23,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .. import _compat
-from ..graph import _check_model
-from ..graph import set_submodule as _set_submodule
-from ..checks import check_current
-from ..neuron import QVMIFNode
-from ..quant import check_rounding
+from . import _compat
+from .checks import check_current, check_rounding
+from .graph import check_model, set_submodule
+from .neuron import QVMIFNode
 
 __all__ = ["NodeMapping", "MAPPING", "to_qvm", "to_spikingjelly", "spiking_sites"]
 
@@ -142,7 +142,7 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
     """
     check_rounding(rounding)
     check_current(current)
-    _check_model(sj_snn, "sj_snn")
+    check_model(sj_snn, "sj_snn")
     snn = copy.deepcopy(sj_snn)
     gm = snn if isinstance(snn, fx.GraphModule) else None
     swapped = 0
@@ -169,7 +169,7 @@ def to_qvm(sj_snn: nn.Module, rounding: str = "round", current: str = "instant")
                 scaler.scale.fill_(1.0)
         node = row.plugin(v_threshold=_as_threshold(th), v_init=rounding, current=current,
                           **shared)
-        _set_submodule(snn, name, node)
+        set_submodule(snn, name, node)
         swapped += 1
     if swapped == 0:
         raise ValueError(f"{type(sj_snn).__name__} holds no SpikingJelly IFNode to swap")
@@ -186,7 +186,7 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
     scaler takes the threshold back and the node gets theta = 1, as SJ's converters build it.
     ``backend`` is passed to the node on SpikingJelly 0.0.0.0.14 and dropped on 2.x, which removed it.
     """
-    _check_model(snn, "snn")
+    check_model(snn, "snn")
     out = copy.deepcopy(snn)
     gm = out if isinstance(out, fx.GraphModule) else None
     lost = []
@@ -212,7 +212,7 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
                              "them; SJ's IFNode takes one float threshold")
         node = _compat.make_if_node(row.host, v_threshold=th.item(), backend=backend,
                                     **dict(row.host_fixed), **shared)
-        _set_submodule(out, name, node)
+        set_submodule(out, name, node)
     if lost:
         warnings.warn(f"to_spikingjelly: {len(lost)} node(s) lose their QVM V0 and/or expected "
                       f"current ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); SJ's "
