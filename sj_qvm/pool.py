@@ -36,9 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _compat
-from .checks import check_step_mode
+from .checks import check_bool, check_current, check_step_mode
 
-__all__ = ["SpikingMaxPool", "spiking_max_pool_seq", "spiking_max_pool_seq_ref"]
+__all__ = ["SpikingMaxPool", "ConvertedMaxPool", "spiking_max_pool_seq", "spiking_max_pool_seq_ref"]
 
 _MAX_POOLS = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
 
@@ -132,3 +132,47 @@ class SpikingMaxPool(_compat.MemoryModule):
 
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode!r}"
+
+
+class ConvertedMaxPool(nn.Module):
+    """A max-pool inside a converted network (:class:`sj_qvm.convert.QVMNetwork` sets
+    ``time_steps`` and ``per_sample`` before each forward, as for its spiking layers).
+
+    * per-sample schedule: ``[B, *]`` (each neuron's rate ``N*theta/T``, or a mean current) ->
+      the pool of it. At T = L in expected mode ``N == M``, so this is the ANN's max-pool exactly.
+    * per-step schedule, ``[T*B, *]`` time-folded:
+
+      - ``on_spikes=True`` (the pool reads a spiking layer's output): the leading-count rule,
+        :func:`spiking_max_pool_seq`: binary spikes whose count is the window's max count, in
+        both current modes (exact with respect to the ANN in expected mode at T = L);
+      - ``on_spikes=False`` (the pool reads analog currents, before a neuron), expected current:
+        the pool of the T-mean, repeated over T. The next neuron integrates the T-mean of its
+        input, and the mean of this output is the pool of the mean: exact at T = L.
+      - ``on_spikes=False``, instant current: each step's currents pooled on their own (what a
+        streaming network can do; approximate, as instant mode is).
+    """
+
+    def __init__(self, pool: nn.Module, on_spikes: bool, current: str):
+        super().__init__()
+        _pool_fn(pool)
+        self.pool = pool
+        self.on_spikes = check_bool(on_spikes, "on_spikes")
+        self.current = check_current(current)
+        self.time_steps = 1
+        self.per_sample = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = _pool_fn(self.pool)
+        if self.per_sample:
+            return fn(x)
+        T = self.time_steps
+        x_seq = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+        if self.on_spikes:
+            return spiking_max_pool_seq(x_seq, self.pool).flatten(0, 1)
+        if self.current == "expected":
+            y = fn(x_seq.mean(0))
+            return y.unsqueeze(0).expand(T, *y.shape).flatten(0, 1)
+        return fn(x)
+
+    def extra_repr(self) -> str:
+        return f"on_spikes={self.on_spikes}, current={self.current!r}"
