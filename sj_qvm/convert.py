@@ -32,6 +32,7 @@ from .graph import (ConversionError, QVMTracer, check_model, fold_batchnorm, qua
                     set_submodule, trace)
 from .neuron import QVMIFNode
 from .ops.if_loop.cpu import if_rate_cpu, spike_rate
+from .pool import ConvertedMaxPool
 from .quant import QuantReLU, channel_view
 
 __all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError", "SCHEDULES"]
@@ -60,10 +61,10 @@ _LINEAR_METHODS = {
 }
 _SCALING_METHODS = {"mul", "div", "__mul__", "__rmul__", "__truediv__"}
 
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)  # converted by sj_qvm.pool
+_MAX_POOL_HINT = ("use an nn.MaxPool1d/2d/3d module (converted exactly) or average pooling, or "
+                  "run sj_qvm.quantize(ann, replace_maxpool=True)")
 _MODULE_HINTS = {
-    nn.MaxPool1d: "replace MaxPool1d by AvgPool1d before training",
-    nn.MaxPool2d: "replace MaxPool2d by AvgPool2d before training",
-    nn.MaxPool3d: "replace MaxPool3d by AvgPool3d before training",
     nn.AdaptiveMaxPool2d: "replace AdaptiveMaxPool2d by AdaptiveAvgPool2d before training",
     nn.ReLU: "replace ReLU by sj_qvm.QuantReLU and train (or run sj_qvm.quantize(ann))",
     nn.ReLU6: "replace ReLU6 by sj_qvm.QuantReLU(threshold=6) and train",
@@ -74,12 +75,13 @@ _FUNCTION_HINTS = {
     F.relu: "replace F.relu by a sj_qvm.QuantReLU module and train (or run sj_qvm.quantize(ann))",
     torch.relu: "replace torch.relu by a sj_qvm.QuantReLU module and train (or run "
                 "sj_qvm.quantize(ann))",
-    F.max_pool1d: "replace max-pooling by average pooling before training",
-    F.max_pool2d: "replace max-pooling by average pooling before training",
+    F.max_pool1d: _MAX_POOL_HINT,
+    F.max_pool2d: _MAX_POOL_HINT,
+    F.max_pool3d: _MAX_POOL_HINT,
     F.adaptive_max_pool2d: "replace max-pooling by average pooling before training",
 }
 _GENERIC_HINT = ("it has no exact spiking equivalent; QVM supports conv, linear, batch-norm, "
-                 "average pooling, flatten/reshape, dropout, residual '+', torch.cat and QuantReLU")
+                 "average and max pooling, flatten/reshape, dropout, residual '+', torch.cat and QuantReLU")
 
 
 def _is_constant_scaling(node: fx.Node) -> bool:
@@ -92,6 +94,8 @@ def _check_node(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
     if node.op == "call_module":
         m = modules[node.target]
         if isinstance(m, QuantReLU) or isinstance(m, _LINEAR_MODULES):
+            return
+        if type(m) in _MAX_POOLS and not m.return_indices:
             return
         hint = next((h for t, h in _MODULE_HINTS.items() if isinstance(m, t)), _GENERIC_HINT)
         raise ConversionError(f"cannot convert module '{node.target}' ({type(m).__name__}) at "
@@ -228,6 +232,9 @@ class QVMNetwork(nn.Module, _MultiStepOnly):
         """``(name, SpikingActivation)`` pairs in graph order."""
         return [(n, m) for n, m in self.body.named_modules() if isinstance(m, SpikingActivation)]
 
+    def _max_pools(self):
+        return [m for m in self.body.modules() if isinstance(m, ConvertedMaxPool)]
+
     def _input_ndim(self):
         """``(ndim, exact)`` that ``x_seq`` needs when the first op says: a conv needs its batched
         input's ndim plus T exactly, a linear layer at least ``[T, B, F]``; else ``(2, False)``."""
@@ -262,6 +269,9 @@ class QVMNetwork(nn.Module, _MultiStepOnly):
             m.node.current == "expected" for m in layers)
         for m in layers:
             m.time_steps, m.per_sample = T, per_sample
+        expected = all(m.node.current == "expected" for m in layers)
+        for m in self._max_pools():
+            m.time_steps, m.per_sample, m.expected = T, per_sample, expected
         try:
             if per_sample:
                 out = self.body(expected_current(x_seq))
@@ -322,7 +332,8 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         ANN's output (up to float rounding of the synaptic sums).
     Raises:
         ConversionError (a ValueError) naming the op and its place in the graph for any op with no
-        exact spiking equivalent (MaxPool, plain ReLU, GELU, ...).
+        exact spiking equivalent (AdaptiveMaxPool, plain ReLU, GELU, ...); nn.MaxPool1d/2d/3d
+        convert exactly (:class:`sj_qvm.pool.ConvertedMaxPool`).
     """
     check_model(ann)
     check_current(current)
@@ -369,6 +380,11 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
             theta = gamma.item() if gamma.ndim == 0 else gamma.clone()
             node_ = QVMIFNode(v_threshold=theta, v_init=m.rounding, current=current, step_mode="m")
             set_submodule(gm, node.target, SpikingActivation(node_))
+        elif type(m) in _MAX_POOLS:
+            src = node.args[0]
+            on_spikes = (isinstance(src, fx.Node) and src.op == "call_module"
+                         and isinstance(gm.get_submodule(src.target), SpikingActivation))
+            set_submodule(gm, node.target, ConvertedMaxPool(m, on_spikes))
         elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
             set_submodule(gm, node.target, nn.Identity())
     gm.recompile()

@@ -142,8 +142,10 @@ class FunctionalRelu(nn.Module):
 
 
 @pytest.mark.parametrize("ann,what,hint", [
-    (nn.Sequential(nn.Conv2d(1, 2, 3), QuantReLU(4), nn.MaxPool2d(2)), "MaxPool2d",
-     "replace MaxPool2d by AvgPool2d before training"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), QuantReLU(4), nn.AdaptiveMaxPool2d(1)), "AdaptiveMaxPool2d",
+     "replace AdaptiveMaxPool2d by AdaptiveAvgPool2d before training"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), QuantReLU(4), nn.MaxPool2d(2, return_indices=True)),
+     "MaxPool2d", "no exact spiking equivalent"),
     (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), QuantReLU(4)), "ReLU", "QuantReLU"),
     (nn.Sequential(nn.Linear(4, 4), nn.GELU(), QuantReLU(4)), "GELU", "no exact spiking equivalent"),
     (FunctionalRelu(), "function 'relu'", "replace F.relu"),

@@ -75,10 +75,14 @@ def test_quantize_replaces_functional_relus_and_reused_modules():
     assert len(rows) == 5 and sum(r.mismatched for r in rows) == 0
 
 
-def test_maxpool_raises_with_hint_or_becomes_avgpool():
+def test_maxpool_is_kept_and_converts_exactly_or_becomes_avgpool():
     net = FunctionalNet().eval()
-    with pytest.raises(ConversionError, match="replace_maxpool=True"):
-        sj_qvm.quantize(net, 4)
+    q = sj_qvm.quantize(net, 4)
+    pools = [m for m in q.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    assert len(pools) == 1 and isinstance(pools[0], nn.MaxPool2d)
+    x = torch.rand(5, 1, 8, 8)
+    rows = compare_levels(q, sj_qvm.convert(q), x)
+    assert sum(r.mismatched for r in rows) == 0
     q = sj_qvm.quantize(net, 4, replace_maxpool=True)
     pools = [m for m in q.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
     assert len(pools) == 1 and isinstance(pools[0], nn.AvgPool2d)
@@ -86,7 +90,7 @@ def test_maxpool_raises_with_hint_or_becomes_avgpool():
     torch.testing.assert_close(pools[0](x), F.avg_pool2d(x, 2))
 
 
-def test_functional_maxpool_is_replaced():
+def test_functional_maxpool_becomes_a_module_or_avgpool():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -95,11 +99,25 @@ def test_functional_maxpool_is_replaced():
         def forward(self, x):
             return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2, 2).flatten(1))
 
-    with pytest.raises(ConversionError, match="max_pool2d"):
-        sj_qvm.quantize(Net(), 2)
+    net = Net().eval()
+    q = sj_qvm.quantize(net, 2)
+    assert F.max_pool2d not in [n.target for n in q.graph.nodes]
+    pools = [m for m in q.modules() if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 1 and pools[0].kernel_size == 2 and pools[0].stride == 2
+    x = torch.rand(3, 1, 4, 4)
+    act = quant_modules(q)[0]
+    want = q.fc(F.max_pool2d(act(q.conv(x)), 2, 2).flatten(1))
+    torch.testing.assert_close(q(x), want, rtol=0, atol=0)
     q = sj_qvm.quantize(Net(), 2, replace_maxpool=True)
     assert F.avg_pool2d in [n.target for n in q.graph.nodes]
     assert F.max_pool2d not in [n.target for n in q.graph.nodes]
+
+
+def test_adaptive_maxpool_and_indices_raise_with_hint():
+    for pool in (nn.AdaptiveMaxPool2d(1), nn.MaxPool2d(2, return_indices=True)):
+        net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), pool)
+        with pytest.raises(ConversionError, match="replace_maxpool=True"):
+            sj_qvm.quantize(net, 4)
 
 
 def test_calibration_is_the_percentile_of_float_relu_outputs():

@@ -67,7 +67,10 @@ def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
 
     ``nn.ReLU`` modules (one QuantReLU per call site when a module is reused), ``F.relu``,
     ``torch.relu`` and ``x.relu()``, in-place variants included, are all replaced. Max-pooling
-    raises :class:`ConversionError`, or becomes average pooling with ``replace_maxpool=True``.
+    stays max-pooling, which :func:`~sj_qvm.convert` turns into an exact spiking max-pool
+    (``F.max_pool1d/2d/3d`` calls become the equivalent ``nn.MaxPool`` modules); adaptive
+    max-pooling and ``return_indices`` raise :class:`ConversionError`. With
+    ``replace_maxpool=True`` every max-pool becomes average pooling over the same window.
     """
     check_levels(levels)
     check_rounding(rounding)
@@ -77,14 +80,10 @@ def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
     modules = dict(gm.named_modules())
     calls: dict = {}
     for node in list(gm.graph.nodes):
+        if _is_maxpool(node, modules) and not replace_maxpool:
+            _keep_maxpool(gm, node, modules)
+            continue
         if _is_maxpool(node, modules):
-            if not replace_maxpool:
-                what = (type(modules[node.target]).__name__ if node.op == "call_module"
-                        else node.target.__name__)
-                raise ConversionError(
-                    f"{what} at graph node '{node.name}': max-pooling has no exact spiking "
-                    "equivalent; pass replace_maxpool=True to use average pooling instead (then "
-                    "fine-tune: sj_qvm.finetune), or replace it before training")
             if node.op == "call_module":
                 set_submodule(gm, node.target, _avgpool_for(modules[node.target]))
             else:
@@ -108,6 +107,40 @@ def quantize_graph(model: nn.Module, levels: int, rounding: str = "round",
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
+
+
+_MAXPOOL_AS_MODULE = {F.max_pool1d: nn.MaxPool1d, F.max_pool2d: nn.MaxPool2d,
+                      F.max_pool3d: nn.MaxPool3d}
+
+
+def _keep_maxpool(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
+    """Leave an ``nn.MaxPool1d/2d/3d`` module as it is; make an ``F.max_pool*d`` call one (so that
+    ``convert`` finds a module to turn into a spiking max-pool); refuse the rest with a hint."""
+    hint = ("pass replace_maxpool=True to use average pooling over the same window (then "
+            "fine-tune: sj_qvm.finetune), or use nn.MaxPool2d")
+    if node.op == "call_module":
+        m = modules[node.target]
+        if type(m) in _MAXPOOL_AS_MODULE.values() and not m.return_indices:
+            return
+        raise ConversionError(f"{type(m).__name__} at graph node '{node.name}' has no exact "
+                              f"spiking equivalent (adaptive windows or return_indices); {hint}")
+    cls = _MAXPOOL_AS_MODULE.get(node.target)
+    sig = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    given = dict(zip(sig, node.args))
+    given.update(node.kwargs)
+    if cls is None or given.get("return_indices", False) or \
+            any(isinstance(given.get(k), fx.Node) for k in sig[1:]):
+        raise ConversionError(f"{node.target.__name__} at graph node '{node.name}' has no exact "
+                              f"spiking equivalent here (adaptive windows, return_indices or "
+                              f"a window computed in the graph); {hint}")
+    target = unique_name(gm, f"pool_{node.name}")
+    set_submodule(gm, target, cls(given["kernel_size"], given.get("stride"),
+                                  given.get("padding", 0), given.get("dilation", 1),
+                                  ceil_mode=given.get("ceil_mode", False)))
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_module(target, (given["input"],))
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
 
 
 def _avgpool_function_args(node: fx.Node):
@@ -152,8 +185,8 @@ def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=
         bias_correction: move each layer's per-channel input mean back to the float ANN's through
             the bias of the layer feeding it; ``None`` (default) does it whenever ``sequential``
             (it wins at L = 2 and is neutral at L = 4, 8 in ``benchmarks/bench_conversion.py``).
-        replace_maxpool: max-pooling raises :class:`~sj_qvm.convert.ConversionError` unless this
-            is True, in which case it becomes average pooling over the same window.
+        replace_maxpool: ``False`` (default) keeps max-pooling, which ``convert`` makes an exact
+            spiking max-pool; ``True`` makes it average pooling over the same window.
     Returns:
         An ``fx.GraphModule`` in eval mode, ``[B, *] -> [B, *]`` like ``model``.
     """
