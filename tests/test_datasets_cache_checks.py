@@ -205,7 +205,7 @@ def test_rebuild_that_cannot_write_names_the_entry(release, tmp_path, monkeypatc
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_cache._atomic, "atomic_write", no_space)
+    monkeypatch.setattr(_cache.atomic, "atomic_write", no_space)
     with pytest.raises(ValueError, match=r"user01_led_03\.s\d+\.m\d+\.npz: frames have shape \[3, 2, 128, 128\].*cannot be rebuilt.*No space"):
         dataset[3]
 
