@@ -1,6 +1,5 @@
 """Killed-cache simulations: a writer dying halfway leaves nothing that passes for a complete entry."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -1,7 +1,6 @@
 """A complete cache on a read-only mount reads; writers' temporaries never outlive them."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
