@@ -79,8 +79,9 @@ class Wide(EventDataset):
     def __init__(self, root, frames_number, cache_dir):
         super().__init__(root, True, frames_number, "number", None, None, 0, cache_dir)
         self.samples = sorted(self.root.glob("*.aedat"))
-        self._prepare(_build, [(a, [(self.frames_dir, a.stem)], (a, self.frames_dir, frames_number, "number"))
-                               for a in self.samples], 0)
+        self._prepare(_build, [self.frames_dir],
+                      [(a, [(self.frames_dir, a.stem)], (a, self.frames_dir, frames_number, "number"))
+                       for a in self.samples], 0)
 
     def _item(self, index):
         aedat = self.samples[index]

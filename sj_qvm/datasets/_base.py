@@ -89,18 +89,18 @@ class EventDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _prepare(self, build: Callable, jobs: Sequence[tuple[Path, Sequence[tuple[Path, str]], tuple]],
-                 num_workers: int | None) -> None:
+    def _prepare(self, build: Callable, folders: Sequence[Path],
+                 jobs: Sequence[tuple[Path, Sequence[tuple[Path, str]], tuple]], num_workers: int | None) -> None:
         """Bring the cache up to date before the first read.
 
-        ``jobs``: one ``(recording, entries, task)`` per recording, ``entries`` the ``(folder,
-        key)`` of each cache entry built from it, ``task`` the arguments of ``build(*task)``, which
-        writes those entries that are missing or bad. The folders are created and cleared of dead
+        ``folders``: the cache folders of this setting. ``jobs``: one ``(recording, entries,
+        task)`` per recording, ``entries`` the ``(folder, key)`` of each cache entry built from it
+        (``folder`` one of ``folders``), ``task`` the arguments of ``build(*task)``, which writes
+        those entries that are missing or bad. The folders are created and cleared of dead
         writers' temporaries; a recording whose entries are all present costs one ``stat``;
         entries built from an earlier version of a recording are deleted; the rest is built in
         ``num_workers`` processes (:func:`run_tasks`).
         """
-        folders = list(dict.fromkeys(folder for _, entries, _ in jobs for folder, _ in entries))
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
             _cache.remove_stale(folder)

@@ -158,7 +158,7 @@ class CIFAR10DVS(EventDataset):
             for relative, label in self.samples:
                 aedat, folder = self.root / relative, self.frames_dir / self.classes[label]
                 jobs.append((aedat, [(folder, aedat.stem)], (aedat, folder, frames_number, split_by)))
-            self._prepare(_build_frames, jobs, num_workers)
+            self._prepare(_build_frames, [self.frames_dir / name for name in self.classes], jobs, num_workers)
 
     def _item(self, index: int):
         relative, label = self.samples[index]

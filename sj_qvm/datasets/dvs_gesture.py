@@ -227,7 +227,7 @@ class DVSGesture(EventDataset):
             samples = [s for s in self.samples if s.trial == stem]
             task = (raw / f"{stem}.aedat", samples, self.events_dir, self.frames_dir, frames_number, split_by)
             jobs.append((raw / f"{stem}.aedat", [(f, s.key) for f in folders for s in samples], task))
-        self._prepare(_build_trial, jobs, num_workers)
+        self._prepare(_build_trial, folders, jobs, num_workers)
 
     def _trials(self, raw: Path) -> list[str]:
         listing = raw / self.trial_lists[self.train]
