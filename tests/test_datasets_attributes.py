@@ -46,6 +46,7 @@ def _declare(**attributes):
     base = dict(sensor_size=(6, 4, 2), classes=("a", "b"), num_classes=2, url="https://example.org/",
                 cache_name="toy")
     base.update(attributes)
+    base.setdefault("layout_help", classmethod(lambda cls, root: f"put the toy recordings in {root}"))
     return type("Toy", (EventDataset,), {k: v for k, v in base.items() if v is not None})
 
 
@@ -56,7 +57,9 @@ def test_a_dataset_must_declare_its_attributes():
         _declare(num_classes=3)
     with pytest.raises(TypeError, match=r"Toy must declare the class attributes \['url'\]"):
         _declare(url=None)
-    assert _declare().size_hw == (4, 6)
+    with pytest.raises(TypeError, match=r"Toy must define the classmethod layout_help\(root\)"):
+        _declare(layout_help=None)
+    assert _declare().size_hw == (4, 6) and _declare().layout_help("R") == "put the toy recordings in R"
 
 
 def _build(aedat: Path, folder: Path, frames_number: int, split_by: str) -> None:
@@ -75,6 +78,10 @@ class Wide(EventDataset):
     num_classes = 2
     url = "https://example.org/wide"
     cache_name = "wide"
+
+    @classmethod
+    def layout_help(cls, root):
+        return f"{root}/<n>.aedat"
 
     def __init__(self, root, frames_number, cache_dir):
         super().__init__(root, True, frames_number, "number", None, None, 0, cache_dir)

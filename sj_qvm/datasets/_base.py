@@ -51,6 +51,8 @@ class EventDataset(Dataset):
         missing = [name for name in _DECLARED if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"{cls.__name__} must declare the class attributes {missing}")
+        if cls.layout_help.__func__ is EventDataset.layout_help.__func__:
+            raise TypeError(f"{cls.__name__} must define the classmethod layout_help(root)")
         cls.size_hw = check_sensor_size(cls.sensor_size)
         if cls.num_classes != len(cls.classes):
             raise TypeError(f"{cls.__name__}.num_classes is {cls.num_classes}, but it has {len(cls.classes)} classes")
