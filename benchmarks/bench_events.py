@@ -11,6 +11,11 @@
    slice, cache events, integrate, cache frames), with worker processes.
 4. With --recording FILE: item 2 on a real DVS128 recording as well.
 
+Items 1 and 2 also print a floor, what any reader or integrator must at least do: for the reader
+a read and copy of the file's bytes, for the integrator one read of the x, y and p columns. The whole run is made twice, interleaved in one parent: with the
+default allocator and with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000`` (fresh
+>= 32 MiB allocations are slow on some VMs); each block of output names its setting.
+
 Usage: python benchmarks/bench_events.py [--events 1000000] [--repeats 5] [--recording FILE ...]
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,12 +60,18 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
+WIDTH, HEIGHT, _ = DVSGesture.sensor_size
+ALLOCATORS = {"default allocator": {},
+              "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000":
+                  {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}}
+
+
 def gesture_like_events(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     events = np.zeros(n, dtype=EVENT_DTYPE)
     events["t"] = np.sort(rng.integers(0, n * 6, n))  # ~170k events/s, as DVS128 Gesture
-    events["x"] = rng.integers(0, 128, n)
-    events["y"] = rng.integers(0, 128, n)
+    events["x"] = rng.integers(0, WIDTH, n)
+    events["y"] = rng.integers(0, HEIGHT, n)
     events["p"] = rng.integers(0, 2, n)
     return events
 
@@ -71,10 +83,13 @@ def bench_reader(folder: Path, n: int, repeats: int, load_aedat_v3) -> None:
     ours = read_aedat31(path)
     theirs = load_aedat_v3(str(path))
     assert np.array_equal(ours, events) and all(np.array_equal(ours[k], theirs[k]) for k in "txyp")
+    raw = path.read_bytes()
     fast = median_seconds(lambda: read_aedat31(path), repeats)
     slow = median_seconds(lambda: load_aedat_v3(str(path)), max(1, repeats // 2))
+    floor = median_seconds(lambda: np.frombuffer(path.read_bytes(), np.uint8).copy(), repeats)
     print(f"read_aedat31      {n:>9,} events  {fast * 1e3:8.1f} ms   "
-          f"SJ load_aedat_v3 {slow * 1e3:8.1f} ms   ratio {slow / fast:6.1f}x")
+          f"SJ load_aedat_v3 {slow * 1e3:8.1f} ms   ratio {slow / fast:6.1f}x   "
+          f"floor (read + copy {len(raw) / 1e6:.0f} MB) {floor * 1e3:6.1f} ms = ours / floor {fast / floor:5.2f}x")
 
 
 def paired_seconds(ours, theirs, repeats: int) -> tuple[float, float, float]:
@@ -110,6 +125,11 @@ def one_thread_events_to_frames(*args):
         torch.set_num_threads(threads)
 
 
+def read_columns_once(events: np.ndarray) -> int:
+    """The floor of integration: one read of the x, y and p columns, which any counter needs."""
+    return int(events["x"].sum()) + int(events["y"].sum()) + int(events["p"].sum())
+
+
 def read_recording(path: Path) -> np.ndarray:
     """A real recording, by its format line: AEDAT 3.1 (DVS128 Gesture) or 2.0 (DVS128, jAER)."""
     with open(path, "rb") as file:
@@ -128,16 +148,19 @@ def bench_frames(events: np.ndarray, repeats: int, integrate, label: str = "") -
             paths.insert(1, ("C x1", one_thread_events_to_frames))
     for split_by in ("number", "time"):
         for frames_number in (4, 16):
-            reference = integrate(columns, split_by, frames_number, 128, 128)
+            reference = integrate(columns, split_by, frames_number, HEIGHT, WIDTH)
             for name, function in paths:
                 assert np.array_equal(function(events, frames_number, split_by), reference)
                 fast, slow, ratio = paired_seconds(
                     lambda: function(events, frames_number, split_by),
-                    lambda: integrate(columns, split_by, frames_number, 128, 128),
+                    lambda: integrate(columns, split_by, frames_number, HEIGHT, WIDTH),
                     repeats,
                 )
+                _, floor, over_floor = paired_seconds(lambda: function(events, frames_number, split_by),
+                                                      lambda: read_columns_once(events), repeats)
                 print(f"events_to_frames  {n:>9,} events  split_by={split_by:6s} T={frames_number:<3d}"
-                      f"{name:6s} {fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {ratio:5.2f}x{label}")
+                      f"{name:6s} {fast * 1e3:7.2f} ms   SJ {slow * 1e3:7.2f} ms   ratio {ratio:5.2f}x   "
+                      f"floor (read x, y, p) {floor * 1e3:6.2f} ms = ours / floor {1 / over_floor:5.2f}x{label}")
 
 
 def bench_preprocessing(folder: Path, workers: int) -> None:
@@ -166,7 +189,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--recording", type=Path, action="append", default=[],
                         help="a real DVS128 AEDAT 2.0 or 3.1 file to time events_to_frames on too (repeatable)")
+    parser.add_argument("--one-allocator", action="store_true",
+                        help="run once under the current environment (what the two child runs do)")
     args = parser.parse_args()
+    if not args.one_allocator:
+        for setting, variables in ALLOCATORS.items():
+            print(f"== {setting}", flush=True)
+            subprocess.run([sys.executable, *sys.argv, "--one-allocator"], env={**os.environ, **variables},
+                           check=True)
+        return
     load_aedat_v3, integrate = sj_functions()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -2,7 +2,6 @@
 
 import os
 import signal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +10,8 @@ import sj_reference
 from sj_qvm.datasets import read_aedat2, read_aedat31
 from sj_qvm.datasets.aedat import EVENT_DTYPE, write_aedat2, write_aedat31
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "events"
-DVS128_RECORDINGS = sorted(SHARED.glob("dvs128_aedat2_*.aedat")) if SHARED.is_dir() else []
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/data/events beside the checkout")
+DVS128_RECORDINGS = ["dvs128_aedat2_alex_walking_again.aedat", "dvs128_aedat2_neal_walking.aedat",
+                     "dvs128_aedat2_cam255_right_clamp_test1.aedat"]  # in $SJ_QVM_EVENTS_DIR (conftest)
 
 
 def sj_load_aedat_v3(path):
@@ -73,9 +71,9 @@ def test_aedat2_round_trip_and_sj(tmp_path, n):
         assert_same_as_sj(ours, sj_load_cifar10_dvs(path))
 
 
-@needs_shared
-@pytest.mark.parametrize("path", DVS128_RECORDINGS, ids=lambda p: p.name)
-def test_real_dvs128_recordings(tmp_path, path):
+@pytest.mark.parametrize("name", DVS128_RECORDINGS)
+def test_real_dvs128_recordings(tmp_path, real_recording, name):
+    path = real_recording(name)
     events = read_aedat2(path)
     if sj_reference.function("cifar10_dvs_reader") is not None:
         assert_same_as_sj(events, sj_load_cifar10_dvs(path))
@@ -93,15 +91,13 @@ def test_real_dvs128_recordings(tmp_path, path):
     assert_same_as_sj(ours, sj_load_aedat_v3(reencoded))
 
 
-@needs_shared
-def test_real_header_only_file_gives_zero_events():
-    events = read_aedat2(SHARED / "aedat2_header_only_davis346red_tonic.aedat")
+def test_real_header_only_file_gives_zero_events(real_recording):
+    events = read_aedat2(real_recording("aedat2_header_only_davis346red_tonic.aedat"))
     assert events.dtype == EVENT_DTYPE and events.shape == (0,)
 
 
-@needs_shared
-def test_real_davis240c_is_rejected():
-    path = SHARED / "davis240c_aedat2_IMU_translBoxes.aedat"
+def test_real_davis240c_is_rejected(real_recording):
+    path = real_recording("davis240c_aedat2_IMU_translBoxes.aedat")
     with pytest.raises(ValueError, match=r"davis240c_aedat2_IMU_translBoxes\.aedat.*byte offset \d+"):
         read_aedat2(path)
 

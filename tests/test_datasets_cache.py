@@ -1,6 +1,5 @@
 """Killed-cache simulations: a writer dying halfway leaves nothing that passes for a complete entry."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sj_qvm.atomic import TMP_MARK as _TMP
+from sj_qvm.atomic import temp_path
 from sj_qvm.datasets import DVSGesture, _cache
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 
 REPO = Path(__file__).resolve().parents[1]
-_TMP = ".tmp-"
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +81,13 @@ def test_writer_failing_halfway_then_fresh_instance_rebuilds(release, tmp_path, 
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())  # resumed, not redone
 
 
-_TMP = ".tmp-"
-
 def test_process_killed_mid_write_leaves_only_a_temp_file(release, tmp_path):
     cache = tmp_path / "killed"
     script = f"""
 import io, os, sys
 sys.path.insert(0, {str(REPO)!r})
+from sj_qvm.atomic import TMP_MARK as _TMP
+from sj_qvm.atomic import temp_path
 from sj_qvm.datasets import DVSGesture, _cache
 real = _cache._write
 calls = [0]
@@ -108,7 +108,9 @@ DVSGesture({str(release)!r}, frames_number=4, cache_dir={str(cache)!r}, num_work
     left = entries(cache)
     temps = [p for p in left if _TMP in p.name]
     assert len(temps) == 1 and len(left) == 9  # 8 complete entries and the torn one
-    assert not any(p.name == temps[0].name.split(_TMP)[0] for p in left)
+    (torn,) = temps  # .<name>.tmp-<pid>
+    target = torn.with_name(torn.name[1:].rsplit(_TMP, 1)[0])
+    assert torn.name.startswith(".") and target.suffix == ".npz" and not target.exists()
 
     clean = tmp_path / "clean"
     DVSGesture(release, frames_number=4, cache_dir=clean, num_workers=0)
@@ -127,8 +129,8 @@ def test_save_entry_replaces_atomically(tmp_path):
 
 
 def test_remove_stale_keeps_files_of_live_processes(tmp_path):
-    mine = tmp_path / f"a.npz{_TMP}{os.getpid()}"
-    dead = tmp_path / f"b.npz{_TMP}999999999"
+    mine = temp_path(tmp_path / "a.npz")  # this live process's: another thread may be writing it
+    dead = tmp_path / f".b.npz{_TMP}999999999"
     mine.write_bytes(b"x")
     dead.write_bytes(b"x")
     assert _cache.remove_stale(tmp_path) == 1

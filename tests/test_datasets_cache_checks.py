@@ -110,7 +110,7 @@ def test_corrupt_frames_entry_is_rebuilt_with_a_warning(release, clean, tmp_path
     entry = frames_entry(tmp_path)
     corrupt(entry)
     with pytest.raises(ValueError, match=str(entry)):
-        _cache.check_frames(entry, _cache.load_entry(entry, 2**22), T, (128, 128), "number",
+        _cache.check_frames(entry, _cache.load_entry(entry, 2**22), T, DVSGesture.size_hw, "number",
                             release / "DvsGesture" / "user01_led.aedat",
                             _cache.fingerprint(release / "DvsGesture" / "user01_led.aedat"))
     caplog.set_level(logging.WARNING, logger="sj_qvm.datasets")
@@ -120,7 +120,7 @@ def test_corrupt_frames_entry_is_rebuilt_with_a_warning(release, clean, tmp_path
     assert all(np.array_equal(a, b) for a, b in zip(frames, clean))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(entry) in warnings[0] and "rebuilding" in warnings[0], warnings
-    _cache.check_frames(entry, _cache.load_entry(entry), T, (128, 128), "number",
+    _cache.check_frames(entry, _cache.load_entry(entry), T, DVSGesture.size_hw, "number",
                         release / "DvsGesture" / "user01_led.aedat",
                         _cache.fingerprint(release / "DvsGesture" / "user01_led.aedat"))
 
@@ -205,7 +205,7 @@ def test_rebuild_that_cannot_write_names_the_entry(release, tmp_path, monkeypatc
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_cache._atomic, "atomic_write", no_space)
+    monkeypatch.setattr(_cache.atomic, "atomic_write", no_space)
     with pytest.raises(ValueError, match=r"user01_led_03\.s\d+\.m\d+\.npz: frames have shape \[3, 2, 128, 128\].*cannot be rebuilt.*No space"):
         dataset[3]
 

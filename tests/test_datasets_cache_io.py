@@ -1,7 +1,6 @@
 """A complete cache on a read-only mount reads; writers' temporaries never outlive them."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sj_qvm.datasets import DVSGesture, _atomic, _cache, read_aedat2, read_aedat31
+from sj_qvm import atomic
+from sj_qvm.atomic import TMP_MARK
+from sj_qvm.datasets import DVSGesture, _cache, read_aedat2, read_aedat31
 from sj_qvm.datasets.aedat import write_aedat2, write_aedat31
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 
@@ -64,7 +65,7 @@ def complete(tmp_path):
     dataset = DVSGesture(root, frames_number=T, cache_dir=cache, num_workers=0)
     expected = [f"{digest(frames.numpy())} {label}" for frames, label in dataset]
     folder = cache / f"dvs_gesture_{_cache.CACHE_VERSION}" / f"frames_T{T}_number"
-    leftover = folder / f"user01_led_05.npz{_atomic.TMP_MARK}{DEAD_PID}"  # a dead writer's, undeletable now
+    leftover = folder / f".user01_led_05.npz{TMP_MARK}{DEAD_PID}"  # a dead writer's, undeletable now
     leftover.write_bytes(b"torn")
     return data, root, cache, folder, expected, leftover
 
@@ -98,7 +99,7 @@ def test_bad_entry_on_a_read_only_mount_is_named(complete, corruption):
 
 
 def test_remove_stale_keeps_what_it_cannot_delete(tmp_path, monkeypatch):
-    dead = tmp_path / f"a.npz{_atomic.TMP_MARK}{DEAD_PID}"
+    dead = tmp_path / f".a.npz{TMP_MARK}{DEAD_PID}"
     dead.write_bytes(b"x")
 
     def read_only(self, missing_ok=False):
@@ -115,8 +116,8 @@ def test_aedat_writers_remove_dead_writers_temporaries(tmp_path, write, read):
     events = np.zeros(3, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
     events["t"] = [0, 5, 9]
     path = tmp_path / "rec.aedat"
-    dead = tmp_path / f"rec.aedat{_atomic.TMP_MARK}{DEAD_PID}"
-    other = tmp_path / f"other.aedat{_atomic.TMP_MARK}{DEAD_PID}"
+    dead = tmp_path / f".rec.aedat{TMP_MARK}{DEAD_PID}"
+    other = tmp_path / f".other.aedat{TMP_MARK}{DEAD_PID}"
     for leftover in (dead, other):
         leftover.write_bytes(b"torn")
     write(path, events)
@@ -131,7 +132,7 @@ def test_writes_never_follow_a_planted_link(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     path = cache / "entry.npz"
-    (cache / f"entry.npz{_atomic.TMP_MARK}{os.getpid()}").symlink_to(outside)  # where we write first
+    atomic.temp_path(cache / "entry.npz").symlink_to(outside)  # where we write first
     _cache.save_entry(path, frames=np.arange(3, dtype=np.uint8))
     assert outside.read_bytes() == b"keep me" and not path.is_symlink()
     assert _cache.load_entry(path)["frames"].tolist() == [0, 1, 2]
@@ -148,7 +149,7 @@ def test_failed_write_leaves_no_temporary(tmp_path):
         raise RuntimeError("disk gone")
 
     with pytest.raises(RuntimeError, match="disk gone"):
-        _atomic.atomic_write(tmp_path / "rec.aedat", fails)
+        atomic.atomic_write(tmp_path / "rec.aedat", fails)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -158,10 +159,10 @@ def test_killed_aedat_writer_leaves_a_temporary_the_next_write_removes(tmp_path)
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
 import numpy as np
-from sj_qvm.datasets import _atomic
+from sj_qvm import atomic
 from sj_qvm.datasets.aedat import write_aedat2
 def die(path, write, clean=True):
-    with open(path.with_name(path.name + _atomic.TMP_MARK + str(os.getpid())), "wb") as f:
+    with open(atomic.temp_path(path), "wb") as f:
         f.write(b"half")
     os._exit(9)  # as SIGKILL: no cleanup
 import sj_qvm.datasets.aedat as aedat
@@ -171,6 +172,6 @@ write_aedat2({str(path)!r}, np.zeros(2, dtype=[("t", "<i8"), ("x", "<i2"), ("y",
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 9, result.stderr
     (torn,) = tmp_path.iterdir()
-    assert torn.name.startswith(f"rec.aedat{_atomic.TMP_MARK}")
+    assert torn.name.startswith(f".rec.aedat{TMP_MARK}")
     write_aedat2(path, np.zeros(0, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")]))
     assert [p.name for p in tmp_path.iterdir()] == ["rec.aedat"]

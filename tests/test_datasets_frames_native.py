@@ -81,9 +81,9 @@ def test_native_equals_numpy_and_reference_on_every_layout(monkeypatch, calls, c
         frames_number = int(rng.integers(1, 12))
         events = layout(random_events(rng, n, height, width, sort=case % 4 != 0), coordinate, polarity, how)
         for split_by in ("number", "time"):
-            ours = events_to_frames(events, frames_number, split_by, (height, width))
-            assert np.array_equal(ours, numpy_path(monkeypatch, events, frames_number, split_by, (height, width)))
-            assert np.array_equal(ours, events_to_frames_ref(events, frames_number, split_by, (height, width)))
+            ours = events_to_frames(events, frames_number, split_by, (width, height, 2))
+            assert np.array_equal(ours, numpy_path(monkeypatch, events, frames_number, split_by, (width, height, 2)))
+            assert np.array_equal(ours, events_to_frames_ref(events, frames_number, split_by, (width, height, 2)))
     assert len(calls) == 2 * 39  # every non-empty case counted natively
 
 
@@ -132,7 +132,7 @@ def test_polarity_is_any_nonzero(calls):
         "y": np.zeros(4, np.int16),
         "p": np.array([0, 2, -1, 1], np.int8),
     }
-    frames = events_to_frames(columns, 1, sensor_size=(1, 4))
+    frames = events_to_frames(columns, 1, sensor_size=(4, 1, 2))
     assert frames[0, 0, 0].tolist() == [1, 0, 0, 0] and frames[0, 1, 0].tolist() == [0, 1, 1, 1]
     assert calls == [1]
 
@@ -148,7 +148,7 @@ def test_rejects_events_outside_the_sensor_anywhere(calls, field, value, dtype):
     events = random_events(rng, 2 * frames_module._EVENTS_PER_THREAD + 7, 128, 128)
     columns = {k: np.ascontiguousarray(events[k]).astype(dtype if k in "xy" else events[k].dtype) for k in "txyp"}
     columns[field][len(events) * 3 // 4] = value  # in the second thread's half
-    with pytest.raises(ValueError, match=r"outside sensor_size \(H, W\) = \(128, 128\)"):
+    with pytest.raises(ValueError, match=r"outside sensor_size \(W, H, P\) = \(128, 128, 2\)"):
         events_to_frames(columns, 4)
     assert calls, "the C counter was not called"
 
@@ -158,12 +158,12 @@ def test_unreadable_columns_fall_back_to_numpy(calls):
     events = random_events(np.random.default_rng(7), 500, 16, 16)
     float_x = {k: np.asarray(events[k], dtype=np.float64 if k == "x" else None) for k in "txyp"}
     swapped = {k: np.asarray(events[k]).astype(events[k].dtype.newbyteorder(">")) for k in "txyp"}
-    expected = events_to_frames_ref(events, 3, sensor_size=(16, 16))
-    assert np.array_equal(events_to_frames(swapped, 3, sensor_size=(16, 16)), expected)
-    assert np.array_equal(events_to_frames(float_x, 3, sensor_size=(16, 16)), expected)
+    expected = events_to_frames_ref(events, 3, sensor_size=(16, 16, 2))
+    assert np.array_equal(events_to_frames(swapped, 3, sensor_size=(16, 16, 2)), expected)
+    assert np.array_equal(events_to_frames(float_x, 3, sensor_size=(16, 16, 2)), expected)
     wide = np.zeros(3, dtype=EVENT_DTYPE)
     wide["x"] = [0, 5, 32767]
-    frames = events_to_frames(wide, 1, sensor_size=(1, 40_000))  # wider than the C counter takes
+    frames = events_to_frames(wide, 1, sensor_size=(40_000, 1, 2))  # wider than the C counter takes
     assert frames[0, 0, 0, [0, 5, 32767]].tolist() == [1, 1, 1] and frames.sum() == 3
     assert calls == []
 

@@ -1,6 +1,6 @@
 """Cache entries: one ``.npz`` per sample, written atomically, validated whenever it is read.
 
-An entry's final path exists only once its bytes are complete (:mod:`._atomic`), so a killed run
+An entry's final path exists only once its bytes are complete (:mod:`sj_qvm.atomic`), so a killed run
 leaves at most a temporary that no reader looks at; the next run rebuilds the missing entries.
 
 Entries are keyed by the fingerprint ``[size, mtime_ns]`` of the recording they were built from
@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _atomic
+from .. import atomic
 from .aedat import EVENT_DTYPE
 
 __all__ = [
@@ -98,14 +98,15 @@ def sweep_stale(folder: Path, current: dict[str, Path], sources: dict[str, Path]
 
 def save_entry(path: Path, compress: bool = False, replacing: BadEntry | None = None,
                **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file in the same folder + ``os.replace``).
+    """Write ``arrays`` to ``path`` atomically (:func:`sj_qvm.atomic.atomic_write`; no fsync: a
+    torn entry after a power loss fails its checks on the next read and is rebuilt).
 
     ``replacing``: the problem of the bad entry this write replaces; a write that then fails (a
     read-only cache) raises :class:`BadEntry` naming the entry instead of the ``OSError``.
     Stale temporaries are left to :func:`remove_stale`, which the datasets run once per folder.
     """
     try:
-        _atomic.atomic_write(path, lambda f: _write(f, arrays, compress), clean=False)
+        atomic.atomic_write(path, lambda f: _write(f, arrays, compress), clean=False, fsync=False)
     except OSError as error:
         if replacing is None:
             raise
@@ -257,7 +258,7 @@ def check_events(path: Path, entry: dict, start: int, end: int, size_hw: tuple[i
 def remove_stale(folder: Path) -> int:
     """Delete temporaries left anywhere under ``folder`` by processes that no longer run; those
     that cannot be deleted (a read-only cache) are left, and the cache stays readable."""
-    return _atomic.remove_stale(folder, recursive=True)
+    return atomic.remove_stale(folder, recursive=True)
 
 
 def compact_counts(frames: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
-import numbers
 import os
 import signal
 import sys
@@ -23,6 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+
+from ..checks import check_int
 
 __all__ = ["run_tasks", "default_workers", "check_workers"]
 
@@ -35,13 +36,9 @@ def default_workers() -> int:
 
 
 def check_workers(num_workers) -> None:
-    """Raise unless ``num_workers`` is ``None`` (the default count) or an integer >= 0."""
-    if num_workers is None:
-        return
-    if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool):
-        raise TypeError(f"num_workers must be None or an integer >= 0, got {num_workers!r}")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be None or an integer >= 0, got {num_workers!r}")
+    """Raise unless ``num_workers`` is ``None`` (:func:`default_workers`) or an int >= 0."""
+    if num_workers is not None:
+        check_int(num_workers, "num_workers", minimum=0)
 
 
 def run_tasks(

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ..atomic import atomic_write
+from ..checks import check_int
 
 __all__ = [
     "EVENT_DTYPE",
-    "DVS128_SIZE",
+    "DVS128_SENSOR_SIZE",
     "read_aedat31",
     "read_aedat2",
     "write_aedat31",
@@ -40,7 +41,10 @@ __all__ = [
 ]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
-DVS128_SIZE = 128
+DVS128_SENSOR_SIZE = (128, 128, 2)
+"""The DVS128's sensor as tonic states it: (width W, height H, polarities P); events have
+``0 <= x < W``, ``0 <= y < H``. The one home of this size: the datasets' ``sensor_size`` reads it."""
+_WIDTH, _HEIGHT = DVS128_SENSOR_SIZE[:2]
 
 _PACKET_HEADER = struct.Struct("<hhiiIiii")  # SpikingJelly reads the overflow as unsigned
 _POLARITY_EVENT = 1
@@ -163,14 +167,14 @@ def _decode_polarity(buf: bytes, path: Path, offsets: list, counts: list, overfl
         data, timestamps = words[0::2], words[1::2]
         x = (data >> 17) & 0x7FFF
         y = (data >> 2) & 0x7FFF
-        outside = np.flatnonzero((x >= DVS128_SIZE) | (y >= DVS128_SIZE))
+        outside = np.flatnonzero((x >= _WIDTH) | (y >= _HEIGHT))
         if outside.size:
             i = done + int(outside[0])
             packet = int(np.searchsorted(np.cumsum(counts), i, side="right"))
             offset = offsets[packet] + _POLARITY_EVENT_SIZE * (i - sum(counts[:packet]))
             raise ValueError(
                 f"{path}: event at byte offset {offset} has x={int(x[i - done])}, "
-                f"y={int(y[i - done])}, outside the DVS128's 128x128 pixels; this recording "
+                f"y={int(y[i - done])}, outside the DVS128's {_WIDTH}x{_HEIGHT} pixels; this recording "
                 f"comes from another sensor"
             )
         chunk = events[done : done + group_len]
@@ -237,7 +241,7 @@ def _as_columns(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 def _atomic_write(path: Path, chunks: list[bytes]) -> None:
     """Write ``chunks`` to ``path`` atomically; a failed write leaves no temporary, and those of
-    writers killed earlier are removed (see :mod:`._atomic`)."""
+    writers killed earlier are removed (see :mod:`sj_qvm.atomic`)."""
     atomic_write(path, lambda f: f.writelines(chunks))
 
 
@@ -260,8 +264,7 @@ def write_aedat31(
     t = t.astype(np.int64)
     if len(t) and (t.min() < 0 or x.min() < 0 or y.min() < 0 or x.max() > 0x7FFF or y.max() > 0x7FFF):
         raise ValueError("write_aedat31: needs t >= 0 and 0 <= x, y <= 32767")
-    if packet_events < 1:
-        raise ValueError(f"write_aedat31: packet_events must be >= 1, got {packet_events}")
+    check_int(packet_events, "packet_events", minimum=1)
     header = ["#!AER-DAT3.1", *header_lines, "#!END-HEADER"]
     chunks = ["".join(line + "\r\n" for line in header).encode("ascii")]
 
@@ -308,7 +311,7 @@ def write_aedat2(
     t, x, y, p = _as_columns(events)
     if len(t) and (
         t.min() < 0 or t.max() >= 2**32 or min(x.min(), y.min()) < 0
-        or max(x.max(), y.max()) >= DVS128_SIZE
+        or x.max() >= _WIDTH or y.max() >= _HEIGHT
     ):
         raise ValueError("write_aedat2: needs 0 <= t < 2**32 and 0 <= x, y < 128")
     header = "".join(line + "\r\n" for line in ("#!AER-DAT2.0", *header_lines))

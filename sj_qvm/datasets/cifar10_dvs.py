@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import re
 from pathlib import Path
@@ -11,17 +10,16 @@ from typing import Callable
 
 import numpy as np
 
+from ..checks import check_choice, check_int
 from . import _cache
 from ._base import EventDataset
-from ._parallel import run_tasks
-from .aedat import read_aedat2
+from .aedat import DVS128_SENSOR_SIZE, read_aedat2
 from .frames import events_to_frames
 
 __all__ = ["CIFAR10DVS", "SPLITS", "split_files", "check_split"]
 
 SPLITS = ("first900", "tebn", "random")
 TRAIN_RATIO = 0.9
-_SENSOR_HW = (128, 128)
 
 
 def split_files(names_by_class: list[list[str]], split: str, train: bool, seed: int = 0) -> list[list[str]]:
@@ -56,13 +54,10 @@ def split_files(names_by_class: list[list[str]], split: str, train: bool, seed: 
 
 
 def check_split(split, seed) -> None:
-    """Raise unless ``split`` is one of :data:`SPLITS` and ``seed`` an integer in 0..2**32-1."""
-    if not isinstance(split, str) or split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, (bool, np.bool_)):
-        raise TypeError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
+    """Raise unless ``split`` is one of :data:`SPLITS` and ``seed`` an int in 0..2**32-1 (what
+    ``np.random.RandomState`` takes)."""
+    check_choice(split, SPLITS, "split")
+    check_int(seed, "seed", minimum=0, maximum=2**32 - 1)
 
 
 def _file_id(name: str) -> int:
@@ -79,13 +74,13 @@ def _build_frames(aedat: Path, folder: Path, frames_number: int, split_by: str, 
     target = _cache.entry_path(folder, aedat.stem, source)
 
     def check(path, entry):
-        _cache.check_frames(path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
+        _cache.check_frames(path, entry, frames_number, CIFAR10DVS.size_hw, split_by, aedat, source)
 
     entry, problem = _cache.usable(target, check, None, warn)
     if entry is not None:
         return
     events = read_aedat2(aedat)
-    frames = events_to_frames(events, frames_number, split_by, _SENSOR_HW)
+    frames = events_to_frames(events, frames_number, split_by, CIFAR10DVS.sensor_size)
     _cache.save_entry(target, compress=True, replacing=problem, frames=_cache.compact_counts(frames),
                       events_count=np.int64(len(events)), source=source)
 
@@ -111,8 +106,19 @@ class CIFAR10DVS(EventDataset):
     ``train`` must be a bool, ``seed`` an integer in 0..2**32-1.
     """
 
+    sensor_size = DVS128_SENSOR_SIZE
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    num_classes = len(classes)
     url = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
+    cache_name = "cifar10_dvs"
+
+    @classmethod
+    def layout_help(cls, root: str | os.PathLike) -> str:
+        return (
+            f"Expected the release unpacked as {Path(root)}/<class>/cifar10_<class>_<n>.aedat for "
+            f"the classes {', '.join(cls.classes)}. It is published on figshare at {cls.url} (one "
+            f"zip per class); sj_qvm.datasets.synthetic.write_cifar10_dvs writes an offline stand-in."
+        )
 
     def __init__(
         self,
@@ -128,19 +134,14 @@ class CIFAR10DVS(EventDataset):
         num_workers: int | None = None,
     ):
         check_split(split, seed)
-        super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers)
+        super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers,
+                         cache_dir)
         self.split = split
         names_by_class = []
         for name in self.classes:
             folder = self.root / name
             if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"CIFAR10-DVS not found: {folder} is missing. Expected the release unpacked "
-                    f"as {self.root}/<class>/cifar10_<class>_<n>.aedat for the classes "
-                    f"{', '.join(self.classes)}. It is published on figshare at {self.url} "
-                    f"(one zip per class); sj_qvm.datasets.synthetic.write_cifar10_dvs writes an "
-                    f"offline stand-in."
-                )
+                raise FileNotFoundError(f"CIFAR10-DVS not found: {folder} is missing. {self.layout_help(self.root)}")
             names = [p.name for p in folder.glob("*.aedat")]
             for n in names:
                 _file_id(n)
@@ -152,35 +153,12 @@ class CIFAR10DVS(EventDataset):
             for label, chosen in enumerate(split_files(names_by_class, split, self.train, seed))
             for n in chosen
         ]
-        cache = Path(cache_dir) if cache_dir is not None else self.root / "sj_qvm_cache"
-        self.frames_dir = (
-            None if frames_number is None
-            else cache / f"cifar10_dvs_{_cache.CACHE_VERSION}" / f"frames_T{frames_number}_{split_by}"
-        )
-        self._prepare(num_workers)
-
-    def _prepare(self, num_workers: int | None) -> None:
-        if self.frames_dir is None:
-            return
-        for name in self.classes:
-            (self.frames_dir / name).mkdir(parents=True, exist_ok=True)
-        _cache.remove_stale(self.frames_dir)
-        tasks, names = [], []
-        current = {name: {} for name in self.classes}
-        sources = {}
-        for relative, label in self.samples:
-            aedat = self.root / relative
-            folder = self.frames_dir / self.classes[label]
-            target = _cache.entry_path(folder, aedat.stem, _cache.fingerprint(aedat))
-            current[self.classes[label]][aedat.stem] = target
-            sources[aedat.stem] = aedat
-            if not _cache.is_present(target):
-                tasks.append((aedat, folder, self.frames_number, self.split_by))
-                names.append(str(aedat))
-        for name in self.classes:
-            _cache.sweep_stale(self.frames_dir / name, current[name], sources)
-        split = "train" if self.train else "test"
-        run_tasks(_build_frames, tasks, names, f"CIFAR10DVS {split}: preprocessing", num_workers)
+        if self.frames_dir is not None:
+            jobs = []
+            for relative, label in self.samples:
+                aedat, folder = self.root / relative, self.frames_dir / self.classes[label]
+                jobs.append((aedat, [(folder, aedat.stem)], (aedat, folder, frames_number, split_by)))
+            self._prepare(_build_frames, [self.frames_dir / name for name in self.classes], jobs, num_workers)
 
     def _item(self, index: int):
         relative, label = self.samples[index]
@@ -188,7 +166,6 @@ class CIFAR10DVS(EventDataset):
         if self.frames_dir is None:
             return read_aedat2(aedat), label
         folder = self.frames_dir / self.classes[label]
-        source = _cache.fingerprint_or_bad(folder / aedat.stem, aedat)
-        target = _cache.entry_path(folder, aedat.stem, source)
+        target, source = self._entry(folder, aedat.stem, aedat)
         rebuild = lambda: _build_frames(aedat, folder, self.frames_number, self.split_by, warn=False)  # noqa: E731
         return self._load_frames(target, aedat, source, rebuild), label

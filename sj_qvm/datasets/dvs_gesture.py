@@ -12,8 +12,7 @@ import numpy as np
 
 from . import _cache
 from ._base import EventDataset
-from ._parallel import run_tasks
-from .aedat import EVENT_DTYPE, read_aedat31
+from .aedat import DVS128_SENSOR_SIZE, EVENT_DTYPE, read_aedat31
 from .frames import events_to_frames
 
 __all__ = ["DVSGesture", "LIGHTINGS", "read_labels_csv", "read_trial_list"]
@@ -22,7 +21,6 @@ LIGHTINGS = ("fluorescent", "fluorescent_led", "lab", "led", "natural")
 _CSV_HEADER = ["class", "startTime_usec", "endTime_usec"]
 _TRIAL_NAME = re.compile(rf"user(0[1-9]|1[0-9]|2[0-9])_({'|'.join(LIGHTINGS)})\.aedat")
 _FIELD = re.compile(r"[0-9]{1,19}")  # ASCII digits only: int() would also take '１' or '1_0'
-_SENSOR_HW = (128, 128)
 _log = logging.getLogger(__name__)
 
 
@@ -107,7 +105,7 @@ def read_trial_list(path: Path) -> list[str]:
 
 def _events_check(sample: _Sample, aedat: Path, source: np.ndarray) -> Callable[[Path, dict], None]:
     return lambda path, entry: _cache.check_events(
-        path, entry, sample.start, sample.end, _SENSOR_HW, aedat, source)
+        path, entry, sample.start, sample.end, DVSGesture.size_hw, aedat, source)
 
 
 def _events_max_bytes(source: np.ndarray) -> int:
@@ -143,11 +141,11 @@ def _build_trial(
         path = _cache.entry_path(frames_dir, sample.key, source)
 
         def check(entry_path, entry):
-            _cache.check_frames(entry_path, entry, frames_number, _SENSOR_HW, split_by, aedat, source)
+            _cache.check_frames(entry_path, entry, frames_number, DVSGesture.size_hw, split_by, aedat, source)
 
         entry, problem = _cache.usable(path, check, None, warn)
         if entry is None:
-            frames = events_to_frames(chosen, frames_number, split_by, _SENSOR_HW)
+            frames = events_to_frames(chosen, frames_number, split_by, DVSGesture.sensor_size)
             _cache.save_entry(path, compress=True, replacing=problem, frames=_cache.compact_counts(frames),
                               events_count=np.int64(len(chosen)), source=source)
 
@@ -181,14 +179,26 @@ class DVSGesture(EventDataset):
     complete cache is read without writing anything.
     """
 
+    sensor_size = DVS128_SENSOR_SIZE
     classes = (
         "hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
         "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
         "arm_roll", "air_drums", "air_guitar", "other_gestures",
     )
+    num_classes = len(classes)
+    url = "https://research.ibm.com/interactive/dvsgesture/"
+    cache_name = "dvs_gesture"
     folder = "DvsGesture"
     trial_lists = {True: "trials_to_train.txt", False: "trials_to_test.txt"}
-    url = "https://research.ibm.com/interactive/dvsgesture/"
+
+    @classmethod
+    def layout_help(cls, root: str | os.PathLike) -> str:
+        return (
+            f"Expected the official release unpacked as {Path(root) / cls.folder}/ holding "
+            f"userNN_<lighting>.aedat, userNN_<lighting>_labels.csv, {cls.trial_lists[True]} and "
+            f"{cls.trial_lists[False]}. IBM publishes it at {cls.url} (DvsGesture.tar.gz); "
+            f"sj_qvm.datasets.synthetic.write_dvs_gesture writes an offline stand-in."
+        )
 
     def __init__(
         self,
@@ -201,7 +211,8 @@ class DVSGesture(EventDataset):
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
     ):
-        super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers)
+        super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers,
+                         cache_dir)
         self.raw = raw = self.root / self.folder
         trials = self._trials(raw)
         self.samples = [
@@ -209,55 +220,25 @@ class DVSGesture(EventDataset):
             for stem in trials
             for row, (label, start, end) in enumerate(read_labels_csv(raw / f"{stem}_labels.csv"))
         ]
-        cache = Path(cache_dir) if cache_dir is not None else self.root / "sj_qvm_cache"
-        cache = cache / f"dvs_gesture_{_cache.CACHE_VERSION}"
-        self.events_dir = cache / "events"
-        self.frames_dir = None if frames_number is None else cache / f"frames_T{frames_number}_{split_by}"
-        self._prepare(raw, trials, num_workers)
+        self.events_dir = self.cache / "events"
+        folders = [self.events_dir] + ([self.frames_dir] if self.frames_dir is not None else [])
+        jobs = []
+        for stem in trials:
+            samples = [s for s in self.samples if s.trial == stem]
+            task = (raw / f"{stem}.aedat", samples, self.events_dir, self.frames_dir, frames_number, split_by)
+            jobs.append((raw / f"{stem}.aedat", [(f, s.key) for f in folders for s in samples], task))
+        self._prepare(_build_trial, folders, jobs, num_workers)
 
     def _trials(self, raw: Path) -> list[str]:
         listing = raw / self.trial_lists[self.train]
         if not listing.is_file():
-            raise FileNotFoundError(
-                f"DVS128 Gesture not found: {listing} is missing. Expected the official release "
-                f"unpacked as {self.root}/DvsGesture/ holding userNN_<lighting>.aedat, "
-                f"userNN_<lighting>_labels.csv, trials_to_train.txt and trials_to_test.txt. "
-                f"IBM publishes it at {self.url} (DvsGesture.tar.gz); "
-                f"sj_qvm.datasets.synthetic.write_dvs_gesture writes an offline stand-in."
-            )
+            raise FileNotFoundError(f"DVS128 Gesture not found: {listing} is missing. {self.layout_help(self.root)}")
         stems = read_trial_list(listing)
         for stem in stems:
             for needed in (raw / f"{stem}.aedat", raw / f"{stem}_labels.csv"):
                 if not needed.is_file():
                     raise FileNotFoundError(f"{listing} lists {stem}.aedat, but {needed} is missing")
         return stems
-
-    def _prepare(self, raw: Path, trials: list[str], num_workers: int | None) -> None:
-        folders = [self.events_dir] + ([self.frames_dir] if self.frames_dir is not None else [])
-        for folder in folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            _cache.remove_stale(folder)
-        tasks, names = [], []
-        current = {folder: {} for folder in folders}
-        sources = {}
-        for stem in trials:
-            samples = [s for s in self.samples if s.trial == stem]
-            aedat = raw / f"{stem}.aedat"
-            source = _cache.fingerprint(aedat)
-            paths = []
-            for folder in folders:
-                for s in samples:
-                    current[folder][s.key] = _cache.entry_path(folder, s.key, source)
-                    sources[s.key] = aedat
-                    paths.append(current[folder][s.key])
-            if all(_cache.is_present(path) for path in paths):
-                continue
-            tasks.append((aedat, samples, self.events_dir, self.frames_dir, self.frames_number, self.split_by))
-            names.append(str(aedat))
-        for folder in folders:
-            _cache.sweep_stale(folder, current[folder], sources)
-        split = "train" if self.train else "test"
-        run_tasks(_build_trial, tasks, names, f"DVSGesture {split}: preprocessing", num_workers)
 
     def _item(self, index: int):
         sample = self.samples[index]
@@ -268,8 +249,7 @@ class DVSGesture(EventDataset):
                          self.split_by, warn=False)
 
         folder = self.events_dir if self.frames_dir is None else self.frames_dir
-        source = _cache.fingerprint_or_bad(folder / sample.key, aedat)
-        path = _cache.entry_path(folder, sample.key, source)
+        path, source = self._entry(folder, sample.key, aedat)
         if self.frames_dir is not None:
             return self._load_frames(path, aedat, source, rebuild), sample.label
         entry = _cache.load_valid(path, _events_check(sample, aedat, source), rebuild, _events_max_bytes(source))

@@ -26,6 +26,9 @@ import numbers
 import numpy as np
 import torch
 
+from ..checks import check_choice, check_int
+from .aedat import DVS128_SENSOR_SIZE
+
 try:
     from . import _count as _native
 except ImportError:  # installed without a C compiler
@@ -33,7 +36,7 @@ except ImportError:  # installed without a C compiler
 
 __all__ = [
     "SPLIT_BY", "FRAME_DTYPE", "NATIVE", "EVENT_FIELDS", "MAX_FRAMES_BYTES",
-    "check_split_by", "check_frame_args", "events_to_frames", "events_to_frames_ref",
+    "check_split_by", "check_sensor_size", "check_frame_args", "events_to_frames", "events_to_frames_ref",
 ]
 
 SPLIT_BY = ("number", "time")
@@ -53,34 +56,53 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def check_split_by(split_by) -> None:
-    if not isinstance(split_by, str) or split_by not in SPLIT_BY:
-        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+def check_split_by(split_by) -> str:
+    return check_choice(split_by, SPLIT_BY, "split_by")
 
 
-def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
-    """Validate the integration settings; return ``(H, W)``.
+def check_sensor_size(sensor_size) -> tuple[int, int]:
+    """``sensor_size = (W, H, P)`` (tonic's order: width, height, polarities) checked; returns
+    ``size_hw = (H, W)``, the order of the frames' last two axes.
 
-    Raises ``ValueError`` for ``frames_number`` not an integer >= 1, an unknown ``split_by``,
-    ``sensor_size`` not two integers >= 1 (booleans are not sizes), and settings whose output
-    ``frames_number * 2 * H * W * 4`` bytes would exceed :data:`MAX_FRAMES_BYTES`.
+    Raises ``ValueError`` naming ``sensor_size`` unless it is three integers >= 1 (booleans are not
+    sizes) with ``P == 2`` (a frame has one channel per polarity). A pair such as ``(H, W)`` is
+    refused by name rather than read as something else.
     """
-    if not _is_int(frames_number) or frames_number < 1:
-        raise ValueError(f"frames_number must be an integer >= 1, got {frames_number!r}")
-    check_split_by(split_by)
     try:
         sizes = tuple(sensor_size)
     except TypeError:
-        sizes = ()
-    if len(sizes) != 2 or not all(_is_int(s) and s >= 1 for s in sizes):
+        sizes = None
+    if sizes is not None and len(sizes) == 2:
         raise ValueError(
-            f"sensor_size must be (height, width) with integers >= 1, got {sensor_size!r}"
+            f"sensor_size must be (W, H, P) = (width, height, polarities), as tonic states it, e.g. "
+            f"{DVS128_SENSOR_SIZE}; got the pair {sensor_size!r}: give (width, height, 2)"
         )
-    height, width = int(sizes[0]), int(sizes[1])
+    if sizes is None or len(sizes) != 3 or not all(_is_int(s) and s >= 1 for s in sizes):
+        raise ValueError(
+            f"sensor_size must be (W, H, P) = (width, height, polarities) with integers >= 1, "
+            f"got {sensor_size!r}"
+        )
+    if sizes[2] != 2:
+        raise ValueError(f"sensor_size must have P = 2 polarities (one frame channel each), got {sensor_size!r}")
+    return int(sizes[1]), int(sizes[0])
+
+
+def check_frame_args(frames_number, split_by, sensor_size) -> tuple[int, int]:
+    """Validate the integration settings; return ``size_hw = (H, W)``.
+
+    ``frames_number``: an int >= 1 (:func:`sj_qvm.checks.check_int`); ``split_by``: one of
+    :data:`SPLIT_BY`; ``sensor_size``: ``(W, H, P)`` (:func:`check_sensor_size`). Raises
+    ``ValueError`` (``TypeError`` for a ``frames_number`` that is not an int) naming the argument,
+    also for settings whose output ``frames_number * 2 * H * W * 4`` bytes would exceed
+    :data:`MAX_FRAMES_BYTES`.
+    """
+    check_int(frames_number, "frames_number", minimum=1)
+    check_split_by(split_by)
+    height, width = check_sensor_size(sensor_size)
     nbytes = int(frames_number) * 2 * height * width * FRAME_DTYPE.itemsize
     if nbytes > MAX_FRAMES_BYTES:
         raise ValueError(
-            f"frames_number={frames_number} with sensor_size (H, W) = ({height}, {width}) needs "
+            f"frames_number={frames_number} with sensor_size (W, H, P) = ({width}, {height}, 2) needs "
             f"[{frames_number}, 2, {height}, {width}] {FRAME_DTYPE} frames, {nbytes / 2**30:.1f} GiB; "
             f"the limit is MAX_FRAMES_BYTES = {MAX_FRAMES_BYTES / 2**30:.0f} GiB"
         )
@@ -179,12 +201,13 @@ def events_to_frames(
     events,
     frames_number: int,
     split_by: str = "number",
-    sensor_size: tuple[int, int] = (128, 128),
+    sensor_size: tuple[int, int, int] = DVS128_SENSOR_SIZE,
 ) -> np.ndarray:
     """Count events into ``frames_number`` frames.
 
     ``events``: a structured array (or mapping) with fields ``t``, ``x``, ``y``, ``p``, shape
-    ``[N]``; ``sensor_size = (H, W)`` with ``0 <= y < H``, ``0 <= x < W``.
+    ``[N]``; ``sensor_size = (W, H, P)`` as in tonic (default the DVS128's ``(128, 128, 2)``),
+    with ``0 <= x < W``, ``0 <= y < H`` and ``P = 2``.
 
     Returns ``frames: [T, 2, H, W]`` of dtype :data:`FRAME_DTYPE` (uint32: exact for any
     recording, a quarter of SpikingJelly's float64), channel ``p != 0``,
@@ -198,7 +221,7 @@ def events_to_frames(
     (complex, or floats with a fraction: never truncated), or events outside ``sensor_size``
     (SpikingJelly fails on that too, with a reshape error).
     """
-    height, width = check_frame_args(frames_number, split_by, sensor_size)
+    height, width = check_frame_args(frames_number, split_by, sensor_size)  # size_hw
     t, x, y, p = _columns(events)
     if len(t) == 0:
         return np.zeros((frames_number, 2, height, width), dtype=FRAME_DTYPE)
@@ -243,7 +266,7 @@ def _count_numpy(x, y, p, j_l, j_r, frames: np.ndarray) -> None:
 def _outside_sensor(x, y, height: int, width: int) -> ValueError:
     return ValueError(
         f"events have x in [{x.min()}, {x.max()}] and y in [{y.min()}, {y.max()}], "
-        f"outside sensor_size (H, W) = ({height}, {width})"
+        f"outside sensor_size (W, H, P) = ({width}, {height}, 2)"
     )
 
 
@@ -281,7 +304,7 @@ def events_to_frames_ref(
     events,
     frames_number: int,
     split_by: str = "number",
-    sensor_size: tuple[int, int] = (128, 128),
+    sensor_size: tuple[int, int, int] = DVS128_SENSOR_SIZE,
 ) -> np.ndarray:
     """Reference twin of :func:`events_to_frames`: same segments, one ``np.add.at`` per frame."""
     height, width = check_frame_args(frames_number, split_by, sensor_size)
