@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from . import _compat
 from .checks import check_current, check_rounding
+from .functional import matched_v0
 from .graph import check_model, set_submodule
 from .neuron import QVMIFNode
 
@@ -60,8 +61,11 @@ def _v0_lost(m: QVMIFNode, row: NodeMapping) -> bool:
     """Whether the host node of ``row`` cannot start where ``m`` starts (its V0)."""
     if isinstance(m.v_init, str):
         return m.v_init != row.v_init
-    return not (row.v_init == "floor" and isinstance(m.v_init, (int, float))
-                and m.v_init == 0.0)
+    v0, strict = matched_v0(row.v_init, m.v_threshold)  # what the host row's node starts at
+    if strict or not isinstance(m.v_init, (int, float)) or isinstance(m.v_init, bool):
+        return True
+    return not (isinstance(v0, float) and m.v_init == v0) and not (row.v_init == "floor"
+                                                                   and m.v_init == 0.0)
 
 
 def _mapping_for(m: nn.Module, side: str) -> Optional[NodeMapping]:

@@ -157,3 +157,15 @@ def test_qvm_recipe_without_a_dataloader_warns():
     with pytest.warns(UserWarning, match="without a dataloader"):
         snn = _compat.SJConverter(recipe=sj_qvm.QVMRecipe(levels=4, progress=False)).convert(ann)
     assert [m.node.v_threshold for _, m in snn.spiking_layers()] == [1.0]
+
+
+def test_numeric_half_threshold_v0_maps_to_half_threshold_node():
+    """V0 given as the number theta/2 is the same start as v_init="round" (functional.matched_v0)."""
+    net = nn.Sequential(nn.Linear(4, 4), QVMIFNode(v_threshold=2.0, v_init=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = sj_qvm.to_spikingjelly(net)
+    assert type(back[1]) is _compat.HalfThresholdIFNode
+    net = nn.Sequential(nn.Linear(4, 4), QVMIFNode(v_threshold=2.0, v_init=0.7))
+    with pytest.warns(UserWarning):
+        back = sj_qvm.to_spikingjelly(net)
