@@ -8,45 +8,29 @@ background is exactly zero lets the first layer hide the background's constant r
 the dead zone, and fails this test.
 """
 
-import copy
+import json
+import os
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sj_qvm.checkpoint import save_checkpoint
 from sj_qvm.datasets import DVSGesture
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 from sj_qvm.models import build_model
 from sj_qvm.quant import QuantReLU
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",
+                                "dvs_gesture"))
+
+import quantizer_check  # noqa: E402
+from quantizer_check import with_levels  # noqa: E402  (the one home of L' and clip)
+
 CLASSES = 11
 SIZE = 32  # 128x128 frames sum-pooled over 4x4 blocks
-
-
-class Clip(nn.Module):
-    """``clamp(x, 0, gamma)``: the QuantReLU with its quantizer removed (``x: [B, C, *]``)."""
-
-    def __init__(self, quant: QuantReLU):
-        super().__init__()
-        self.threshold = quant.threshold.detach().clone()
-
-    def forward(self, x):
-        gamma = self.threshold.view(1, -1, *([1] * (x.ndim - 2))) if self.threshold.ndim else self.threshold
-        return torch.minimum(torch.relu(x), gamma)
-
-
-def with_levels(model: nn.Module, levels) -> nn.Module:
-    """A copy of ``model`` whose QuantReLUs use ``levels`` L' (``None``: plain clip)."""
-    model = copy.deepcopy(model)
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, QuantReLU):
-                if levels is None:
-                    setattr(parent, name, Clip(child))
-                else:
-                    child.levels = levels
-    return model
 
 
 def mean_frames(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,3 +112,36 @@ def test_clip_helper_removes_only_the_quantizer():
         # Finer levels converge to the clip: L' = 64 is closer to clip than L = 4 is.
         assert (finer - clip).abs().max() < (model(x) - clip).abs().max()
     assert all(q.levels == 4 for q in model.modules() if isinstance(q, QuantReLU))
+
+
+def test_quantizer_check_scores_a_saved_run(tmp_path, capsys):
+    """examples/dvs_gesture/quantizer_check.py rebuilds a run's ANN from its checkpoint and scores
+    it at every L' and with clip on the run's test set, as the model itself scores."""
+    root = write_dvs_gesture(tmp_path / "release", users=(1, 24), lightings=("led",), events_per_sample=400)
+    torch.manual_seed(2)
+    model = build_model("vgg", in_channels=2, num_classes=CLASSES, levels=4, rounding="round", width=4)
+    with torch.no_grad():
+        for q in model.modules():
+            if isinstance(q, QuantReLU):
+                q.threshold.uniform_(0.5, 2.0)  # not the init value: the checkpoint's must be used
+    model.eval()
+    opt = torch.optim.Adam(model.parameters())
+    run = tmp_path / "run"
+    run.mkdir()
+    args = {"root": str(root), "frames": 4, "size": SIZE, "arch": "vgg", "width": 4, "levels": 4,
+            "rounding": "round", "layer_thresholds": False, "seed": 7, "epochs": 3}
+    save_checkpoint({"epoch": 2, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": {}, "args": args}, run / "checkpoint.pt")
+    snn = {"expected": {"1": 0.25, "4": 0.5}, "instant": {"1": 0.125, "4": 0.375}}
+    (run / "results.json").write_text(json.dumps({"dataset": "dvs_gesture", "snn_accuracy": snn}))
+
+    res = quantizer_check.check(run)
+    x, y = mean_frames(DVSGesture(root, train=False, frames_number=4, num_workers=0))
+    for L in quantizer_check.LEVELS + (None,):
+        assert res["ann_at"]["clip" if L is None else str(L)] == accuracy(with_levels(model, L), x, y)
+    assert res["snn"] == snn and (res["levels"], res["seed"], res["epochs"]) == (4, 7, 3)
+    table = quantizer_check.to_markdown(res)
+    assert "| expected | 25.0 | 50.0 |" in table and "| instant | 12.5 | 37.5 |" in table
+
+    assert quantizer_check.main([str(tmp_path / "nothing")]) == 2
+    assert "holds no results.json" in capsys.readouterr().err
