@@ -31,7 +31,12 @@ from ..checks import check_int, check_positive
 from .aedat import EVENT_DTYPE, write_aedat2, write_aedat31
 from .dvs_gesture import LIGHTINGS as GESTURE_LIGHTINGS
 
-__all__ = ["write_dvs_gesture", "write_cifar10_dvs", "GESTURE_LIGHTINGS", "CIFAR10_DVS_CLASSES"]
+__all__ = ["write_dvs_gesture", "write_cifar10_dvs", "GESTURE_LIGHTINGS", "CIFAR10_DVS_CLASSES",
+           "RELEASE_VERSION"]
+
+#: Bumped whenever the same arguments write different events (2: background ``noise`` 0.1 -> 1.0),
+#: so a cache of releases can tell an outdated one from a current one.
+RELEASE_VERSION = 2
 
 CIFAR10_DVS_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
