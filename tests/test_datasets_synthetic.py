@@ -45,11 +45,51 @@ def test_deterministic_given_seed(tmp_path):
 
 
 def test_events_look_like_a_dvs(tmp_path):
-    root = write_cifar10_dvs(tmp_path, ids=[0], events_per_sample=4000)
+    root = write_cifar10_dvs(tmp_path, ids=[0], events_per_sample=4000, noise=0.0)
     events = read_aedat2(root / "frog" / "cifar10_frog_0.aedat")
-    assert 3000 < len(events) < 6000
+    assert 3000 < len(events) < 5000  # 4000 +- 20%, less the few jittered off the sensor
     assert np.all(np.diff(events["t"]) >= 0)
     assert 0.3 < events["p"].mean() < 0.7  # leading edges ON, trailing edges OFF
+    noisy = read_aedat2(write_cifar10_dvs(tmp_path / "noisy", ids=[0], events_per_sample=4000)
+                        / "frog" / "cifar10_frog_0.aedat")
+    assert 1.8 < len(noisy) / len(events) < 2.2  # the default background: noise = 1.0
+
+
+def occupied_fraction(frames: np.ndarray) -> float:
+    """Fraction of 4x4 blocks of the time-summed ``frames [T, 2, 128, 128]`` with >= 1 event."""
+    counts = np.asarray(frames).sum(0).reshape(2, 32, 4, 32, 4).sum((2, 4))
+    return float((counts > 0).mean())
+
+
+def test_background_is_never_silent(tmp_path):
+    """The default release has background activity everywhere; noise = 0 leaves most blocks empty.
+
+    An exactly-zero background is what a QAT net can hide under the rounding dead zone of one L
+    (tests/test_demo_health.py); a real sensor always has leak and shot-noise events.
+    """
+    kw = dict(users=(24,), lightings=("led",))
+    busy = DVSGesture(write_dvs_gesture(tmp_path / "a", **kw), train=False, frames_number=4, num_workers=0)
+    quiet = DVSGesture(write_dvs_gesture(tmp_path / "b", noise=0.0, **kw), train=False, frames_number=4,
+                       num_workers=0)
+    assert len(busy) == len(quiet) == 11
+    busy_fraction = [occupied_fraction(frames) for frames, _ in busy]
+    quiet_fraction = [occupied_fraction(frames) for frames, _ in quiet]
+    assert min(busy_fraction) > 0.8, busy_fraction
+    assert max(quiet_fraction) < 0.3, quiet_fraction
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(noise=-0.5), ValueError, "noise must be a finite number >= 0"),
+    (dict(noise=float("nan")), ValueError, "noise must be a finite number >= 0"),
+    (dict(events_per_sample=0), ValueError, "events_per_sample must be an int >= 1"),
+    (dict(events_per_sample=10.5), TypeError, "events_per_sample must be an int >= 1"),
+    (dict(duration_us=0), ValueError, "duration_us must be an int >= 1"),
+])
+def test_bad_rates_are_refused_before_writing(tmp_path, kw, error, match):
+    for write in (write_dvs_gesture, write_cifar10_dvs):
+        with pytest.raises(error, match=match):
+            write(tmp_path / write.__name__, **kw)
+        assert not (tmp_path / write.__name__).exists()
 
 
 def pooled(dataset):
