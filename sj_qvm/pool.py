@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _compat
-from .checks import check_bool, check_current, check_step_mode
+from .checks import check_bool, check_step_mode
 
 __all__ = ["SpikingMaxPool", "ConvertedMaxPool", "spiking_max_pool_seq", "spiking_max_pool_seq_ref"]
 
@@ -135,8 +135,9 @@ class SpikingMaxPool(_compat.MemoryModule):
 
 
 class ConvertedMaxPool(nn.Module):
-    """A max-pool inside a converted network (:class:`sj_qvm.convert.QVMNetwork` sets
-    ``time_steps`` and ``per_sample`` before each forward, as for its spiking layers).
+    """A max-pool inside a converted network. :class:`sj_qvm.convert.QVMNetwork` sets
+    ``time_steps``, ``per_sample`` and ``expected`` (whether its neurons integrate the expected
+    current) before each forward, as for its spiking layers.
 
     * per-sample schedule: ``[B, *]`` (each neuron's rate ``N*theta/T``, or a mean current) ->
       the pool of it. At T = L in expected mode ``N == M``, so this is the ANN's max-pool exactly.
@@ -144,7 +145,8 @@ class ConvertedMaxPool(nn.Module):
 
       - ``on_spikes=True`` (the pool reads a spiking layer's output): the leading-count rule,
         :func:`spiking_max_pool_seq`: binary spikes whose count is the window's max count, in
-        both current modes (exact with respect to the ANN in expected mode at T = L);
+        both current modes (exact with respect to the ANN in expected mode at T = L; in instant
+        mode the input counts carry the unevenness error, and the pool passes their max on);
       - ``on_spikes=False`` (the pool reads analog currents, before a neuron), expected current:
         the pool of the T-mean, repeated over T. The next neuron integrates the T-mean of its
         input, and the mean of this output is the pool of the mean: exact at T = L.
@@ -152,16 +154,17 @@ class ConvertedMaxPool(nn.Module):
         streaming network can do; approximate, as instant mode is).
     """
 
-    def __init__(self, pool: nn.Module, on_spikes: bool, current: str):
+    def __init__(self, pool: nn.Module, on_spikes: bool):
         super().__init__()
         _pool_fn(pool)
         self.pool = pool
         self.on_spikes = check_bool(on_spikes, "on_spikes")
-        self.current = check_current(current)
         self.time_steps = 1
         self.per_sample = False
+        self.expected = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, *]`` (per sample) or ``[T*B, *]`` (per step) -> the pooled tensor, same layout."""
         fn = _pool_fn(self.pool)
         if self.per_sample:
             return fn(x)
@@ -169,10 +172,10 @@ class ConvertedMaxPool(nn.Module):
         x_seq = x.reshape(T, x.shape[0] // T, *x.shape[1:])
         if self.on_spikes:
             return spiking_max_pool_seq(x_seq, self.pool).flatten(0, 1)
-        if self.current == "expected":
+        if self.expected:
             y = fn(x_seq.mean(0))
             return y.unsqueeze(0).expand(T, *y.shape).flatten(0, 1)
         return fn(x)
 
     def extra_repr(self) -> str:
-        return f"on_spikes={self.on_spikes}, current={self.current!r}"
+        return f"on_spikes={self.on_spikes}"
