@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import check_int, check_positive
-from .aedat import EVENT_DTYPE, write_aedat2, write_aedat31
+from .aedat import DVS128_SENSOR_SIZE, EVENT_DTYPE, write_aedat2, write_aedat31
+from .cifar10_dvs import CIFAR10DVS
 from .dvs_gesture import LIGHTINGS as GESTURE_LIGHTINGS
 
 __all__ = ["write_dvs_gesture", "write_cifar10_dvs", "GESTURE_LIGHTINGS", "CIFAR10_DVS_CLASSES",
@@ -38,10 +39,8 @@ __all__ = ["write_dvs_gesture", "write_cifar10_dvs", "GESTURE_LIGHTINGS", "CIFAR
 #: so a cache of releases can tell an outdated one from a current one.
 RELEASE_VERSION = 2
 
-CIFAR10_DVS_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
-_SIZE = 128
+CIFAR10_DVS_CLASSES = CIFAR10DVS.classes  # the release's class folders, stated once there
+_WIDTH, _HEIGHT = DVS128_SENSOR_SIZE[:2]
 _CONTOUR_POINTS = 96
 
 
@@ -100,7 +99,7 @@ def _edge_events(rng, objects, duration_us: float, n_events: int, jitter: float 
     order = rng.permutation(np.flatnonzero(keep))[:n_events]
     pos = pos[order] + rng.normal(0, jitter, (len(order), 2))
     x, y = np.rint(pos[:, 0]).astype(np.int64), np.rint(pos[:, 1]).astype(np.int64)
-    inside = (x >= 0) & (x < _SIZE) & (y >= 0) & (y < _SIZE)
+    inside = (x >= 0) & (x < _WIDTH) & (y >= 0) & (y < _HEIGHT)
     t = (u[order] * duration_us).astype(np.int64)
     return t[inside], x[inside], y[inside], (speed[order] > 0)[inside].astype(np.uint8)
 
@@ -117,8 +116,8 @@ def _place(q, n, state):
 def _noise(rng, n: int, duration_us: float):
     return (
         rng.integers(0, max(1, int(duration_us)), n),
-        rng.integers(0, _SIZE, n),
-        rng.integers(0, _SIZE, n),
+        rng.integers(0, _WIDTH, n),
+        rng.integers(0, _HEIGHT, n),
         rng.integers(0, 2, n).astype(np.uint8),
     )
 
