@@ -168,3 +168,17 @@ def test_finetune_goes_through_fit_and_keeps_gamma_positive(monkeypatch):
     assert len(calls) == 1 and calls[0]["desc"] == "fine-tune"
     assert torch.equal(model[1].threshold.detach(), torch.tensor(MIN_THRESHOLD))
     assert not model.training
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_is_on_by_default_on_cuda_and_gamma_is_clamped_there():
+    x, y = _data()
+    dtypes = []
+    model = _tiny().cuda()
+    model[2].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    with torch.no_grad():
+        model[1].threshold.fill_(-1.0)  # the clamp runs on the device too
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.0), [(x, y)], 1, progress=False)
+    assert dtypes == [torch.bfloat16]
+    assert model[1].threshold.item() == pytest.approx(MIN_THRESHOLD)
