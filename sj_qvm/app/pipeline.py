@@ -148,7 +148,6 @@ def run(args, spec: DatasetSpec) -> dict:
     finally:
         ddp.teardown()
     print(format_summary(results))
-    print(format_written([out / n for n in REPORT_FILES + (CHECKPOINT, LOG)]))
     return results
 
 
@@ -162,13 +161,14 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
         return fail(e, prog or Path(sys.argv[0]).name)
     if not res:
         return 0
-    if check_exact(res):
-        if res["frames"] == res["levels"]:
-            print(f"exact: SNN accuracy at T = L = {res['levels']} (expected current) equals the "
-                  "ANN's, and every neuron's spike count equals its ANN level")
-        return 0
-    print(f"ERROR: not exact at T = L = {res['levels']} in expected mode: SNN "
-          f"{res['snn_accuracy']['expected'][str(res['levels'])]:.4f} vs ANN "
-          f"{res['ann_accuracy']:.4f}, {res['mismatched_neurons']} neurons with N != M",
-          file=sys.stderr)
-    return 1
+    exact = check_exact(res)
+    if exact and res["frames"] == res["levels"]:
+        print(f"exact: SNN accuracy at T = L = {res['levels']} (expected current) equals the "
+              "ANN's, and every neuron's spike count equals its ANN level")
+    elif not exact:
+        print(f"ERROR: not exact at T = L = {res['levels']} in expected mode: SNN "
+              f"{res['snn_accuracy']['expected'][str(res['levels'])]:.4f} vs ANN "
+              f"{res['ann_accuracy']:.4f}, {res['mismatched_neurons']} neurons with N != M",
+              file=sys.stderr)
+    print(format_written([Path(args.out) / n for n in REPORT_FILES + (CHECKPOINT, LOG)]))
+    return 0 if exact else 1
