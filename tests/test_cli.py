@@ -44,6 +44,14 @@ def test_every_cli_error_is_one_line_with_exit_code_2(argv, flag, capsys, monkey
     assert not ran  # stopped before any work
 
 
+def test_digits_without_scikit_learn_says_what_to_install_in_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn raises ImportError
+    monkeypatch.delitem(sys.modules, "sklearn.datasets", raising=False)
+    assert cli.main(["demo", "--digits", "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith("sj-qvm demo: error:") and "sklearn" in err and "sj-qvm[demo]" in err
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])

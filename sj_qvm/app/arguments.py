@@ -12,7 +12,7 @@ import textwrap
 
 from .. import __version__
 
-__all__ = ["Parser", "HelpFormatter", "check_values", "add_version", "one_line", "fail",
+__all__ = ["Parser", "HelpFormatter", "check_values", "add_version", "one_line", "fail", "EXTRAS_HINT",
            "paragraphs"]
 
 
@@ -55,6 +55,10 @@ def check_values(parser: argparse.ArgumentParser, checks) -> None:
             check()
         except (ValueError, TypeError) as e:
             parser.error(str(e))
+
+
+#: Said when an optional dependency of a job is missing.
+EXTRAS_HINT = "install the demo extras: pip install 'sj-qvm[demo]' (scikit-learn, matplotlib)"
 
 
 def fail(message, prog: str = "sj-qvm") -> int:

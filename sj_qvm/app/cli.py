@@ -7,7 +7,8 @@ import os
 import sys
 
 from ..checks import ROUNDINGS, check_int, check_levels
-from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
+from .arguments import (EXTRAS_HINT, HelpFormatter, Parser, add_version, check_values, fail,
+                        paragraphs)
 
 #: The offline DVS demo: a small net on the synthetic DVS128-Gesture release, 64x64 frames.
 DVS_DEMO_ARGS = ["--arch", "vgg", "--width", "8", "--size", "64", "--optimizer", "adam",
@@ -42,8 +43,11 @@ def _digits(args) -> int:
     from ..atomic import write_atomic
     from .digits import format_table, run_digits
     from .report import format_written
-    res = run_digits(levels=args.levels, rounding=args.rounding, epochs=_epochs(args),
-                     seed=args.seed, progress=not args.quiet)
+    try:
+        res = run_digits(levels=args.levels, rounding=args.rounding, epochs=_epochs(args),
+                         seed=args.seed, progress=not args.quiet)
+    except ImportError as e:  # scikit-learn holds the digits
+        return fail(f"{e}; {EXTRAS_HINT}", "sj-qvm demo")
     print(format_table(res))
     if args.out:
         os.makedirs(args.out, exist_ok=True)

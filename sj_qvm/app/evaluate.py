@@ -26,6 +26,8 @@ REPORT_FILES = ("results.json", "conversion_report.md", "conversion_report.png",
 
 
 def evaluate_ann(model, loader, device) -> float:
+    """Top-1 accuracy of the ANN on ``(frames [B, T, 2, H, W], label [B])`` batches; it sees the
+    time-averaged frame ``frames.mean(1)``. Puts ``model`` in eval mode."""
     model.eval()
     correct = total = 0
     with torch.no_grad():
@@ -37,6 +39,8 @@ def evaluate_ann(model, loader, device) -> float:
 
 
 def evaluate_snn(snn, loader, device) -> float:
+    """Top-1 accuracy of the multi-step SNN on ``(frames [B, T, 2, H, W], label [B])`` batches: it
+    reads the T frames as ``[T, B, 2, H, W]`` and the prediction is its output's mean over T."""
     correct = total = 0
     with torch.no_grad():
         for frames, y in loader:

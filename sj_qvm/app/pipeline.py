@@ -23,7 +23,7 @@ from ..datasets.frames_dataset import Frames
 from ..models import build_model
 from ..qat import fit
 from . import ddp
-from .arguments import fail
+from .arguments import EXTRAS_HINT, fail
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from .evaluate import REPORT_FILES, check_exact, convert_and_report, evaluate_ann
 from .pipeline_args import RESUME_FLAGS, build_parser, parse
@@ -159,6 +159,8 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
         res = run(args, spec)
     except (FileNotFoundError, FileExistsError, CheckpointError, ConversionError) as e:
         return fail(e, prog or Path(sys.argv[0]).name)
+    except ImportError as e:  # an optional dependency (matplotlib for the plots)
+        return fail(f"{e}; {EXTRAS_HINT}", prog or Path(sys.argv[0]).name)
     if not res:
         return 0
     exact = check_exact(res)

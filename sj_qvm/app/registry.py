@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..atomic import write_atomic
 
-__all__ = ["DatasetSpec", "DATASETS", "DVS_GESTURE", "CIFAR10_DVS"]
+__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,3 @@ CIFAR10_DVS = DatasetSpec(
     "(https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671), unpack the ten class archives "
     "so that ROOT/<class>/cifar10_<class>_<n>.aedat exist, then pass --root ROOT. "
     "Paper setting: --paper (84.50% at T = 4, L = 4).")
-
-#: Every dataset the pipeline knows, by name.
-DATASETS = {spec.name: spec for spec in (DVS_GESTURE, CIFAR10_DVS)}
