@@ -63,7 +63,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         model: the QuantReLU network, or its ``DistributedDataParallel`` wrapper (the clamp reaches
             the wrapped module's thresholds). Put in train mode at each epoch's start.
         batches: ``(x [B, *], y [B, ...])`` pairs: an iterable (a DataLoader) read once per epoch,
-            or ``batches(epoch) -> iterable`` (epoch counted from 0), for per-epoch seeding.
+            or ``batches(epoch) -> iterable`` (epoch counted from 0), for per-epoch seeding. A
+            loader's ``sampler.set_epoch(epoch)`` (``DistributedSampler``) is called each epoch.
         loss_fn: ``loss_fn(out, y) -> scalar``; cross-entropy by default.
         prepare: maps a batch's input on ``device`` to the model's input (e.g. event frames
             ``[B, T, C, H, W]`` to their mean ``[B, C, H, W]``); identity by default.
@@ -93,6 +94,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         model.train()
         t0 = time.perf_counter()
         loader = batches(epoch) if callable(batches) else batches
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # a DistributedSampler reshuffles per epoch
+            sampler.set_epoch(epoch)
         loss_sum, correct_sum, seen, has_acc = 0.0, 0, 0, True
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
                    disable=not progress or rank != 0)

@@ -105,6 +105,17 @@ def test_fit_per_epoch_batches_start_epoch_scheduler_and_prepare():
     assert fit(model, opt, batches, 0, progress=False) == []  # zero epochs: nothing happens
 
 
+def test_fit_sets_a_distributed_samplers_epoch():
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+    x, y = _data()
+    ds = TensorDataset(x, y)
+    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
+    model = _tiny()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(ds, 4, sampler=sampler), 3,
+        progress=False)
+    assert sampler.epoch == 2
+
+
 def test_fit_refuses_bad_arguments_and_batches():
     model = _tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
