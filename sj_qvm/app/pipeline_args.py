@@ -28,9 +28,10 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
         description=paragraphs(
             f"QVM on {spec.title}: QAT an ANN on event frames, convert it to an SNN and evaluate "
             "it at T = 1, 2, 4, 8, 16 in both current modes.",
-            "Time: the plain defaults (resnet18, 128x128 frames, 30 epochs) take about 45 minutes on "
-        "2 CPU cores. For a CPU run of a few minutes use the demo's settings: --arch vgg --width "
-        "8 --size 64 --optimizer adam --lr 0.003 --epochs 12 (what `sj-qvm demo` runs)."))
+            "Time: the plain defaults (resnet18, 128x128 frames, 30 epochs) take about 45 "
+            "minutes on 2 CPU cores. For a CPU run of about a minute use the demo's settings: "
+            "--arch vgg --width 8 --size 64 --optimizer adam --lr 0.003 --epochs 12 (what "
+            "`sj-qvm demo` runs)."))
     add_version(p)
     p.add_argument("--root", type=Path, help="the real release (see below); without it an offline "
                    "synthetic release in the real file formats is written and used")
