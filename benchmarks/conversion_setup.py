@@ -60,7 +60,7 @@ def _loaders(x_tr, y_tr, batch_size: int = 64, seed: int = 0):
 
 
 def digits_sample_cnn(epochs: int = 12, seed: int = 0):
-    from sj_qvm.digits import load_digits_tensors
+    from sj_qvm.app.digits import load_digits_tensors
     x_tr, y_tr, x_te, y_te = load_digits_tensors(seed)
     up = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
     x_tr, x_te = up(x_tr), up(x_te)

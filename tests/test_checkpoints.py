@@ -11,8 +11,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sj_qvm import QuantReLU, atomic, checkpoint, run_folder
-from sj_qvm.checkpoint import CheckpointError, digest_path, load_checkpoint, restore, save_checkpoint
+from sj_qvm import QuantReLU, atomic
+from sj_qvm.app import checkpoint, run_folder
+from sj_qvm.app.checkpoint import (CheckpointError, digest_path, load_checkpoint, restore,
+                                   save_checkpoint)
 
 
 def _training(width=4, optimizer="sgd"):
@@ -285,7 +287,7 @@ def test_fresh_run_into_a_used_folder_is_refused_and_overwrite_clears_only_run_f
 
 _SAVER = """
 import sys, torch
-from sj_qvm.checkpoint import save_checkpoint
+from sj_qvm.app.checkpoint import save_checkpoint
 w = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))  # 4 MiB per save
 epoch = 0
 while True:

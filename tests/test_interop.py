@@ -148,7 +148,7 @@ def test_calibration_refuses_a_dead_layer():
 
 
 def test_finetune_wins_back_ptq_accuracy():
-    from sj_qvm.digits import load_digits_tensors
+    from sj_qvm.app.digits import load_digits_tensors
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load_digits_tensors(0)
     x_tr, y_tr, x_te, y_te = x_tr.flatten(1), y_tr, x_te.flatten(1), y_te

@@ -1,4 +1,5 @@
-"""The DVS examples end to end on tiny synthetic releases: JSON + PNGs, exactness, resume, torchrun."""
+"""The DVS pipeline end to end on tiny synthetic releases: JSON + PNGs, exactness, resume, torchrun,
+what it prints; and the ``sj-qvm demo`` wiring (the demo's own settings with a tiny release)."""
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sj_qvm import pipeline
+from sj_qvm.app import evaluate, pipeline, pipeline_args
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--tiny", "--epochs", "1", "--arch", "vgg", "--width", "4", "--size", "32",
@@ -34,7 +35,23 @@ def test_example_smoke_run_is_exact(spec, cache, tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1]
-    assert "exact:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "exact:" in printed
+    # The terminal gets a short rounded epoch line; the full row is in log.jsonl.
+    epoch_lines = [line for line in printed.splitlines() if line.startswith("epoch 1/1")]
+    assert len(epoch_lines) == 1 and len(epoch_lines[0]) < 80 and "{" not in printed
+    assert f"loss {log[0]['train_loss']:.3f}" in epoch_lines[0]
+    assert set(log[0]) >= {"train_loss", "train_acc", "test_acc", "lr", "seconds"}
+    # Where every file went, each one present.
+    written = printed[printed.index("written:"):].splitlines()[1:8]
+    names = ["results.json", "conversion_report.md", "conversion_report.png",
+             "accuracy_vs_T.png", "checkpoint.pt", "log.jsonl"]
+    assert [line.strip() for line in written[:6]] == [str(out / n) for n in names]
+    assert all((out / n).exists() for n in names)
+    # What the table means.
+    assert "\ninstant current:" in printed and "\nexpected current:" in printed
+    assert "\nT = L is special" in printed
+    assert "N != M counts" in printed and "neurons per sample x samples" in printed
 
 
 def test_resume_after_interruption_gives_identical_weights(cache, tmp_path):
@@ -44,7 +61,7 @@ def test_resume_after_interruption_gives_identical_weights(cache, tmp_path):
     assert pipeline.main(pipeline.DVS_GESTURE, args + ["--out", str(straight)]) == 0
     # "Kill" after epoch 1: run a 2-epoch schedule, keep only the epoch-1 checkpoint.
     resumed = tmp_path / "resumed"
-    first = pipeline.build_parser(pipeline.DVS_GESTURE).parse_args(args + ["--out", str(resumed)])
+    first = pipeline_args.parse(pipeline.DVS_GESTURE, args + ["--out", str(resumed)])
     _train_epochs(first, 1)
     # A kill between the log append and the checkpoint rename: epoch 2 logged, not saved.
     with open(resumed / "log.jsonl", "a") as f:
@@ -150,22 +167,21 @@ def test_resume_without_checkpoint_says_so_and_starts_a_new_log(cache, tmp_path,
 
 def test_conversion_failure_keeps_the_trained_checkpoint_and_resume_converts(cache, tmp_path,
                                                                              capsys, monkeypatch):
-    from sj_qvm import pipeline_eval
     from sj_qvm.convert import ConversionError
     out = tmp_path / "run"
     argv = TINY + ["--cache-dir", str(cache), "--out", str(out), "--eval-time-steps", "4"]
-    real_convert = pipeline_eval.convert
+    real_convert = evaluate.convert
 
     def broken(*a, **k):
         raise ConversionError("QuantReLU 'x' has threshold -1.0")
-    monkeypatch.setattr(pipeline_eval, "convert", broken)
+    monkeypatch.setattr(evaluate, "convert", broken)
     assert pipeline.main(pipeline.DVS_GESTURE, argv) == 2
     err = capsys.readouterr().err
     assert f"the trained model is saved in {out / 'checkpoint.pt'}" in err
     assert "threshold -1.0" in err and "--resume" in err
     assert pipeline.load_checkpoint(out / "checkpoint.pt")["epoch"] == 0
     assert not (out / "results.json").exists()
-    monkeypatch.setattr(pipeline_eval, "convert", real_convert)
+    monkeypatch.setattr(evaluate, "convert", real_convert)
     assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--resume"]) == 0  # converts, no training
     assert _log_epochs(out) == [1] and (out / "results.json").exists()
     # Resuming with other model flags names them and loads nothing.
@@ -193,8 +209,7 @@ def test_issue_command_keeps_every_threshold_positive(cache, tmp_path):
 
 def test_frames_not_levels_warns(cache, tmp_path):
     with pytest.warns(UserWarning, match="exactness needs T = L"):
-        pipeline._resolve(pipeline.build_parser(pipeline.DVS_GESTURE).parse_args(
-            ["--frames", "8", "--levels", "4"]), pipeline.DVS_GESTURE)
+        pipeline_args.parse(pipeline.DVS_GESTURE, ["--frames", "8", "--levels", "4"])
 
 
 def test_missing_root_names_the_layout(tmp_path, capsys):
@@ -219,33 +234,18 @@ def test_torchrun_two_gloo_processes(cache, tmp_path):
     assert json.loads((out / "results.json").read_text())["mismatched_neurons"] == 0
 
 
-def test_cli_help_lists_both_demos():
-    p = subprocess.run([sys.executable, "-m", "sj_qvm.cli", "demo", "--help"], capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert p.returncode == 0 and "--digits" in p.stdout
 
 
-def test_sj_qvm_demo_runs_the_dvs_pipeline(tmp_path):
-    """The README's main job, shortened to 2 epochs: exact at T = L, results and plots written."""
-    from sj_qvm.cli import main
-    out = tmp_path / "demo"
-    assert main(["demo", "--epochs", "2", "--quiet", "--out", str(out),
-                 "--cache-dir", str(tmp_path / "syn")]) == 0
+def test_zero_epochs_converts_the_initial_net_without_training(cache, tmp_path, capsys):
+    """--epochs 0 trains nothing: no log, no checkpoint; the untrained net is still exact at T = L."""
+    out = tmp_path / "run"
+    argv = TINY + ["--cache-dir", str(cache), "--out", str(out), "--eval-time-steps", "4"]
+    argv[argv.index("--epochs") + 1] = "0"
+    assert pipeline.main(pipeline.DVS_GESTURE, argv) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["dataset"] == "dvs_gesture" and res["size"] == 64 and res["synthetic"]
+    assert res["epochs"] == 0 and res["mismatched_neurons"] == 0
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
-    assert sorted(res["snn_accuracy"]["instant"]) == ["1", "16", "2", "4", "8"]
-    assert (out / "accuracy_vs_T.png").exists() and (out / "conversion_report.png").exists()
-    # Running it again into the same folder is refused; nothing of the first run is touched.
-    log = (out / "log.jsonl").read_bytes()
-    assert main(["demo", "--epochs", "2", "--quiet", "--out", str(out),
-                 "--cache-dir", str(tmp_path / "syn")]) == 2
-    assert (out / "log.jsonl").read_bytes() == log
-
-
-def test_sj_qvm_demo_digits(tmp_path, capsys):
-    from sj_qvm.cli import main
-    assert main(["demo", "--digits", "--epochs", "3", "--quiet", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "neurons with N != M at T = L = 4 (expected current): 0 of" in out
-    assert json.loads((tmp_path / "results.json").read_text())["mismatched_neurons"] == 0
+    assert not (out / "log.jsonl").exists() and not (out / "checkpoint.pt").exists()
+    printed = capsys.readouterr().out
+    assert "epoch " not in printed and str(out / "checkpoint.pt") not in printed
+    assert str(out / "results.json") in printed

@@ -2,7 +2,7 @@
 handwritten digits: 3 roundings x 3 initial membrane potentials x T in {1, 2, 4, 8, 16, 32}, in
 both current modes.
 
-For each rounding Q in {floor, round, ceil} a small CNN (``sj_qvm.digits.digits_cnn``) is trained
+For each rounding Q in {floor, round, ceil} a small CNN (``sj_qvm.app.digits.digits_cnn``) is trained
 with QuantReLU(L, Q) (QAT), converted for every T, and its IF nodes are run with each
 V0 in {0, theta/2, theta} (``QVMIFNode(v_init="floor"|"round"|"ceil")``; V0 = theta fires on
 U > theta, the rule Q = ceil needs). Theorem 3: with the expected current, the matched V0 and
@@ -24,7 +24,7 @@ import torch
 from sj_qvm import convert
 from sj_qvm._compat import reset_net
 from sj_qvm.analysis import compare_levels, is_exact, plot_accuracy_vs_time_steps
-from sj_qvm.digits import digits_cnn, load_digits_tensors, train_qat
+from sj_qvm.app.digits import digits_cnn, load_digits_tensors, train_qat
 from sj_qvm.neuron import QVMIFNode
 
 ROUNDINGS = ("floor", "round", "ceil")

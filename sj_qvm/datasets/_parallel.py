@@ -59,7 +59,7 @@ def run_tasks(
     if not tasks:
         return
     workers = default_workers() if num_workers is None else num_workers
-    with tqdm(total=len(tasks), desc=desc, unit="file") as bar:
+    with tqdm(total=len(tasks), desc=desc, unit="file", leave=False) as bar:
         if workers == 0 or len(tasks) == 1:
             for task, name in zip(tasks, names):
                 _call(function, task, name)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..graph import ConversionError, is_relu, set_submodule, trace, unique_name
-from ..qat import clamp_thresholds
+from ..qat import fit
 from ..checks import check_bool, check_int, check_levels, check_positive, check_rounding
 from ..quant import QuantReLU
 from .calibration import batch_input, calibrate, check_calibration_args
@@ -224,26 +224,10 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (output, target) -> loss, got "
                         f"{type(loss_fn).__name__}")
-    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
-    device = next((p.device for p in qann.parameters()), torch.device("cpu"))
-    opt = torch.optim.Adam(qann.parameters(), lr=lr)
-    for epoch in range(epochs):
-        qann.train()
-        total, seen = 0.0, 0
-        bar = tqdm(dataloader, desc=f"fine-tune {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False)
-        for batch in bar:
-            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-                raise TypeError("finetune needs (input, target) batches")
-            x, y = batch[0].to(device), batch[1].to(device)
-            loss = loss_fn(qann(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            clamp_thresholds(qann)  # a threshold pushed to <= 0 kills its layer for good
-            total += loss.item() * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+
+    def report(m):
         if progress:
-            tqdm.write(f"fine-tune epoch {epoch + 1}/{epochs}: loss {total / max(seen, 1):.4f}")
+            tqdm.write(f"fine-tune epoch {m['epoch']}/{epochs}: loss {m['train_loss']:.4f}")
+    fit(qann, torch.optim.Adam(qann.parameters(), lr=lr), dataloader, epochs, loss_fn=loss_fn,
+        amp=False, on_epoch=report, progress=progress, desc="fine-tune")
     return qann.eval()

@@ -25,7 +25,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from .atomic import remove_stale_temporaries, write_atomic
+from ..atomic import remove_stale_temporaries, write_atomic
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "digest_path", "save_checkpoint",
            "load_checkpoint", "restore"]

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import remove_stale_temporaries, write_atomic
+from ..atomic import remove_stale_temporaries, write_atomic
 from .checkpoint import digest_path
 
 __all__ = ["CHECKPOINT", "LOG", "RUN_FILES", "run_files", "check_fresh", "prepare", "append_log",

@@ -9,10 +9,12 @@ import time
 import torch
 import torch.nn as nn
 
-from .analysis import accuracy_vs_time_steps, compare_levels
-from .convert import convert
-from .qat import clamp_thresholds
-from .quant import QuantReLU
+from ..analysis import accuracy_vs_time_steps, compare_levels
+from ..checks import check_int, check_levels, check_rounding
+from ..convert import convert
+from ..qat import fit
+from ..quant import QuantReLU
+from .report import EXPLANATION
 
 
 def load_digits_tensors(seed: int = 0, test_fraction: float = 0.2):
@@ -39,36 +41,29 @@ def digits_cnn(levels: int = 4, rounding: str = "round", width: int = 16) -> nn.
 
 def train_qat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 30,
               lr: float = 3e-3, batch_size: int = 64, seed: int = 0, progress: bool = True):
-    """Quantization-aware training with Adam and a cosine schedule; returns the model in eval mode.
-
-    Every QuantReLU threshold is clamped to stay > 0 after each step (:mod:`sj_qvm.qat`).
-    """
-    from tqdm.auto import tqdm
+    """The digits recipe: QAT with Adam and a cosine schedule over ``(x [N, 1, 8, 8], y [N])``,
+    through :func:`sj_qvm.qat.fit` (every threshold kept > 0); returns the model in eval mode.
+    ``epochs = 0`` leaves the initial net."""
+    check_int(epochs, "epochs", minimum=0)
+    check_int(batch_size, "batch_size", minimum=1)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    loss_fn = nn.CrossEntropyLoss()
-    bar = tqdm(range(epochs), desc="QAT", disable=not progress)
-    for _ in bar:
-        model.train()
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
+
+    def batches(epoch):
         perm = torch.randperm(len(x), generator=g)
-        total = 0.0
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            clamp_thresholds(model)
-            total += loss.item() * len(idx)
-        sched.step()
-        bar.set_postfix(loss=f"{total / len(x):.3f}")
+        return [(x[perm[i:i + batch_size]], y[perm[i:i + batch_size]])
+                for i in range(0, len(x), batch_size)]
+    fit(model, opt, batches, epochs, scheduler=sched, progress=progress)
     return model.eval()
 
 
 def run_digits(levels: int = 4, rounding: str = "round", epochs: int = 30, seed: int = 0,
                time_steps=(1, 2, 4, 8, 16), progress: bool = True) -> dict:
     """Train, convert and evaluate; returns every figure the demo prints."""
+    check_levels(levels)
+    check_rounding(rounding)
+    check_int(epochs, "epochs", minimum=0)
     torch.manual_seed(seed)
     start = time.perf_counter()
     x_tr, y_tr, x_te, y_te = load_digits_tensors(seed)
@@ -102,4 +97,4 @@ def format_table(res: dict) -> str:
         lines.append("SNN accuracy at T = L (expected) " + ("equals" if same else "DIFFERS FROM")
                      + " the ANN's")
     lines.append(f"took {res['seconds']:.1f} s")
-    return "\n".join(lines)
+    return "\n".join(lines + [EXPLANATION])

@@ -8,22 +8,26 @@ mean (the expected current) equal to the ANN's input.
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
-from . import _compat
-from .atomic import write_atomic
-from .convert import convert
-from .pipeline_data import Frames, to_time_major
+from .. import _compat, analysis
+from ..atomic import write_atomic
+from ..convert import convert
+from ..datasets.frames_dataset import Frames, to_time_major
 
-__all__ = ["evaluate_ann", "evaluate_snn", "convert_and_report", "format_summary", "check_exact"]
+__all__ = ["REPORT_FILES", "evaluate_ann", "evaluate_snn", "convert_and_report", "check_exact"]
+
+#: The files :func:`convert_and_report` writes into the run's folder.
+REPORT_FILES = ("results.json", "conversion_report.md", "conversion_report.png", "accuracy_vs_T.png")
 
 
 def evaluate_ann(model, loader, device) -> float:
+    """Top-1 accuracy of the ANN on ``(frames [B, T, 2, H, W], label [B])`` batches; it sees the
+    time-averaged frame ``frames.mean(1)``. Puts ``model`` in eval mode."""
     model.eval()
     correct = total = 0
     with torch.no_grad():
@@ -35,6 +39,8 @@ def evaluate_ann(model, loader, device) -> float:
 
 
 def evaluate_snn(snn, loader, device) -> float:
+    """Top-1 accuracy of the multi-step SNN on ``(frames [B, T, 2, H, W], label [B])`` batches: it
+    reads the T frames as ``[T, B, 2, H, W]`` and the prediction is its output's mean over T."""
     correct = total = 0
     with torch.no_grad():
         for frames, y in loader:
@@ -46,16 +52,19 @@ def evaluate_snn(snn, loader, device) -> float:
 
 
 def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
-    from tqdm.auto import tqdm
+    """Evaluate ``ann`` and its SNNs over T; write :data:`REPORT_FILES` into ``args.out``.
 
-    from . import analysis
+    ``test_ds`` yields ``(frames [T, 2, size, size], label)`` with T = ``args.frames``. Returns the
+    results dict (what ``results.json`` holds).
+    """
+    from tqdm.auto import tqdm
     out = Path(args.out)
     L = args.levels
     test_loader = torch.utils.data.DataLoader(test_ds, batch_size=args.batch_size)
     ann_acc = evaluate_ann(ann, test_loader, device)
     snn_acc: dict = {"instant": {}, "expected": {}}
     Ts = sorted(set(args.eval_time_steps) | {args.frames})
-    for T in tqdm(Ts, desc="SNN over T", disable=args.quiet):
+    for T in tqdm(Ts, desc="SNN over T", disable=args.quiet, leave=False):
         if T == args.frames:
             ds = test_ds
         else:  # integrate the events into T frames, scaled so their mean is the ANN's input
@@ -96,26 +105,7 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
     report.plot(out / "conversion_report.png", title=f"{title}: per-layer unevenness error")
     analysis.plot_accuracy_vs_time_steps({"ann": ann_acc, "snn": snn_acc},
                                          out / "accuracy_vs_T.png", levels=L, title=title)
-    print(format_summary(results))
     return results
-
-
-def format_summary(res: dict) -> str:
-    L = res["levels"]
-    Ts = sorted(int(T) for T in res["snn_accuracy"]["expected"])
-    lines = [f"{res['dataset']}{' (synthetic)' if res['synthetic'] else ''}: {res['arch']}, "
-             f"L = {L}, {res['test_samples']} test samples",
-             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%",
-             "SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
-    for c in ("instant", "expected"):
-        lines.append(f"  {c:<17}" + "".join(f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%" for T in Ts))
-    lines.append(f"neurons with N != M at T = {res['frames']} (expected, float64): "
-                 f"{res['mismatched_neurons']} of {res['report_neurons']} (float32: "
-                 f"{res['mismatched_neurons_float32']}, from the order of additions)")
-    e = res["energy"]["expected"]
-    lines.append(f"energy per sample, SNN / ANN: {e['snn_over_ann']:.3f} ({e['snn_pj'] / 1e6:.3g} uJ "
-                 f"vs {e['ann_pj'] / 1e6:.3g} uJ; 45 nm, 0.9 pJ/AC, 4.6 pJ/MAC)")
-    return "\n".join(lines)
 
 
 def check_exact(res: dict) -> bool:

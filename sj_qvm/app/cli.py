@@ -1,0 +1,114 @@
+"""``sj-qvm`` command line entry points: ``sj-qvm demo`` (the DVS pipeline or the digits job) and
+``sj-qvm --version``. Every error is one line on stderr with exit code 2 (:mod:`.arguments`)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..checks import ROUNDINGS, check_int, check_levels
+from .arguments import (EXTRAS_HINT, HelpFormatter, Parser, add_version, check_values, fail,
+                        paragraphs)
+
+#: The offline DVS demo: a small net on the synthetic DVS128-Gesture release, 64x64 frames.
+DVS_DEMO_ARGS = ["--arch", "vgg", "--width", "8", "--size", "64", "--optimizer", "adam",
+                 "--lr", "0.003", "--batch-size", "16"]
+#: Training epochs when --epochs is not given.
+DEFAULT_EPOCHS = {"dvs": 12, "digits": 30}
+
+
+def _epochs(args) -> int:
+    return DEFAULT_EPOCHS["digits" if args.digits else "dvs"] if args.epochs is None else args.epochs
+
+
+def dvs_demo_argv(args) -> list:
+    """The ``examples/dvs_gesture/train.py`` arguments ``sj-qvm demo`` runs (T = L)."""
+    argv = DVS_DEMO_ARGS + ["--epochs", str(_epochs(args)), "--levels", str(args.levels),
+                            "--frames", str(args.levels), "--rounding", args.rounding,
+                            "--seed", str(args.seed), "--out", str(args.out or "runs/demo"),
+                            "--cache-dir", str(args.cache_dir)]
+    argv += ["--overwrite"] if args.overwrite else []
+    argv += ["--resume"] if args.resume else []
+    return argv + (["--quiet"] if args.quiet else [])
+
+
+def _demo(args) -> int:
+    if args.digits:
+        return _digits(args)
+    from .pipeline import DVS_GESTURE, main as pipeline_main
+    return pipeline_main(DVS_GESTURE, dvs_demo_argv(args), prog="sj-qvm demo")
+
+
+def _digits(args) -> int:
+    from ..atomic import write_atomic
+    from .digits import format_table, run_digits
+    from .report import format_written
+    try:
+        res = run_digits(levels=args.levels, rounding=args.rounding, epochs=_epochs(args),
+                         seed=args.seed, progress=not args.quiet)
+    except ImportError as e:  # scikit-learn holds the digits
+        return fail(f"{e}; {EXTRAS_HINT}", "sj-qvm demo")
+    print(format_table(res))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "results.json")
+        write_atomic(path, json.dumps(res, indent=2).encode("utf-8"))
+        print(format_written([path]))
+    else:
+        print("written: nothing (pass --out DIR to keep results.json)")
+    L = res["levels"]
+    exact = res["mismatched_neurons"] == 0 and res["snn_accuracy"]["expected"][L] == res["ann_accuracy"]
+    if not exact:
+        print("ERROR: the SNN is not exact at T = L in expected mode", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="sj-qvm", description="Exact ANN-to-SNN conversion with "
+                    "Quantization-Voltage Matching (QVM).")
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo", formatter_class=HelpFormatter,
+        help="the offline demo: QAT a small net on a synthetic DVS128 Gesture release "
+        "(real AEDAT 3.1 files, written on first use), convert it, and compare ANN and SNN "
+        "accuracy over T; --digits for the handwritten-digits job",
+        description=paragraphs(
+            "Train, convert and evaluate on an embedded default, offline. Default: the "
+            "DVS128-Gesture pipeline (examples/dvs_gesture) on a synthetic release, 64x64 frames, "
+            "T = L = 4. --digits: scikit-learn's handwritten digits."))
+    demo.add_argument("--digits", action="store_true",
+                      help="QAT a small CNN on scikit-learn's 8x8 handwritten digits instead")
+    demo.add_argument("--levels", type=int, default=4, help="quantization levels L (= T)")
+    demo.add_argument("--rounding", choices=ROUNDINGS, default="round", help="the quantizer Q")
+    demo.add_argument("--epochs", type=int, default=None,
+                      help=f"training epochs (None: {DEFAULT_EPOCHS['dvs']} for DVS, "
+                      f"{DEFAULT_EPOCHS['digits']} for --digits); 0 converts the untrained net")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--out", metavar="DIR", help="output folder (None: runs/demo for DVS; "
+                      "--digits writes nothing)")
+    demo.add_argument("--cache-dir", default="runs/synthetic",
+                      help="where the synthetic release is written")
+    again = demo.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="DVS: continue the run in --out")
+    again.add_argument("--overwrite", action="store_true", help="DVS: replace the run already in "
+                       "--out (without --resume or --overwrite, an --out that holds a run is "
+                       "refused)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo, parser=demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    check_values(args.parser, [
+        lambda: check_levels(args.levels, "--levels"),
+        lambda: args.epochs is None or check_int(args.epochs, "--epochs", minimum=0),
+        lambda: check_int(args.seed, "--seed", minimum=0),
+    ])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

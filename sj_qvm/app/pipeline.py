@@ -1,0 +1,176 @@
+"""The DVS pipeline shared by examples/dvs_gesture and examples/cifar10_dvs: QAT, convert, evaluate.
+
+The command line is in :mod:`.pipeline_args`, the datasets in :mod:`.registry`, the training loop
+in :func:`sj_qvm.qat.fit` (which keeps every threshold gamma > 0), the evaluation and report files
+in :mod:`.evaluate`, checkpoints in :mod:`.checkpoint` and the output folder's policy (fresh,
+``--resume``, ``--overwrite``; ``log.jsonl``) in :mod:`.run_folder`.
+
+Every epoch's randomness is a function of (seed, epoch), so a resumed run repeats exactly what an
+uninterrupted one does. A conversion failure after training keeps the trained checkpoint and says
+how to convert it again.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..convert import ConversionError
+from ..datasets.frames_dataset import Frames
+from ..models import build_model
+from ..qat import fit
+from . import ddp
+from .arguments import EXTRAS_HINT, fail
+from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from .evaluate import REPORT_FILES, check_exact, convert_and_report, evaluate_ann
+from .pipeline_args import RESUME_FLAGS, build_parser, parse
+from .registry import CIFAR10_DVS, DVS_GESTURE, DatasetSpec
+from .report import format_epoch, format_summary, format_written
+from .run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
+
+__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS", "build_parser", "run", "main"]
+
+
+def _release_root(args, spec: DatasetSpec, rank: int) -> Path:
+    """``--root``, or the synthetic release (written once, by rank 0, idempotently)."""
+    if args.root is not None:
+        return Path(args.root)
+    root = Path(args.cache_dir) / (spec.name + ("_tiny" if args.tiny else ""))
+    if rank == 0:
+        spec.write_synthetic(root, args.tiny, args.seed)
+    ddp.barrier()
+    return root
+
+
+def _plain_args(args, root: Path) -> dict:
+    """The run's settings as plain types (paths as str), for the checkpoint."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | \
+        {"root": str(root)}
+
+
+def _optimizer(args, model):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
+                               weight_decay=args.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
+def run(args, spec: DatasetSpec) -> dict:
+    """Train (or resume), convert, evaluate and report; returns the results dict (rank 0).
+
+    ``args`` as :func:`.pipeline_args.parse` returns them (checked).
+    """
+    out = Path(args.out)
+    check_fresh(out, args.resume, args.overwrite)  # every rank, before anything is written
+    ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    # Verified before any data is read, so a bad checkpoint stops the run at once.
+    ckpt = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
+    rank, world = ddp.setup_distributed()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    if rank == 0:
+        prepare(out, args.resume, args.overwrite)
+    root = _release_root(args, spec, rank)
+    # Rank 0 preprocesses into the cache first; the others then only read it.
+    for turn in (0, 1):
+        if (rank == 0) == (turn == 0):
+            train_base = spec.make(root, True, args.frames)
+            test_base = spec.make(root, False, args.frames)
+        ddp.barrier()
+    train_ds = Frames(train_base, args.size, train=True, flip=spec.flip)
+    test_ds = Frames(test_base, args.size)
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.arch, in_channels=2, num_classes=spec.num_classes, levels=args.levels,
+                        rounding=args.rounding, width=args.width,
+                        channel_wise=not args.layer_thresholds).to(device)
+    opt = _optimizer(args, model)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
+    start = 0
+    if args.resume:
+        if ckpt is not None:
+            flags = {k: getattr(args, k) for k in RESUME_FLAGS}
+            start = restore(ckpt, ckpt_path, model, opt, sched, flags) + 1
+            if rank == 0:
+                print(f"resumed from {ckpt_path} after epoch {start}")
+        elif rank == 0:
+            print(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1",
+                  file=sys.stderr)
+        if rank == 0:
+            truncate_log(log_path, start)
+    net = model
+    if world > 1:
+        if device.type == "cuda":  # batch statistics over all processes (CUDA only in torch)
+            net = model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = (torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True,
+                                                               seed=args.seed) if world > 1 else None)
+    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=args.batch_size)
+
+    def batches(epoch):
+        torch.manual_seed(args.seed * 1000 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        return torch.utils.data.DataLoader(
+            train_ds, batch_size=args.batch_size, sampler=sampler, shuffle=sampler is None,
+            generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+
+    def end_of_epoch(row):
+        if rank == 0:
+            row = dict(row, test_acc=evaluate_ann(model, test_loader, device))
+            print(format_epoch(row, args.epochs), flush=True)
+            # Log first, checkpoint second: a kill in between is undone by truncate_log on resume.
+            append_log(log_path, row)
+            save_checkpoint({"epoch": row["epoch"] - 1, "model": model.state_dict(),
+                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             "args": _plain_args(args, root)}, ckpt_path)
+        ddp.barrier()
+
+    fit(net, opt, batches, args.epochs, scheduler=sched, start_epoch=start, device=device,
+        prepare=lambda frames: frames.mean(1), amp=device.type == "cuda" and not args.no_amp,
+        on_epoch=end_of_epoch, progress=not args.quiet, desc="epoch")
+    if rank != 0:
+        ddp.teardown()
+        return {}
+    try:
+        results = convert_and_report(model.eval(), args, spec, root, test_ds, device)
+    except ConversionError as e:
+        if not ckpt_path.exists():
+            raise
+        raise ConversionError(
+            f"training finished and the trained model is saved in {ckpt_path}, but converting it "
+            f"failed: {e}. Fix the cause, then rerun with --resume: it converts the saved model "
+            "without training again.") from e
+    finally:
+        ddp.teardown()
+    print(format_summary(results))
+    return results
+
+
+def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
+    """The example's entry point: 0 when exact at T = L (or nothing is promised), 1 when not,
+    2 for a usage or input error (one line on stderr)."""
+    args = parse(spec, argv, prog)
+    try:
+        res = run(args, spec)
+    except (FileNotFoundError, FileExistsError, CheckpointError, ConversionError) as e:
+        return fail(e, prog or Path(sys.argv[0]).name)
+    except ImportError as e:  # an optional dependency (matplotlib for the plots)
+        return fail(f"{e}; {EXTRAS_HINT}", prog or Path(sys.argv[0]).name)
+    if not res:
+        return 0
+    exact = check_exact(res)
+    if exact and res["frames"] == res["levels"]:
+        print(f"exact: SNN accuracy at T = L = {res['levels']} (expected current) equals the "
+              "ANN's, and every neuron's spike count equals its ANN level")
+    elif not exact:
+        print(f"ERROR: not exact at T = L = {res['levels']} in expected mode: SNN "
+              f"{res['snn_accuracy']['expected'][str(res['levels'])]:.4f} vs ANN "
+              f"{res['ann_accuracy']:.4f}, {res['mismatched_neurons']} neurons with N != M",
+              file=sys.stderr)
+    print(format_written([Path(args.out) / n for n in REPORT_FILES + (CHECKPOINT, LOG)]))
+    return 0 if exact else 1

@@ -1,0 +1,107 @@
+"""The DVS pipeline's command line (``examples/*/train.py``): the options and their checks.
+
+Every value is checked right after parsing, before anything is read or written; a bad one stops
+with one line on stderr naming the flag, and exit code 2 (:mod:`.arguments`).
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from ..checks import ROUNDINGS, check_int, check_levels, check_positive
+from ..models import ARCHS
+from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
+from .registry import DatasetSpec
+
+__all__ = ["RESUME_FLAGS", "build_parser", "resolve", "parse"]
+
+#: Settings a resumed run must share with its checkpoint (they change the model, data or optimizer).
+RESUME_FLAGS = ("arch", "width", "levels", "rounding", "layer_thresholds", "size", "frames",
+                "optimizer")
+
+
+def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = Parser(
+        prog=prog, formatter_class=HelpFormatter, epilog=paragraphs(spec.real_data_help),
+        description=paragraphs(
+            f"QVM on {spec.title}: QAT an ANN on event frames, convert it to an SNN and evaluate "
+            "it at T = 1, 2, 4, 8, 16 in both current modes.",
+            "Time: the plain defaults (resnet18, 128x128 frames, 30 epochs) take about 45 "
+            "minutes on 2 CPU cores. For a CPU run of about a minute use the demo's settings: "
+            "--arch vgg --width 8 --size 64 --optimizer adam --lr 0.003 --epochs 12 (what "
+            "`sj-qvm demo` runs)."))
+    add_version(p)
+    p.add_argument("--root", type=Path, help="the real release (see below); without it an offline "
+                   "synthetic release in the real file formats is written and used")
+    p.add_argument("--synthetic", action="store_true", help="use the offline synthetic release "
+                   "(what happens anyway when --root is not given)")
+    p.add_argument("--tiny", action="store_true", help="a very small synthetic release (tests)")
+    p.add_argument("--cache-dir", type=Path, default=Path("runs/synthetic"),
+                   help="where the synthetic release is written")
+    p.add_argument("--out", type=Path, default=Path("runs") / spec.name, help="output folder")
+    p.add_argument("--frames", type=int, default=4, help="T, frames per sample (the SNN's time "
+                   "steps); exactness needs T = L")
+    p.add_argument("--levels", type=int, default=4, help="L, quantization levels")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="round", help="the quantizer Q")
+    p.add_argument("--layer-thresholds", action="store_true",
+                   help="one threshold gamma per layer instead of one per channel")
+    p.add_argument("--size", type=int, default=128, choices=(32, 64, 128),
+                   help="frame size after sum-pooling (64 for CPU runs)")
+    p.add_argument("--arch", choices=ARCHS, default="resnet18", help="the network")
+    p.add_argument("--width", type=int, default=None,
+                   help="base width (None: 64 for resnet18, 16 for vgg)")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="training epochs; 0 evaluates and converts the initial (or resumed) net")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (cosine schedule)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="SGD with momentum 0.9, or Adam")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (per process)")
+    p.add_argument("--paper", action="store_true", help="the paper's hyper-parameters: resnet18, "
+                   "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4")
+    p.add_argument("--eval-time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16],
+                   help="the T at which the SNN is evaluated")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
+                       "(log.jsonl is cut back to the checkpoint's epoch); without a checkpoint "
+                       "it says so and starts from epoch 1")
+    again.add_argument("--overwrite", action="store_true", help="delete the run already in OUT "
+                       "and start afresh (without --resume or --overwrite, an OUT that holds a "
+                       "run is refused)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, "
+                   "initial weights)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Apply ``--paper`` and the width default, then check every value (exit code 2 on a bad one)."""
+    if args.paper:
+        args.arch, args.optimizer, args.lr, args.weight_decay = "resnet18", "sgd", 0.1, 5e-4
+        args.epochs, args.frames, args.levels = 300, 4, 4
+    if args.width is None:
+        args.width = 64 if args.arch == "resnet18" else 16
+    check_values(parser, [
+        lambda: check_levels(args.levels, "--levels"),
+        lambda: check_int(args.frames, "--frames", minimum=1),
+        lambda: check_int(args.epochs, "--epochs", minimum=0),
+        lambda: check_int(args.batch_size, "--batch-size", minimum=1),
+        lambda: check_int(args.width, "--width", minimum=1),
+        lambda: check_int(args.seed, "--seed", minimum=0),
+        lambda: [check_int(T, "--eval-time-steps", minimum=1) for T in args.eval_time_steps],
+        lambda: check_positive(args.lr, "--lr"),
+        lambda: check_positive(args.weight_decay, "--weight-decay", allow_zero=True),
+    ])
+    if args.frames != args.levels:
+        warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
+                      f"{args.frames} frames, and exactness needs T = L", stacklevel=2)
+    return args
+
+
+def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.Namespace:
+    """Parse and check ``argv`` (exit code 2, one line, on a bad value)."""
+    parser = build_parser(spec, prog)
+    return resolve(parser.parse_args(argv), parser)

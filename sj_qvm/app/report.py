@@ -1,0 +1,59 @@
+"""What the training jobs print: the epoch line, the results table, what it means, and where the
+files went. The full figures go to ``log.jsonl`` and ``results.json``; the terminal gets short,
+rounded lines.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["EXPLANATION", "format_epoch", "format_summary", "format_written"]
+
+#: Printed under every results table (the DVS pipeline's and the digits job's).
+EXPLANATION = """\
+instant current: each spiking layer integrates its input step by step, as it arrives.
+expected current: it integrates its input's mean over the T steps (eq. 9), what the ANN sees.
+T = L is special: an ANN activation is one of the levels M = 0..L, and in T = L steps an IF
+  neuron fires N = 0..L spikes; with the matched V0 and the expected current N = M for every
+  neuron, so the SNN computes exactly the ANN. At other T it only approximates it.
+N != M counts the neurons (all QuantReLU layers, every report sample) whose spike count N at
+  T = L differs from their ANN level M; "of" is neurons per sample x samples."""
+
+
+def format_epoch(row: dict, epochs: int) -> str:
+    """One short terminal line for a ``log.jsonl`` row (``epoch``, ``train_loss``, ...)."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.3f}"]
+    if row.get("train_acc") is not None:
+        parts.append(f"train {100 * row['train_acc']:.1f}%")
+    if row.get("test_acc") is not None:
+        parts.append(f"test {100 * row['test_acc']:.1f}%")
+    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s"]
+    return "  ".join(parts)
+
+
+def format_summary(res: dict) -> str:
+    """The DVS pipeline's results table (``res`` as in ``results.json``) and its explanation."""
+    L = res["levels"]
+    Ts = sorted(int(T) for T in res["snn_accuracy"]["expected"])
+    lines = [f"{res['dataset']}{' (synthetic)' if res['synthetic'] else ''}: {res['arch']}, "
+             f"L = {L}, {res['test_samples']} test samples",
+             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%",
+             "SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
+    for c in ("instant", "expected"):
+        lines.append(f"  {c:<17}" + "".join(f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%"
+                                            for T in Ts))
+    lines.append(f"neurons with N != M at T = {res['frames']} (expected, float64): "
+                 f"{res['mismatched_neurons']} of {res['report_neurons']} (float32: "
+                 f"{res['mismatched_neurons_float32']}, from the order of additions)")
+    e = res["energy"]["expected"]
+    lines.append(f"energy per sample, SNN / ANN: {e['snn_over_ann']:.3f} ({e['snn_pj'] / 1e6:.3g} uJ "
+                 f"vs {e['ann_pj'] / 1e6:.3g} uJ; 45 nm, 0.9 pJ/AC, 4.6 pJ/MAC)")
+    return "\n".join(lines + [EXPLANATION])
+
+
+def format_written(paths: Iterable[Path]) -> str:
+    """``written:`` and one indented line per file that exists, in the order given."""
+    present = [Path(p) for p in paths if Path(p).exists()]
+    if not present:
+        return "written: nothing"
+    return "\n".join(["written:"] + [f"  {p}" for p in present])
