@@ -120,7 +120,7 @@ def test_digits_demo_prints_what_it_means_and_where_it_wrote(tmp_path, capsys):
     out = capsys.readouterr().out
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["mismatched_neurons"] == 0 and res["epochs"] == 1
-    assert f"neurons with N != M at T = L = 4 (expected current): 0 of {res['neurons']}" in out
+    assert f"neurons with N != M at T = L = 4 (expected current): 0 of {res['neuron_evaluations']} (sample, neuron) pairs" in out
     assert "\ninstant current:" in out and "\nT = L is special" in out and "\nN != M counts" in out
     assert out.endswith(f"written:\n  {tmp_path / 'results.json'}\n")
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sj_qvm.checkpoint import load_checkpoint
+from sj_qvm.app.checkpoint import load_checkpoint
 from sj_qvm.datasets import CIFAR10DVS, DVSGesture
 from sj_qvm.models import build_model
 from sj_qvm.quant import QuantReLU

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..checks import ROUNDINGS, check_int, check_levels
+from ..levels import is_exact
 from .arguments import (EXTRAS_HINT, HelpFormatter, Parser, add_version, check_values, fail,
                         paragraphs)
 
@@ -57,8 +58,7 @@ def _digits(args) -> int:
     else:
         print("written: nothing (pass --out DIR to keep results.json)")
     L = res["levels"]
-    exact = res["mismatched_neurons"] == 0 and res["snn_accuracy"]["expected"][L] == res["ann_accuracy"]
-    if not exact:
+    if not is_exact(res["mismatched_neurons"], res["ann_accuracy"], res["snn_accuracy"]["expected"][L]):
         print("ERROR: the SNN is not exact at T = L in expected mode", file=sys.stderr)
         return 1
     return 0

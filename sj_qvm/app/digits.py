@@ -12,6 +12,7 @@ import torch.nn as nn
 from ..analysis import accuracy_vs_time_steps, compare_levels
 from ..checks import check_int, check_levels, check_rounding
 from ..convert import convert
+from ..levels import is_exact
 from ..qat import fit
 from ..quant import QuantReLU
 from .report import EXPLANATION
@@ -74,7 +75,7 @@ def run_digits(levels: int = 4, rounding: str = "round", epochs: int = 30, seed:
     return {
         "levels": levels, "rounding": rounding, "epochs": epochs, "test_samples": len(x_te),
         "ann_accuracy": acc["ann"], "snn_accuracy": acc["snn"],
-        "neurons": sum(r.neuron_evaluations for r in rows),
+        "neuron_evaluations": sum(r.neuron_evaluations for r in rows),
         "mismatched_neurons": sum(r.mismatched for r in rows),
         "seconds": time.perf_counter() - start,
     }
@@ -90,11 +91,11 @@ def format_table(res: dict) -> str:
         lines.append(f"  {current:<14}" + "".join(f"{100 * accs[T]:8.2f}%" for T in Ts))
     L = res["levels"]
     lines.append(f"neurons with N != M at T = L = {L} (expected current): "
-                 f"{res['mismatched_neurons']} of {res['neurons']}")
-    exact = res["snn_accuracy"].get("expected", {}).get(L)
-    if exact is not None:
-        same = exact == res["ann_accuracy"]
-        lines.append("SNN accuracy at T = L (expected) " + ("equals" if same else "DIFFERS FROM")
-                     + " the ANN's")
+                 f"{res['mismatched_neurons']} of {res['neuron_evaluations']} (sample, neuron) pairs")
+    at_L = res["snn_accuracy"].get("expected", {}).get(L)
+    if at_L is not None:
+        same = is_exact(res["mismatched_neurons"], res["ann_accuracy"], at_L)
+        lines.append("exact: SNN accuracy at T = L (expected) equals the ANN's and N == M everywhere"
+                     if same else "NOT exact at T = L (expected current)")
     lines.append(f"took {res['seconds']:.1f} s")
     return "\n".join(lines + [EXPLANATION])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import write_atomic
+from ..datasets import CIFAR10DVS, DVSGesture
 
 __all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS"]
 
@@ -29,17 +30,20 @@ class DatasetSpec:
 
 # -- the two datasets ---------------------------------------------------------------------------
 def _gesture(root, train, frames_number):
-    from ..datasets import DVSGesture
     return DVSGesture(root, train=train, frames_number=frames_number, split_by="number")
 
 
 def _write_once(root: Path, write) -> None:
-    """Write a synthetic release once: a marker, renamed into place last, says it is complete."""
+    """Write a synthetic release once: a marker, renamed into place last, says it is complete
+    and which ``RELEASE_VERSION`` of :mod:`sj_qvm.datasets.synthetic` wrote it (an older release
+    is written again; the frame cache notices the changed files)."""
+    from ..datasets.synthetic import RELEASE_VERSION
     marker = Path(root) / ".sj_qvm_complete"
-    if marker.exists():
+    stamp = f"complete v{RELEASE_VERSION}\n".encode()
+    if marker.is_file() and marker.read_bytes() == stamp:
         return
     write()
-    write_atomic(marker, b"complete\n")
+    write_atomic(marker, stamp)
 
 
 def _gesture_synthetic(root, tiny, seed):
@@ -52,7 +56,6 @@ def _gesture_synthetic(root, tiny, seed):
 
 
 def _cifar(root, train, frames_number):
-    from ..datasets import CIFAR10DVS
     return CIFAR10DVS(root, train=train, frames_number=frames_number, split_by="number")
 
 
@@ -63,18 +66,17 @@ def _cifar_synthetic(root, tiny, seed):
     _write_once(root, lambda: write_cifar10_dvs(root, seed=seed, **kw))
 
 
-DVS_GESTURE = DatasetSpec(
-    name="dvs_gesture", title="DVS128 Gesture", num_classes=11, flip=False, make=_gesture,
-    write_synthetic=_gesture_synthetic, paper_accuracy=0.9375,
-    real_data_help="Real data: download DvsGesture.tar.gz from IBM "
-    "(https://research.ibm.com/interactive/dvsgesture/), unpack it so that ROOT/DvsGesture/ holds "
-    "userNN_<light>.aedat, userNN_<light>_labels.csv, trials_to_train.txt and trials_to_test.txt, "
-    "then pass --root ROOT. Paper setting: --paper (93.75% at T = 4, L = 4).")
+def _real_data_help(cls, paper: str) -> str:
+    return f"Real data: {cls.layout_help('ROOT')} Then pass --root ROOT. Paper setting: {paper}."
 
-CIFAR10_DVS = DatasetSpec(
-    name="cifar10_dvs", title="CIFAR10-DVS", num_classes=10, flip=True, make=_cifar,
-    write_synthetic=_cifar_synthetic, paper_accuracy=0.845,
-    real_data_help="Real data: download the CIFAR10-DVS release from figshare "
-    "(https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671), unpack the ten class archives "
-    "so that ROOT/<class>/cifar10_<class>_<n>.aedat exist, then pass --root ROOT. "
-    "Paper setting: --paper (84.50% at T = 4, L = 4).")
+
+def _spec(name, title, cls, flip, make, write_synthetic, paper_accuracy, paper) -> DatasetSpec:
+    return DatasetSpec(name=name, title=title, num_classes=cls.num_classes, flip=flip,
+                       make=make, write_synthetic=write_synthetic, paper_accuracy=paper_accuracy,
+                       real_data_help=_real_data_help(cls, paper))
+
+
+DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture, _gesture_synthetic, 0.9375,
+                    "--paper (93.75% at T = 4, L = 4)")
+CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
+                    "--paper (84.50% at T = 4, L = 4)")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from ..report import format_energy
+
 __all__ = ["EXPLANATION", "format_epoch", "format_summary", "format_written"]
 
 #: Printed under every results table (the DVS pipeline's and the digits job's).
@@ -46,8 +48,7 @@ def format_summary(res: dict) -> str:
                  f"{res['mismatched_neurons']} of {res['report_neurons']} (float32: "
                  f"{res['mismatched_neurons_float32']}, from the order of additions)")
     e = res["energy"]["expected"]
-    lines.append(f"energy per sample, SNN / ANN: {e['snn_over_ann']:.3f} ({e['snn_pj'] / 1e6:.3g} uJ "
-                 f"vs {e['ann_pj'] / 1e6:.3g} uJ; 45 nm, 0.9 pJ/AC, 4.6 pJ/MAC)")
+    lines.append(format_energy(e))
     return "\n".join(lines + [EXPLANATION])
 
 
