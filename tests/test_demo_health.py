@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sj_qvm.checkpoint import save_checkpoint
+from sj_qvm.app.checkpoint import save_checkpoint
 from sj_qvm.datasets import DVSGesture
 from sj_qvm.datasets.synthetic import write_dvs_gesture
 from sj_qvm.models import build_model
