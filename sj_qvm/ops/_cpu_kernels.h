@@ -11,7 +11,7 @@ typedef struct {
     uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr;
     double p_value;
     ptrdiff_t p_div, p_mod, x_tstride, n, begin, end, levels;
-    int T, rounding, strict, expected, dtype, kind, detach, sg_id;
+    int T, rounding, strict, expected, dtype, kind, detach, sg_id, part;
     double sg_p0, sg_p1;
 } task;
 
@@ -29,120 +29,29 @@ typedef struct {
         i0 = i1;                                                                            \
     }
 
-/* floor and ceil without libm calls (baseline x86-64 has no rounding instruction, so floorf is
- * a call per element and the loop cannot vectorize). Exact: below 2^23 (2^52) in magnitude the
- * truncation is exact and corrected by one; above, every value is an integer; NaN and inf pass
- * through; the sign of a zero result is z's, as floorf/ceilf give it. */
-static inline float floor_f(float z)
-{
-    const float t = copysignf((float)(int32_t)z, z);
-    const float f = t > z ? t - 1.0f : t;
-    return fabsf(z) < 8388608.0f ? f : z;
-}
-static inline float ceil_f(float z)
-{
-    const float t = copysignf((float)(int32_t)z, z);
-    const float c = t < z ? t + 1.0f : t;
-    return fabsf(z) < 8388608.0f ? c : z;
-}
-static inline double floor_d(double z)
-{
-    const double t = copysign((double)(int64_t)z, z);
-    const double f = t > z ? t - 1.0 : t;
-    return fabs(z) < 4503599627370496.0 ? f : z;
-}
-static inline double ceil_d(double z)
-{
-    const double t = copysign((double)(int64_t)z, z);
-    const double c = t < z ? t + 1.0 : t;
-    return fabs(z) < 4503599627370496.0 ? c : z;
-}
-
 /* Division by a power of two k (L or T here) is exact scaling, the same as multiplying by the
  * exact 1/k: both are the correctly rounded value of one real number. Other k divide. */
 #define POW2(k) ((k) > 0 && (((k) & ((k) - 1)) == 0))
-
-/* One rounding's loop: Q is an expression of z. */
-#define QUANT_LOOP(type, Q)                                                                \
-    for (ptrdiff_t i = i0; i < i1; i++) {                                                 \
-        type z = x[i] * L;                                                                 \
-        z = z / p;                                                                         \
-        z = Q;                                                                             \
-        z = z < 0 ? (type)0 : z;                                                           \
-        z = z > L ? L : z;                                                                 \
-        z = z != z ? (type)0 : z; /* NaN -> level 0 */                                     \
-        out[i] = pow2 ? (z * p) * inv : (z * p) / L;                                       \
-    }
-
-#define QUANT_RELU(type, FLOOR, CEIL)                                                      \
-    static void quant_relu_##type(const task *t)                                           \
-    {                                                                                      \
-        const type *x = (const type *)t->x;                                                \
-        type *out = (type *)t->out;                                                        \
-        const type L = (type)t->levels, inv = (type)1 / L;                                 \
-        const int r = t->rounding, pow2 = POW2(t->levels);                                 \
-        SEGMENTS(type, t, {                                                                \
-            if (r == 0) {                                                                  \
-                QUANT_LOOP(type, FLOOR(z))                                                 \
-            } else if (r == 1) {                                                           \
-                QUANT_LOOP(type, FLOOR(z + (type)0.5))                                     \
-            } else {                                                                       \
-                QUANT_LOOP(type, CEIL(z))                                                  \
-            }                                                                              \
-        })                                                                                 \
-    }
-
-QUANT_RELU(float, floor_f, ceil_f)
-QUANT_RELU(double, floor_d, ceil_d)
-
-/* QuantReLU's backward (ops/quant_relu/fused.py): with q = Q(x*L/gamma) and in = [0 < q < L],
- * g_x = in ? g : 0 and the per-element gamma term g * (clip(q, 0, L)/L - (in ? x/gamma : 0)),
- * NaN levels as 0; x/gamma is taken as (x*L/gamma)/L (equal up to rounding, one division
- * less). Either output may be absent (address 0). */
-#define QUANT_BACK_LOOP(type, Q)                                                           \
-    for (ptrdiff_t i = i0; i < i1; i++) {                                                  \
-        type z = x[i] * L;                                                                 \
-        z = z / p;                                                                         \
-        const type xg = pow2 ? z * inv : z / L; /* x/gamma up to rounding */             \
-        z = Q;                                                                             \
-        const int in = z > 0 && z < L;                                                     \
-        if (g_x)                                                                           \
-            g_x[i] = in ? g[i] : (type)0;                                                  \
-        if (g_g) {                                                                         \
-            type m = z < 0 ? (type)0 : z;                                                  \
-            m = m > L ? L : m;                                                             \
-            m = m != m ? (type)0 : m;                                                      \
-            g_g[i] = ((pow2 ? m * inv : m / L) - (in ? xg : (type)0)) * g[i];              \
-        }                                                                                  \
-    }
-
-#define QUANT_RELU_BACKWARD(type, FLOOR, CEIL)                                             \
-    static void quant_relu_backward_##type(const task *t)                                  \
-    {                                                                                      \
-        const type *x = (const type *)t->x, *g = (const type *)t->g_spike;                 \
-        type *g_x = (type *)t->g_x, *g_g = (type *)t->g_th;                                \
-        const type L = (type)t->levels, inv = (type)1 / L;                                 \
-        const int r = t->rounding, pow2 = POW2(t->levels);                                 \
-        SEGMENTS(type, t, {                                                                \
-            if (r == 0) {                                                                  \
-                QUANT_BACK_LOOP(type, FLOOR(z))                                            \
-            } else if (r == 1) {                                                           \
-                QUANT_BACK_LOOP(type, FLOOR(z + (type)0.5))                                \
-            } else {                                                                       \
-                QUANT_BACK_LOOP(type, CEIL(z))                                             \
-            }                                                                              \
-        })                                                                                 \
-    }
-
-QUANT_RELU_BACKWARD(float, floor_f, ceil_f)
-QUANT_RELU_BACKWARD(double, floor_d, ceil_d)
 
 /* Neurons per block: the block's V (and expected current) stay in L1 over the T steps, and
  * the inner loops over a block vectorize. */
 #define BLK 512
 
-#define IF_FORWARD(type)                                                                    \
-    static void if_forward_##type(const task *t)                                            \
+/* The AVX2 builds of the kernels (the same source, 8 floats a vector, SSE4.1 rounding):
+ * _cpu.c picks them at run time where the CPU has AVX2. IEEE arithmetic gives the same values
+ * at any vector width, and -ffp-contract=off keeps FMA out, so both builds are bit-identical. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define AVX2 __attribute__((target("avx2")))
+#define HAVE_AVX2 1
+#else
+#define AVX2
+#define HAVE_AVX2 0
+#endif
+
+#include "_cpu_quant.h"
+
+#define IF_FORWARD(name, type, ATTR)                                                               \
+    ATTR static void if_forward_##name(const task *t)                                            \
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *spike = (type *)t->spike, *v = (type *)t->v, *v_seq = (type *)t->v_seq;       \
@@ -211,11 +120,13 @@ QUANT_RELU_BACKWARD(double, floor_d, ceil_d)
         })                                                                                  \
     }
 
-IF_FORWARD(float)
-IF_FORWARD(double)
+IF_FORWARD(float, float, )
+IF_FORWARD(double, double, )
+IF_FORWARD(float_avx2, float, AVX2)
+IF_FORWARD(double_avx2, double, AVX2)
 
-#define SPIKE_RATE(type)                                                                    \
-    static void spike_rate_##type(const task *t)                                            \
+#define SPIKE_RATE(name, type, ATTR)                                                               \
+    ATTR static void spike_rate_##name(const task *t)                                            \
     {                                                                                       \
         const type *spike = (const type *)t->spike;                                         \
         type *out = (type *)t->out;                                                         \
@@ -239,8 +150,10 @@ IF_FORWARD(double)
         })                                                                                  \
     }
 
-SPIKE_RATE(float)
-SPIKE_RATE(double)
+SPIKE_RATE(float, float, )
+SPIKE_RATE(double, double, )
+SPIKE_RATE(float_avx2, float, AVX2)
+SPIKE_RATE(double_avx2, double, AVX2)
 
 /* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/bptt.py):
  *   g_V += g_v_seq_t (when given: V_t is v_seq[t] too)
@@ -318,8 +231,8 @@ SPIKE_RATE(double)
 IF_BACKWARD(float, expf)
 IF_BACKWARD(double, exp)
 
-#define IF_RATE(type)                                                                       \
-    static void if_rate_##type(const task *t)                                               \
+#define IF_RATE(name, type, ATTR)                                                                  \
+    ATTR static void if_rate_##name(const task *t)                                               \
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *v = (type *)t->v, *out = (type *)t->out;                                      \
@@ -356,8 +269,10 @@ IF_BACKWARD(double, exp)
         })                                                                                  \
     }
 
-IF_RATE(float)
-IF_RATE(double)
+IF_RATE(float, float, )
+IF_RATE(double, double, )
+IF_RATE(float_avx2, float, AVX2)
+IF_RATE(double_avx2, double, AVX2)
 
 
 #endif /* SJ_QVM_CPU_KERNELS_H */
