@@ -158,3 +158,40 @@ def test_gamma_broadcast_per_element_is_reduced_to_its_shape():
     # (the twin's dL/dx is g * (gamma/L) * (L/gamma), which rounds: equal up to that)
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ga, gamma.grad, rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bptt_kernel_builds_agree_bit_for_bit(dtype):
+    """The BPTT backward (sigmoid from exp_poly in float, libm's exp in double; ATan) under a
+    random upstream gradient on spikes, V_T and v_seq, every reset rule and firing rule; and a
+    far-off h (|alpha h| > 80, where exp_poly clamps) gives the same gradients as libm's."""
+    from sj_qvm._compat import surrogate
+    from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+    T = 4
+    x = torch.rand(T, 5, 3, 70, dtype=dtype) * 1.4 - 0.2
+    x[:, 0, 0, :4] = torch.tensor([60.0, -60.0, 1e4, -1e4], dtype=dtype)  # h far from 0
+    theta = torch.tensor([0.5, 1.0, 0.75], dtype=dtype).view(3, 1)
+    g = [torch.randn(T, 5, 3, 70, dtype=dtype), torch.randn(5, 3, 70, dtype=dtype)]
+    for sg, detach, strict in [(surrogate.Sigmoid(), False, False), (surrogate.Sigmoid(), True, True),
+                               (surrogate.ATan(), False, True), (surrogate.ATan(), True, False)]:
+        def run():
+            xg = x.clone().requires_grad_()
+            th = theta.clone().requires_grad_()
+            before = native.CALLS["if_backward"]
+            s, v, vs = if_multi_step_bptt(xg, 0.5 * theta, th, strict, "instant", sg, detach,
+                                          True)
+            ((s * g[0]).sum() + (v * g[1]).sum() + (vs * g[0].flip(0)).sum()).backward()
+            assert native.CALLS["if_backward"] == before + 1
+            return s.detach(), v.detach(), xg.grad, th.grad
+        base, avx = both_builds(run)
+        for a, b in zip(base, avx):
+            assert torch.equal(a, b)
+        with native_off():
+            xg = x.clone().requires_grad_()
+            th = theta.clone().requires_grad_()
+            s, v, vs = if_multi_step_bptt(xg, 0.5 * theta, th, strict, "instant", sg, detach, True)
+            ((s * g[0]).sum() + (v * g[1]).sum() + (vs * g[0].flip(0)).sum()).backward()
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(base[2], xg.grad, rtol=tol, atol=tol)
+        torch.testing.assert_close(base[3], th.grad, rtol=10 * tol, atol=10 * tol)

@@ -40,7 +40,7 @@
  *   only the count N of each neuron and writes out[i] = N * theta / T (spike_rate's order):
  *   for a layer whose spike train nobody reads, nothing of size [T, n] is written.
  *
- * Every kernel has a baseline and an AVX2 build (_cpu_kernels.h), except if_backward.
+ * Every kernel has a baseline and an AVX2 build (_cpu_kernels.h), with the same bits.
  * Built with -ffp-contract=off (a fused multiply-add would round differently from torch) and
  * -fno-trapping-math (so that the compare-and-reset loops vectorize; rounding is unchanged).
  */
@@ -60,7 +60,7 @@
 typedef void (*kernel)(const task *);
 
 /* [avx2][kind][dtype]; kind 0 quant_relu, 1 if_forward, 2 spike_rate, 3 if_rate,
- * 4 if_backward (baseline only: its sigmoid calls libm), 5 quant_relu_backward. */
+ * 4 if_backward, 5 quant_relu_backward. */
 static const kernel KERNELS[2][6][2] = {
     {{quant_relu_float, quant_relu_double}, {if_forward_float, if_forward_double},
      {spike_rate_float, spike_rate_double}, {if_rate_float, if_rate_double},
@@ -69,7 +69,7 @@ static const kernel KERNELS[2][6][2] = {
     {{quant_relu_float_avx2, quant_relu_double_avx2},
      {if_forward_float_avx2, if_forward_double_avx2},
      {spike_rate_float_avx2, spike_rate_double_avx2}, {if_rate_float_avx2, if_rate_double_avx2},
-     {if_backward_float, if_backward_double},
+     {if_backward_float_avx2, if_backward_double_avx2},
      {quant_relu_backward_float_avx2, quant_relu_backward_double_avx2}},
 };
 

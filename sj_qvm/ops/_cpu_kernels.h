@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
     uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr;
@@ -155,15 +156,70 @@ SPIKE_RATE(double, double, )
 SPIKE_RATE(float_avx2, float, AVX2)
 SPIKE_RATE(double_avx2, double, AVX2)
 
+/* e^a for float a in [-80, 80], without libm, so that the loops around it vectorize:
+ * a = n ln2 + f with n = round(a / ln2) (given, rounded by the caller's build) and |f| <= ln2/2,
+ * ln2 split in two so that n * hi is exact; e^f by its Taylor series to f^7 (truncation below
+ * 3e-8 relative); 2^n from the exponent bits. */
+static inline float exp_poly(float a, float n)
+{
+    const float f = (a - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * f + 1.0f / 720.0f;
+    p = p * f + 1.0f / 120.0f;
+    p = p * f + 1.0f / 24.0f;
+    p = p * f + 1.0f / 6.0f;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) * 8388608; /* (n + 127) << 23 */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* 1 / (1 + e^a): a clamped to [-80, 80] for exp_poly; above 80 the result is 0 (libm's
+ * sigmoid gives below 2e-35 there, and 0 once e^a overflows); NaN stays NaN. */
+#define SIGMOID_OF(FLOOR, a)                                                                \
+    const float ac = a < -80.0f ? -80.0f : (a > 80.0f ? 80.0f : a);                         \
+    const float s = 1.0f / (1.0f + exp_poly(ac, FLOOR(ac * 1.44269504f + 0.5f)));           \
+    return a > 80.0f ? 0.0f : s;
+static inline float sigmoid_of_f(float a) { SIGMOID_OF(floor_f, a) }
+AVX2 static inline float sigmoid_of_f_avx2(float a) { SIGMOID_OF(__builtin_floorf, a) }
+static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
+
 /* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/bptt.py):
  *   g_V += g_v_seq_t (when given: V_t is v_seq[t] too)
  *   g_s = g_spike_t - theta * g_V  (no reset term if detach);  g_h = sg'(h_t) * g_s
  *   g_theta -= g_h + g_V * s_t;    g_V <- g_V + g_h;   g_x_t = g_V
  * and in expected mode every g_x_t is their mean. g_spike, g_v, g_v_seq may be absent (0); g_v0 and g_th
  * (per neuron) are written when present. sg' per surrogates.py: id 0 sigmoid (p0 = alpha),
- * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel. */
-#define IF_BACKWARD(type, EXP)                                                              \
-    static void if_backward_##type(const task *t)                                           \
+ * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel.
+ * The float builds take the sigmoid from exp_poly (vectorizable, both builds the same bits). */
+/* One backward step over a block, for one surrogate (ATAN 1: atan, 0: sigmoid) and reset rule
+ * (DETACH): no branch left inside, so that the loop vectorizes. */
+#define BACK_STEP(type, SIGMOID, ATAN, DETACH)                                              \
+    for (ptrdiff_t j = 0; j < m; j++) {                                                    \
+        const type hh = hk[j];                                                              \
+        const type s = (type)(strict ? hh > 0 : hh >= 0);                                   \
+        type gs = gk[j];                                                                    \
+        if (!DETACH)                                                                        \
+            gs = gs - p * gv[j];                                                            \
+        const type xs = strict ? -hh : hh;                                                  \
+        type d;                                                                             \
+        if (ATAN) {                                                                         \
+            const type ax = p1 * xs;                                                        \
+            d = p0 / ((type)1 + ax * ax) * gs;                                              \
+        } else {                                                                            \
+            const type sg = SIGMOID(-(xs * p0));                                            \
+            d = gs * ((type)1 - sg) * sg * p0;                                              \
+        }                                                                                   \
+        gth[j] = gth[j] - (d + gv[j] * s);                                                  \
+        gv[j] = gv[j] + d;                                                                  \
+        xk[j] = gv[j];                                                                      \
+    }
+
+#define IF_BACKWARD(name, type, SIGMOID, ATTR)                                              \
+    ATTR static void if_backward_##name(const task *t)                                      \
     {                                                                                       \
         const type *h = (const type *)t->h, *g_spike = (const type *)t->g_spike;            \
         const type *g_v = (const type *)t->g_v, *g_vs = (const type *)t->g_v_seq;           \
@@ -171,7 +227,9 @@ SPIKE_RATE(double_avx2, double, AVX2)
         const ptrdiff_t N = t->n;                                                          \
         const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
         const type p0 = (type)t->sg_p0, p1 = (type)t->sg_p1, Tf = (type)t->T;              \
-        type gv[BLK], gth[BLK];                                                             \
+        type gv[BLK], gth[BLK], zeros[BLK];                                                 \
+        for (ptrdiff_t j = 0; j < BLK; j++)                                                 \
+            zeros[j] = 0; /* g_spike_t when there is none */                                \
         SEGMENTS(type, t, {                                                                 \
             for (ptrdiff_t b = i0; b < i1; b += BLK) {                                     \
                 const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                           \
@@ -181,31 +239,23 @@ SPIKE_RATE(double_avx2, double, AVX2)
                 }                                                                           \
                 for (int k = T - 1; k >= 0; k--) {                                          \
                     const type *hk = h + (ptrdiff_t)k * N + b;                             \
-                    const type *gk = g_spike ? g_spike + (ptrdiff_t)k * N + b : NULL;      \
                     type *xk = g_x + (ptrdiff_t)k * N + b;                                 \
                     if (g_vs) {                                                             \
                         const type *vk = g_vs + (ptrdiff_t)k * N + b;                      \
                         for (ptrdiff_t j = 0; j < m; j++)                                  \
                             gv[j] = gv[j] + vk[j];                                          \
                     }                                                                       \
-                    for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                        const type hh = hk[j];                                              \
-                        const type s = (type)(strict ? hh > 0 : hh >= 0);                   \
-                        type gs = gk ? gk[j] : (type)0;                                     \
-                        if (!detach)                                                        \
-                            gs = gs - p * gv[j];                                            \
-                        const type xs = strict ? -hh : hh;                                  \
-                        type d;                                                             \
-                        if (atan_sg) {                                                      \
-                            const type ax = p1 * xs;                                        \
-                            d = p0 / ((type)1 + ax * ax) * gs;                              \
-                        } else {                                                            \
-                            const type sg = (type)1 / ((type)1 + EXP(-(xs * p0)));          \
-                            d = gs * ((type)1 - sg) * sg * p0;                              \
-                        }                                                                   \
-                        gth[j] = gth[j] - (d + gv[j] * s);                                  \
-                        gv[j] = gv[j] + d;                                                  \
-                        xk[j] = gv[j];                                                      \
+                    const type *gk = g_spike ? g_spike + (ptrdiff_t)k * N + b : zeros;     \
+                    if (atan_sg) {                                                          \
+                        if (detach)                                                         \
+                            BACK_STEP(type, SIGMOID, 1, 1)                                  \
+                        else                                                                \
+                            BACK_STEP(type, SIGMOID, 1, 0)                                  \
+                    } else {                                                                \
+                        if (detach)                                                         \
+                            BACK_STEP(type, SIGMOID, 0, 1)                                  \
+                        else                                                                \
+                            BACK_STEP(type, SIGMOID, 0, 0)                                  \
                     }                                                                       \
                 }                                                                           \
                 if (t->expected) {                                                          \
@@ -228,8 +278,10 @@ SPIKE_RATE(double_avx2, double, AVX2)
         })                                                                                  \
     }
 
-IF_BACKWARD(float, expf)
-IF_BACKWARD(double, exp)
+IF_BACKWARD(float, float, sigmoid_of_f, )
+IF_BACKWARD(double, double, sigmoid_of_d, )
+IF_BACKWARD(float_avx2, float, sigmoid_of_f_avx2, AVX2)
+IF_BACKWARD(double_avx2, double, sigmoid_of_d, AVX2)
 
 #define IF_RATE(name, type, ATTR)                                                                  \
     ATTR static void if_rate_##name(const task *t)                                               \
