@@ -227,7 +227,7 @@ static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
         const ptrdiff_t N = t->n;                                                          \
         const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
         const type p0 = (type)t->sg_p0, p1 = (type)t->sg_p1, Tf = (type)t->T;              \
-        type gv[BLK], gth[BLK], zeros[BLK];                                                 \
+        type gv[BLK], gth[BLK], zeros[BLK], zacc[BLK];                                      \
         for (ptrdiff_t j = 0; j < BLK; j++)                                                 \
             zeros[j] = 0; /* g_spike_t when there is none */                                \
         SEGMENTS(type, t, {                                                                 \
@@ -258,14 +258,20 @@ static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
                             BACK_STEP(type, SIGMOID, 0, 0)                                  \
                     }                                                                       \
                 }                                                                           \
-                if (t->expected) {                                                          \
-                    for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                        type acc = 0;                                                       \
-                        for (int k = 0; k < T; k++)                                         \
-                            acc = acc + g_x[(ptrdiff_t)k * N + b + j];                     \
-                        acc = acc / Tf;                                                     \
-                        for (int k = 0; k < T; k++)                                         \
-                            g_x[(ptrdiff_t)k * N + b + j] = acc;                           \
+                if (t->expected) { /* every g_x_t is their mean, summed in time order */    \
+                    for (ptrdiff_t j = 0; j < m; j++)                                      \
+                        zacc[j] = g_x[b + j];                                               \
+                    for (int k = 1; k < T; k++) {                                           \
+                        const type *xk = g_x + (ptrdiff_t)k * N + b;                       \
+                        for (ptrdiff_t j = 0; j < m; j++)                                  \
+                            zacc[j] = zacc[j] + xk[j];                                      \
+                    }                                                                       \
+                    for (ptrdiff_t j = 0; j < m; j++)                                      \
+                        zacc[j] = zacc[j] / Tf;                                             \
+                    for (int k = 0; k < T; k++) {                                           \
+                        type *xk = g_x + (ptrdiff_t)k * N + b;                             \
+                        for (ptrdiff_t j = 0; j < m; j++)                                  \
+                            xk[j] = zacc[j];                                                \
                     }                                                                       \
                 }                                                                           \
                 for (ptrdiff_t j = 0; j < m; j++) {                                        \
