@@ -34,8 +34,9 @@ static inline double ceil_d(double z)
     return fabs(z) < 4503599627370496.0 ? c : z;
 }
 
-/* One rounding's loop: Q is an expression of z. */
-#define QUANT_LOOP(type, Q)                                                                \
+/* One rounding's loop: Q is an expression of z; BY_L(y) is y / L (y * (1/L) for L = 2^k: the
+ * same value). Each loop has one form of it, so that no lane computes both. */
+#define QUANT_LOOP_BY(type, Q, BY_L)                                                       \
     for (ptrdiff_t i = i0; i < i1; i++) {                                                 \
         type z = x[i] * L;                                                                 \
         z = z / p;                                                                         \
@@ -43,14 +44,22 @@ static inline double ceil_d(double z)
         z = z < 0 ? (type)0 : z;                                                           \
         z = z > L ? L : z;                                                                 \
         z = z != z ? (type)0 : z; /* NaN -> level 0 */                                     \
-        out[i] = pow2 ? (z * p) * inv : (z * p) / L;                                       \
+        out[i] = BY_L(z * p);                                                              \
+    }
+#define MUL_INV(y) ((y) * inv)
+#define DIV_L(y) ((y) / L)
+#define QUANT_LOOP(type, Q)                                                                \
+    if (pow2) {                                                                            \
+        QUANT_LOOP_BY(type, Q, MUL_INV)                                                    \
+    } else {                                                                               \
+        QUANT_LOOP_BY(type, Q, DIV_L)                                                      \
     }
 
 #define QUANT_RELU(name, type, FLOOR, CEIL, ATTR)                                          \
     ATTR static void quant_relu_##name(const task *t)                                      \
     {                                                                                      \
-        const type *x = (const type *)t->x;                                                \
-        type *out = (type *)t->out;                                                        \
+        const type *__restrict x = (const type *)t->x; /* out is a fresh tensor */        \
+        type *__restrict out = (type *)t->out;                                             \
         const type L = (type)t->levels, inv = (type)1 / L;                                 \
         const int r = t->rounding, pow2 = POW2(t->levels);                                 \
         SEGMENTS(type, t, {                                                                \
@@ -76,11 +85,11 @@ QUANT_RELU(double_avx2, double, __builtin_floor, __builtin_ceil, AVX2)
  * float64 buffer; the caller adds the rows). x/gamma is taken as (x*L/gamma)/L (equal up to
  * rounding, one division less). Branch-free, so that the loops vectorize: a random g makes
  * `in` unpredictable. WX, WG: whether g_x, g_acc are wanted (compile-time 0/1). */
-#define QUANT_BACK_BLOCK(type, Q, WX, WG)                                                  \
+#define QUANT_BACK_BLOCK_BY(type, Q, WX, WG, BY_L)                                         \
     for (ptrdiff_t j = 0; j < m; j++) {                                                    \
         type z = xb[j] * L;                                                                \
         z = z / p;                                                                         \
-        const type xg = pow2 ? z * inv : z / L;                                            \
+        const type xg = BY_L(z);                                                           \
         z = Q;                                                                             \
         const int in = (z > 0) & (z < L);                                                  \
         const type gj = gb[j]; /* loaded either way, so that the select vectorizes */      \
@@ -90,16 +99,22 @@ QUANT_RELU(double_avx2, double, __builtin_floor, __builtin_ceil, AVX2)
             type mm = z < 0 ? (type)0 : z;                                                 \
             mm = mm > L ? L : mm;                                                          \
             mm = mm != mm ? (type)0 : mm;                                                  \
-            tb[j] = ((pow2 ? mm * inv : mm / L) - (in ? xg : (type)0)) * gj;               \
+            tb[j] = (BY_L(mm) - (in ? xg : (type)0)) * gj;                                 \
         }                                                                                  \
+    }
+#define QUANT_BACK_BLOCK(type, Q, WX, WG)                                                  \
+    if (pow2) {                                                                            \
+        QUANT_BACK_BLOCK_BY(type, Q, WX, WG, MUL_INV)                                      \
+    } else {                                                                               \
+        QUANT_BACK_BLOCK_BY(type, Q, WX, WG, DIV_L)                                        \
     }
 
 /* Per block of BLK: the elementwise loop, then the gamma terms summed in 8 double lanes. */
 #define QUANT_BACK_SEGMENT(type, Q, WX, WG)                                                \
     for (ptrdiff_t b = i0; b < i1; b += BLK) {                                             \
         const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                                   \
-        const type *xb = x + b, *gb = g + b;                                               \
-        type *gxb = WX ? g_x + b : NULL;                                                   \
+        const type *__restrict xb = x + b, *__restrict gb = g + b;                         \
+        type *__restrict gxb = WX ? g_x + b : NULL;                                        \
         QUANT_BACK_BLOCK(type, Q, WX, WG)                                                  \
         if (WG) {                                                                          \
             ptrdiff_t j = 0;                                                               \
@@ -123,8 +138,9 @@ QUANT_RELU(double_avx2, double, __builtin_floor, __builtin_ceil, AVX2)
 #define QUANT_RELU_BACKWARD(name, type, FLOOR, CEIL, ATTR)                                 \
     ATTR static void quant_relu_backward_##name(const task *t)                             \
     {                                                                                      \
-        const type *x = (const type *)t->x, *g = (const type *)t->g_spike;                 \
-        type *g_x = (type *)t->g_x;                                                        \
+        const type *__restrict x = (const type *)t->x;                                     \
+        const type *__restrict g = (const type *)t->g_spike;                               \
+        type *__restrict g_x = (type *)t->g_x; /* a fresh tensor */                        \
         double *g_acc = (double *)t->g_th;                                                 \
         const type L = (type)t->levels, inv = (type)1 / L;                                 \
         const int r = t->rounding, pow2 = POW2(t->levels);                                 \
