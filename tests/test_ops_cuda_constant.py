@@ -1,5 +1,6 @@
 """The CUDA kernels' constant-current form (``F_CONSTANT``): one ``[B, *]`` current in, ``[T, B, *]``
-spikes out, as the per-sample schedule passes it. Tested without a GPU through the host build of
+spikes out, as the per-sample schedule passes it; and the count-only kernel (``qvm_if_count``),
+``N * theta / T`` out. Tested without a GPU through the host build of
 ``if_loop.cuh`` (tests/cuda_host.py), bit for bit against the torch reference on the current
 repeated over T, at boundary inputs."""
 import pytest
@@ -8,7 +9,7 @@ import torch
 from cuda_host import host  # noqa: F401 -- the fixture
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
-from sj_qvm.ops.if_loop import if_constant_cupy, launch
+from sj_qvm.ops.if_loop import if_constant_cupy, if_rate_cupy, launch
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 ROUNDINGS = ("floor", "round", "ceil")
@@ -21,7 +22,7 @@ class Recording:
         self.runner, self.calls = runner, []
 
     def launch(self, name, threads, args, device):
-        if name.startswith("qvm_if_forward"):
+        if name.startswith(("qvm_if_forward", "qvm_if_count")):
             self.calls.append((name, tuple(args[0].shape), int(args[-1])))
         self.runner.launch(name, threads, args, device)
 
@@ -139,3 +140,56 @@ def test_arguments_are_checked(host):  # noqa: F811
         if_constant_cupy(q, 2.0, 0.0, 1.0)
     with pytest.raises(ValueError, match=r"q must be a tensor \[B, \*\], got \(\)"):
         if_constant_cupy(torch.tensor(1.0), 4, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("T", [1, 4, 5])
+def test_rate_kernel_equals_the_rate_of_the_spike_train(recording, v_init, per_channel, T):
+    """``if_rate_cupy``: N * theta / T and V_T equal those of the spike train (and of the
+    reference) bit for bit, at the boundaries; only the count kernel ran, no [T, B, *] output."""
+    theta = torch.tensor([0.5, 0.75, 1.0]) if per_channel else 1.0
+    q, z = boundary_current(T, 2, theta if per_channel else torch.tensor(1.0), per_channel)
+    th = theta.view(3, 1) if per_channel else theta
+    v0, strict = matched_v0(v_init, th)
+    recording.calls.clear()
+    rate, v = if_rate_cupy(q, T, v0, th, strict)
+    assert [(n, s) for n, s, _ in recording.calls] == [("qvm_if_count_f32_v1", tuple(q.shape))]
+    spikes, v_train, _ = if_constant_cupy(q, T, v0, th, strict)
+    want_s, want_v, _ = if_multi_step_ref(q.unsqueeze(0).repeat(T, 1, 1, 1), v0, th, strict,
+                                          "expected")
+    assert torch.equal(spikes, want_s)
+    want_rate = want_s.sum(0) * th / T
+    assert rate.shape == q.shape and torch.equal(rate, want_rate)
+    torch.testing.assert_close(v, v_train, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(v, want_v, rtol=0, atol=0, equal_nan=True)
+    assert rate.max() > 0 and (rate == 0).any()
+
+
+def test_rate_kernel_vector_lanes_and_a_wrong_v0(recording):
+    """4 neurons per thread where N allows it; and the converse: V0 = 0 under round's rule
+    loses the half-way levels."""
+    T = 4
+    q = torch.rand(3, 4, 8) * 1.4 - 0.2
+    q.view(-1)[:9] = torch.arange(9) / 2 / T  # z = 0, 1/2, ..., 4
+    theta = torch.ones(4, 1)
+    recording.calls.clear()
+    rate, _ = if_rate_cupy(q, T, 0.5 * theta, theta, False)
+    assert recording.calls[0][0] == "qvm_if_count_f32_v4"
+    want = if_multi_step_ref(q.unsqueeze(0).repeat(T, 1, 1, 1), 0.5 * theta, theta, False,
+                             "expected")[0].sum(0) * theta / T
+    assert torch.equal(rate, want)
+    wrong, _ = if_rate_cupy(q, T, 0.0, theta, False)
+    half = torch.tensor([1, 3, 5, 7])  # z = k + 1/2
+    assert (wrong.view(-1)[half] < rate.view(-1)[half]).all()
+
+
+def test_rate_kernel_refuses_autograd(host):  # noqa: F811
+    q = torch.rand(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="if_rate_cupy has no backward"):
+        if_rate_cupy(q, 4, 0.0, 1.0)
+    with torch.no_grad():
+        rate, _ = if_rate_cupy(q, 4, 0.0, 1.0)
+    assert rate.shape == (2, 3) and rate.grad_fn is None
+    with pytest.raises(ValueError, match="time_steps must be an int >= 1"):
+        if_rate_cupy(q.detach(), 0, 0.0, 1.0)

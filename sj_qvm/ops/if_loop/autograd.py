@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...checks import check_current, check_int
+from ...checks import check_current
 from . import launch, surrogates
 
 HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
@@ -152,23 +152,3 @@ def if_multi_step_cupy(x_seq: Tensor, v_init, v_threshold, strict: bool = False,
             spike_dtype or x_seq.dtype)
     return spike, v, (v_seq if store_v_seq else None)
 
-
-def if_constant_cupy(q: Tensor, time_steps: int, v_init, v_threshold, strict: bool = False,
-                     surrogate_function=None, detach_reset: bool = False,
-                     store_v_seq: bool = False, spike_dtype: Optional[torch.dtype] = None):
-    """T soft-reset IF steps on one constant current, in one kernel launch: ``q: [B, *]`` in,
-    ``(spike_seq [T, B, *], v [B, *] fp32, v_seq [T, B, *] fp32 or None)`` out.
-
-    The kernel reads ``q`` at every step (``F_CONSTANT``): no ``[T, B, *]`` input is built. The
-    result is :func:`if_multi_step_cupy` on ``q`` broadcast over T, bit for bit, in either
-    current (the T-mean of T equal steps is the step itself), which is the form the per-sample
-    schedule hands a node (``q.unsqueeze(0).expand(T, ...)``; ``if_multi_step_cupy`` takes that
-    view the same way). Arguments as :func:`if_multi_step_cupy`; ``time_steps`` T >= 1.
-    """
-    T = check_int(time_steps, "time_steps", minimum=1)
-    if not isinstance(q, Tensor) or q.ndim < 1:
-        raise ValueError(f"q must be a tensor [B, *], got "
-                         f"{tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__}")
-    return if_multi_step_cupy(q.contiguous().unsqueeze(0).expand(T, *q.shape), v_init,
-                              v_threshold, strict, "expected", surrogate_function, detach_reset,
-                              store_v_seq, spike_dtype)

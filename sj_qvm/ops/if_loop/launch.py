@@ -122,6 +122,33 @@ def forward(x_seq: torch.Tensor, theta: Optional[torch.Tensor], theta_value: flo
     return spike, v, v_seq, h_seq
 
 
+def count(q: torch.Tensor, theta: Optional[torch.Tensor], theta_value: float,
+          v0: Optional[torch.Tensor], v0_value: float, strict: bool, expected: bool,
+          time_steps: int):
+    """``(N [*S] fp32, v [*S] fp32)``: the spike counts of T steps on the constant current
+    ``q: [*S]`` and V_T, without the ``[T, *S]`` train (``qvm_if_count``, if_rate.cuh)."""
+    if q.dtype not in DTYPE_TAGS:
+        raise TypeError(f"if_loop kernels take float32, float16 or bfloat16, got {q.dtype}")
+    shape = q.shape
+    n = math.prod(shape)
+    x = q.contiguous()
+    counts = torch.empty(shape, dtype=torch.float32, device=x.device)
+    v = torch.empty(shape, dtype=torch.float32, device=x.device)
+    th, th_div, th_mod = index_form(theta, shape)
+    vi, v0_div, v0_mod = index_form(v0, shape)
+    if n == 0:
+        return counts, v
+    flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
+             | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0))
+    vec = lanes(x.dtype, n, x, counts, v)
+    args = (x, counts, v, th, np.float32(theta_value), np.int64(th_div), np.int64(th_mod),
+            vi, np.float32(v0_value), np.int64(v0_div), np.int64(v0_mod), np.int64(n),
+            np.int32(time_steps), np.int32(flags))
+    runner_for(x.device).launch(f"qvm_if_count_{DTYPE_TAGS[x.dtype]}_v{vec}", n // vec, args,
+                                x.device)
+    return counts, v
+
+
 def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
              grad_v_seq: Optional[torch.Tensor], h_seq: torch.Tensor,
              theta: Optional[torch.Tensor], theta_value: float, strict: bool, expected: bool,
@@ -162,5 +189,5 @@ def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
     return grad_x, g_v0, g_th
 
 
-__all__ = ["forward", "backward", "index_form", "is_constant", "lanes", "register_runner",
+__all__ = ["forward", "backward", "count", "index_form", "is_constant", "lanes", "register_runner",
            "runner_for"]
