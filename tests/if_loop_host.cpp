@@ -2,6 +2,7 @@
 // Each entry runs the kernel's per-thread body for every thread index in turn, with the same
 // arguments as the __global__ kernel of the same name in if_loop.cu (minus the launch geometry).
 #include "if_loop.cuh"
+#include "if_rate.cuh"
 
 using qvm::i64;
 
@@ -31,6 +32,19 @@ using qvm::i64;
 QVM_FORWARD_KERNELS(HOST_FORWARD)
 
 QVM_BACKWARD_KERNELS(HOST_BACKWARD)
+
+#define HOST_COUNT(NAME, TIN, V)                                                                  \
+    extern "C" void NAME(i64 threads, const void* x, float* count, float* v_out,                 \
+                         const float* theta, float theta_value, i64 theta_div, i64 theta_mod,     \
+                         const float* v0, float v0_value, i64 v0_div, i64 v0_mod, i64 N, int T,   \
+                         int flags) {                                                             \
+        for (i64 i = 0; i < threads; ++i)                                                         \
+            qvm::count_thread<TIN, V>(i, (const TIN*)x, count, v_out, theta, theta_value,         \
+                                      theta_div, theta_mod, v0, v0_value, v0_div, v0_mod, N, T,   \
+                                      flags);                                                     \
+    }
+
+QVM_COUNT_KERNELS(HOST_COUNT)
 
 extern "C" float qvm_half_to_float(unsigned short h) { return qvm::half_to_float(h); }
 extern "C" unsigned short qvm_float_to_half(float f) { return qvm::float_to_half(f); }

@@ -25,7 +25,8 @@ from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 KERNELS = sorted(
     [f"qvm_if_forward_{d}_{s}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8))
      for s in ("same", "u8") for v in (1, w)]
-    + [f"qvm_if_backward_{d}_v{v}" for d in ("f32", "f16", "bf16") for v in (1, 4)])
+    + [f"qvm_if_backward_{d}_v{v}" for d in ("f32", "f16", "bf16") for v in (1, 4)]
+    + [f"qvm_if_count_{d}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8)) for v in (1, w)])
 
 
 # ---- compilation ------------------------------------------------------------------------------

@@ -191,3 +191,36 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)
     for a, b in zip(compiled[1:], eager[1:]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+def test_constant_current_form_bit_identical(v_init):
+    """``if_constant_cupy``: one [B, *] current in, [T, B, *] spikes out, equal to the reference on
+    the current repeated over T (both currents), and to the broadcast view through a node."""
+    from sj_qvm.ops.if_loop import if_constant_cupy  # noqa: PLC0415
+    T = 4
+    z = torch.arange(-2, 2 * T + 3, dtype=torch.float32) / 2
+    q = torch.cat([z, torch.rand(300) * T * 1.4 - 0.2]).view(1, 1, -1) / T
+    q = q.expand(8, 3, -1).contiguous().to(DEV)
+    theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1)
+    q = q * theta
+    v0, strict = matched_v0(v_init, theta)
+    before = LAUNCHES["qvm_if_forward_f32_same_v4"] + LAUNCHES["qvm_if_forward_f32_same_v1"]
+    got = if_constant_cupy(q, T, v0, theta, strict, store_v_seq=True)
+    assert LAUNCHES["qvm_if_forward_f32_same_v4"] + LAUNCHES["qvm_if_forward_f32_same_v1"] == before + 1
+    for current in ("expected", "instant"):
+        want = if_multi_step_ref(_cpu(q).unsqueeze(0).repeat(T, 1, 1, 1), _cpu(v0), _cpu(theta),
+                                 strict, current, store_v_seq=True)
+        for a, b in zip(got, want):
+            assert torch.equal(a.cpu(), b)
+
+
+def test_rate_kernel_equals_the_per_sample_rate():
+    """``if_rate_cupy`` (counts only) against the rate of the spike train on the same device."""
+    from sj_qvm.ops.if_loop import if_constant_cupy, if_rate_cupy  # noqa: PLC0415
+    T = 5
+    q = (torch.rand(16, 3, 40, device=DEV) * 1.4 - 0.2)
+    theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1)
+    rate, v = if_rate_cupy(q, T, 0.5 * theta, theta, False)
+    spikes, v_train, _ = if_constant_cupy(q, T, 0.5 * theta, theta, False)
+    assert torch.equal(rate, spikes.sum(0) * theta / T) and torch.equal(v, v_train)

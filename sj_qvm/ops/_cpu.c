@@ -22,10 +22,14 @@
  *   reads) unless its address is 0. Same predicate and arithmetic as
  *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
  *
- * quant_relu_backward(x, g, g_x, g_gamma, n, dtype, g_addr, g_value, g_div, g_mod, levels,
+ * quant_relu_backward(x, g, g_x, g_acc, n, dtype, g_addr, g_value, g_div, g_mod, levels,
  *                     rounding, threads)
- *   QuantReLU's STE backward in one pass: g_x and the per-element terms of dL/dgamma, which the
- *   caller sums to gamma's shape (ops/quant_relu/cpu.py).
+ *   QuantReLU's STE backward in one pass: g_x, and dL/dgamma summed per gamma value in double
+ *   into g_acc, a zeroed float64 [threads, g_mod] buffer, one row per thread's share (the caller
+ *   adds the rows; ops/quant_relu/cpu.py). Either output may be absent (address 0).
+ *
+ * simd(level): -1 tells, 0 or 1 sets whether the AVX2 builds of the kernels run (1 only where
+ *   the CPU has AVX2; the default at import). Both builds give the same bits.
  *
  * spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)
  *   out[i] = (sum_t spike[t * n + i]) * theta / T: the mean current theta * N / T that a
@@ -36,6 +40,7 @@
  *   only the count N of each neuron and writes out[i] = N * theta / T (spike_rate's order):
  *   for a layer whose spike train nobody reads, nothing of size [T, n] is written.
  *
+ * Every kernel has a baseline and an AVX2 build (_cpu_kernels.h), with the same bits.
  * Built with -ffp-contract=off (a fused multiply-add would round differently from torch) and
  * -fno-trapping-math (so that the compare-and-reset loops vectorize; rounding is unchanged).
  */
@@ -52,20 +57,38 @@
 
 #include "_cpu_kernels.h"
 
+typedef void (*kernel)(const task *);
+
+/* [avx2][kind][dtype]; kind 0 quant_relu, 1 if_forward, 2 spike_rate, 3 if_rate,
+ * 4 if_backward, 5 quant_relu_backward. */
+static const kernel KERNELS[2][6][2] = {
+    {{quant_relu_float, quant_relu_double}, {if_forward_float, if_forward_double},
+     {spike_rate_float, spike_rate_double}, {if_rate_float, if_rate_double},
+     {if_backward_float, if_backward_double},
+     {quant_relu_backward_float, quant_relu_backward_double}},
+    {{quant_relu_float_avx2, quant_relu_double_avx2},
+     {if_forward_float_avx2, if_forward_double_avx2},
+     {spike_rate_float_avx2, spike_rate_double_avx2}, {if_rate_float_avx2, if_rate_double_avx2},
+     {if_backward_float_avx2, if_backward_double_avx2},
+     {quant_relu_backward_float_avx2, quant_relu_backward_double_avx2}},
+};
+
+/* 1 where the AVX2 builds run (set at import where the CPU has AVX2; simd() switches it). */
+static int use_avx2 = 0;
+
+static int cpu_has_avx2(void)
+{
+#if HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+#else
+    return 0;
+#endif
+}
+
 static void run(const task *t)
 {
-    if (t->kind == 0)
-        (t->dtype ? quant_relu_double : quant_relu_float)(t);
-    else if (t->kind == 1)
-        (t->dtype ? if_forward_double : if_forward_float)(t);
-    else if (t->kind == 2)
-        (t->dtype ? spike_rate_double : spike_rate_float)(t);
-    else if (t->kind == 3)
-        (t->dtype ? if_rate_double : if_rate_float)(t);
-    else if (t->kind == 4)
-        (t->dtype ? if_backward_double : if_backward_float)(t);
-    else
-        (t->dtype ? quant_relu_backward_double : quant_relu_backward_float)(t);
+    KERNELS[use_avx2][t->kind][t->dtype](t);
 }
 
 #ifndef _WIN32
@@ -92,6 +115,7 @@ static void run_split(task proto, Py_ssize_t n, Py_ssize_t threads)
     share = (share + 63) / 64 * 64; /* whole cache lines per thread */
     for (Py_ssize_t k = 0; k < parts; k++) {
         tasks[k] = proto;
+        tasks[k].part = (int)k;
         tasks[k].begin = k * share < n ? k * share : n;
         tasks[k].end = (k + 1) * share < n ? (k + 1) * share : n;
     }
@@ -286,14 +310,32 @@ static PyObject *quant_relu_backward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *simd(PyObject *self, PyObject *args)
+{
+    int level;
+    if (!PyArg_ParseTuple(args, "i:simd", &level))
+        return NULL;
+    if (level < -1 || level > 1) {
+        PyErr_Format(PyExc_ValueError, "simd: level must be -1 (query), 0 (baseline) or 1 (AVX2 "
+                     "where the CPU has it), got %d", level);
+        return NULL;
+    }
+    if (level >= 0)
+        use_avx2 = level && cpu_has_avx2();
+    return PyLong_FromLong(use_avx2);
+}
+
 static PyMethodDef methods[] = {
+    {"simd", simd, METH_VARARGS,
+     "simd(level) -> the level in use: -1 queries, 0 runs the baseline builds, 1 the AVX2 ones "
+     "where the CPU has AVX2"},
     {"quant_relu", quant_relu, METH_VARARGS,
      "quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)"},
     {"if_forward", if_forward, METH_VARARGS,
      "if_forward(x, x_tstride, spike, v, v_seq, h, th_addr, th_value, th_div, th_mod, n, T, "
      "strict, expected, dtype, threads)"},
     {"quant_relu_backward", quant_relu_backward, METH_VARARGS,
-     "quant_relu_backward(x, g, g_x, g_gamma_terms, n, dtype, g_addr, g_value, g_div, g_mod, "
+     "quant_relu_backward(x, g, g_x, g_gamma_acc, n, dtype, g_addr, g_value, g_div, g_mod, "
      "levels, rounding, threads)"},
     {"if_backward", if_backward, METH_VARARGS,
      "if_backward(h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value, th_div, th_mod, n, T, "
@@ -309,11 +351,12 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
                                     "CPU kernels for QuantReLU, the IF loop and its spike rate", -1, methods};
 
 /* ABI: the version of these signatures (ops/native.py refuses an extension built from an older
- * source). 2: if_backward takes g_v_seq. */
+ * source). 2: if_backward takes g_v_seq. 3: quant_relu_backward sums dL/dgamma itself. */
 PyMODINIT_FUNC PyInit__cpu(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "ABI", 2) < 0) {
+    use_avx2 = cpu_has_avx2();
+    if (m && PyModule_AddIntConstant(m, "ABI", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -6,12 +6,13 @@
 #include <stdint.h>
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
     uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr;
     double p_value;
     ptrdiff_t p_div, p_mod, x_tstride, n, begin, end, levels;
-    int T, rounding, strict, expected, dtype, kind, detach, sg_id;
+    int T, rounding, strict, expected, dtype, kind, detach, sg_id, part;
     double sg_p0, sg_p1;
 } task;
 
@@ -29,120 +30,29 @@ typedef struct {
         i0 = i1;                                                                            \
     }
 
-/* floor and ceil without libm calls (baseline x86-64 has no rounding instruction, so floorf is
- * a call per element and the loop cannot vectorize). Exact: below 2^23 (2^52) in magnitude the
- * truncation is exact and corrected by one; above, every value is an integer; NaN and inf pass
- * through; the sign of a zero result is z's, as floorf/ceilf give it. */
-static inline float floor_f(float z)
-{
-    const float t = copysignf((float)(int32_t)z, z);
-    const float f = t > z ? t - 1.0f : t;
-    return fabsf(z) < 8388608.0f ? f : z;
-}
-static inline float ceil_f(float z)
-{
-    const float t = copysignf((float)(int32_t)z, z);
-    const float c = t < z ? t + 1.0f : t;
-    return fabsf(z) < 8388608.0f ? c : z;
-}
-static inline double floor_d(double z)
-{
-    const double t = copysign((double)(int64_t)z, z);
-    const double f = t > z ? t - 1.0 : t;
-    return fabs(z) < 4503599627370496.0 ? f : z;
-}
-static inline double ceil_d(double z)
-{
-    const double t = copysign((double)(int64_t)z, z);
-    const double c = t < z ? t + 1.0 : t;
-    return fabs(z) < 4503599627370496.0 ? c : z;
-}
-
 /* Division by a power of two k (L or T here) is exact scaling, the same as multiplying by the
  * exact 1/k: both are the correctly rounded value of one real number. Other k divide. */
 #define POW2(k) ((k) > 0 && (((k) & ((k) - 1)) == 0))
-
-/* One rounding's loop: Q is an expression of z. */
-#define QUANT_LOOP(type, Q)                                                                \
-    for (ptrdiff_t i = i0; i < i1; i++) {                                                 \
-        type z = x[i] * L;                                                                 \
-        z = z / p;                                                                         \
-        z = Q;                                                                             \
-        z = z < 0 ? (type)0 : z;                                                           \
-        z = z > L ? L : z;                                                                 \
-        z = z != z ? (type)0 : z; /* NaN -> level 0 */                                     \
-        out[i] = pow2 ? (z * p) * inv : (z * p) / L;                                       \
-    }
-
-#define QUANT_RELU(type, FLOOR, CEIL)                                                      \
-    static void quant_relu_##type(const task *t)                                           \
-    {                                                                                      \
-        const type *x = (const type *)t->x;                                                \
-        type *out = (type *)t->out;                                                        \
-        const type L = (type)t->levels, inv = (type)1 / L;                                 \
-        const int r = t->rounding, pow2 = POW2(t->levels);                                 \
-        SEGMENTS(type, t, {                                                                \
-            if (r == 0) {                                                                  \
-                QUANT_LOOP(type, FLOOR(z))                                                 \
-            } else if (r == 1) {                                                           \
-                QUANT_LOOP(type, FLOOR(z + (type)0.5))                                     \
-            } else {                                                                       \
-                QUANT_LOOP(type, CEIL(z))                                                  \
-            }                                                                              \
-        })                                                                                 \
-    }
-
-QUANT_RELU(float, floor_f, ceil_f)
-QUANT_RELU(double, floor_d, ceil_d)
-
-/* QuantReLU's backward (ops/quant_relu/fused.py): with q = Q(x*L/gamma) and in = [0 < q < L],
- * g_x = in ? g : 0 and the per-element gamma term g * (clip(q, 0, L)/L - (in ? x/gamma : 0)),
- * NaN levels as 0; x/gamma is taken as (x*L/gamma)/L (equal up to rounding, one division
- * less). Either output may be absent (address 0). */
-#define QUANT_BACK_LOOP(type, Q)                                                           \
-    for (ptrdiff_t i = i0; i < i1; i++) {                                                  \
-        type z = x[i] * L;                                                                 \
-        z = z / p;                                                                         \
-        const type xg = pow2 ? z * inv : z / L; /* x/gamma up to rounding */             \
-        z = Q;                                                                             \
-        const int in = z > 0 && z < L;                                                     \
-        if (g_x)                                                                           \
-            g_x[i] = in ? g[i] : (type)0;                                                  \
-        if (g_g) {                                                                         \
-            type m = z < 0 ? (type)0 : z;                                                  \
-            m = m > L ? L : m;                                                             \
-            m = m != m ? (type)0 : m;                                                      \
-            g_g[i] = ((pow2 ? m * inv : m / L) - (in ? xg : (type)0)) * g[i];              \
-        }                                                                                  \
-    }
-
-#define QUANT_RELU_BACKWARD(type, FLOOR, CEIL)                                             \
-    static void quant_relu_backward_##type(const task *t)                                  \
-    {                                                                                      \
-        const type *x = (const type *)t->x, *g = (const type *)t->g_spike;                 \
-        type *g_x = (type *)t->g_x, *g_g = (type *)t->g_th;                                \
-        const type L = (type)t->levels, inv = (type)1 / L;                                 \
-        const int r = t->rounding, pow2 = POW2(t->levels);                                 \
-        SEGMENTS(type, t, {                                                                \
-            if (r == 0) {                                                                  \
-                QUANT_BACK_LOOP(type, FLOOR(z))                                            \
-            } else if (r == 1) {                                                           \
-                QUANT_BACK_LOOP(type, FLOOR(z + (type)0.5))                                \
-            } else {                                                                       \
-                QUANT_BACK_LOOP(type, CEIL(z))                                             \
-            }                                                                              \
-        })                                                                                 \
-    }
-
-QUANT_RELU_BACKWARD(float, floor_f, ceil_f)
-QUANT_RELU_BACKWARD(double, floor_d, ceil_d)
 
 /* Neurons per block: the block's V (and expected current) stay in L1 over the T steps, and
  * the inner loops over a block vectorize. */
 #define BLK 512
 
-#define IF_FORWARD(type)                                                                    \
-    static void if_forward_##type(const task *t)                                            \
+/* The AVX2 builds of the kernels (the same source, 8 floats a vector, SSE4.1 rounding):
+ * _cpu.c picks them at run time where the CPU has AVX2. IEEE arithmetic gives the same values
+ * at any vector width, and -ffp-contract=off keeps FMA out, so both builds are bit-identical. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define AVX2 __attribute__((target("avx2")))
+#define HAVE_AVX2 1
+#else
+#define AVX2
+#define HAVE_AVX2 0
+#endif
+
+#include "_cpu_quant.h"
+
+#define IF_FORWARD(name, type, ATTR)                                                               \
+    ATTR static void if_forward_##name(const task *t)                                            \
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *spike = (type *)t->spike, *v = (type *)t->v, *v_seq = (type *)t->v_seq;       \
@@ -211,11 +121,13 @@ QUANT_RELU_BACKWARD(double, floor_d, ceil_d)
         })                                                                                  \
     }
 
-IF_FORWARD(float)
-IF_FORWARD(double)
+IF_FORWARD(float, float, )
+IF_FORWARD(double, double, )
+IF_FORWARD(float_avx2, float, AVX2)
+IF_FORWARD(double_avx2, double, AVX2)
 
-#define SPIKE_RATE(type)                                                                    \
-    static void spike_rate_##type(const task *t)                                            \
+#define SPIKE_RATE(name, type, ATTR)                                                               \
+    ATTR static void spike_rate_##name(const task *t)                                            \
     {                                                                                       \
         const type *spike = (const type *)t->spike;                                         \
         type *out = (type *)t->out;                                                         \
@@ -239,8 +151,41 @@ IF_FORWARD(double)
         })                                                                                  \
     }
 
-SPIKE_RATE(float)
-SPIKE_RATE(double)
+SPIKE_RATE(float, float, )
+SPIKE_RATE(double, double, )
+SPIKE_RATE(float_avx2, float, AVX2)
+SPIKE_RATE(double_avx2, double, AVX2)
+
+/* e^a for float a in [-80, 80], without libm, so that the loops around it vectorize:
+ * a = n ln2 + f with n = round(a / ln2) (given, rounded by the caller's build) and |f| <= ln2/2,
+ * ln2 split in two so that n * hi is exact; e^f by its Taylor series to f^7 (truncation below
+ * 3e-8 relative); 2^n from the exponent bits. */
+static inline float exp_poly(float a, float n)
+{
+    const float f = (a - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * f + 1.0f / 720.0f;
+    p = p * f + 1.0f / 120.0f;
+    p = p * f + 1.0f / 24.0f;
+    p = p * f + 1.0f / 6.0f;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) * 8388608; /* (n + 127) << 23 */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* 1 / (1 + e^a): a clamped to [-80, 80] for exp_poly; above 80 the result is 0 (libm's
+ * sigmoid gives below 2e-35 there, and 0 once e^a overflows); NaN stays NaN. */
+#define SIGMOID_OF(FLOOR, a)                                                                \
+    const float ac = a < -80.0f ? -80.0f : (a > 80.0f ? 80.0f : a);                         \
+    const float s = 1.0f / (1.0f + exp_poly(ac, FLOOR(ac * 1.44269504f + 0.5f)));           \
+    return a > 80.0f ? 0.0f : s;
+static inline float sigmoid_of_f(float a) { SIGMOID_OF(floor_f, a) }
+AVX2 static inline float sigmoid_of_f_avx2(float a) { SIGMOID_OF(__builtin_floorf, a) }
+static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
 
 /* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/bptt.py):
  *   g_V += g_v_seq_t (when given: V_t is v_seq[t] too)
@@ -248,9 +193,33 @@ SPIKE_RATE(double)
  *   g_theta -= g_h + g_V * s_t;    g_V <- g_V + g_h;   g_x_t = g_V
  * and in expected mode every g_x_t is their mean. g_spike, g_v, g_v_seq may be absent (0); g_v0 and g_th
  * (per neuron) are written when present. sg' per surrogates.py: id 0 sigmoid (p0 = alpha),
- * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel. */
-#define IF_BACKWARD(type, EXP)                                                              \
-    static void if_backward_##type(const task *t)                                           \
+ * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel.
+ * The float builds take the sigmoid from exp_poly (vectorizable, both builds the same bits). */
+/* One backward step over a block, for one surrogate (ATAN 1: atan, 0: sigmoid) and reset rule
+ * (DETACH): no branch left inside, so that the loop vectorizes. */
+#define BACK_STEP(type, SIGMOID, ATAN, DETACH)                                              \
+    for (ptrdiff_t j = 0; j < m; j++) {                                                    \
+        const type hh = hk[j];                                                              \
+        const type s = (type)(strict ? hh > 0 : hh >= 0);                                   \
+        type gs = gk[j];                                                                    \
+        if (!DETACH)                                                                        \
+            gs = gs - p * gv[j];                                                            \
+        const type xs = strict ? -hh : hh;                                                  \
+        type d;                                                                             \
+        if (ATAN) {                                                                         \
+            const type ax = p1 * xs;                                                        \
+            d = p0 / ((type)1 + ax * ax) * gs;                                              \
+        } else {                                                                            \
+            const type sg = SIGMOID(-(xs * p0));                                            \
+            d = gs * ((type)1 - sg) * sg * p0;                                              \
+        }                                                                                   \
+        gth[j] = gth[j] - (d + gv[j] * s);                                                  \
+        gv[j] = gv[j] + d;                                                                  \
+        xk[j] = gv[j];                                                                      \
+    }
+
+#define IF_BACKWARD(name, type, SIGMOID, ATTR)                                              \
+    ATTR static void if_backward_##name(const task *t)                                      \
     {                                                                                       \
         const type *h = (const type *)t->h, *g_spike = (const type *)t->g_spike;            \
         const type *g_v = (const type *)t->g_v, *g_vs = (const type *)t->g_v_seq;           \
@@ -258,7 +227,9 @@ SPIKE_RATE(double)
         const ptrdiff_t N = t->n;                                                          \
         const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
         const type p0 = (type)t->sg_p0, p1 = (type)t->sg_p1, Tf = (type)t->T;              \
-        type gv[BLK], gth[BLK];                                                             \
+        type gv[BLK], gth[BLK], zeros[BLK], zacc[BLK];                                      \
+        for (ptrdiff_t j = 0; j < BLK; j++)                                                 \
+            zeros[j] = 0; /* g_spike_t when there is none */                                \
         SEGMENTS(type, t, {                                                                 \
             for (ptrdiff_t b = i0; b < i1; b += BLK) {                                     \
                 const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                           \
@@ -268,41 +239,39 @@ SPIKE_RATE(double)
                 }                                                                           \
                 for (int k = T - 1; k >= 0; k--) {                                          \
                     const type *hk = h + (ptrdiff_t)k * N + b;                             \
-                    const type *gk = g_spike ? g_spike + (ptrdiff_t)k * N + b : NULL;      \
                     type *xk = g_x + (ptrdiff_t)k * N + b;                                 \
                     if (g_vs) {                                                             \
                         const type *vk = g_vs + (ptrdiff_t)k * N + b;                      \
                         for (ptrdiff_t j = 0; j < m; j++)                                  \
                             gv[j] = gv[j] + vk[j];                                          \
                     }                                                                       \
-                    for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                        const type hh = hk[j];                                              \
-                        const type s = (type)(strict ? hh > 0 : hh >= 0);                   \
-                        type gs = gk ? gk[j] : (type)0;                                     \
-                        if (!detach)                                                        \
-                            gs = gs - p * gv[j];                                            \
-                        const type xs = strict ? -hh : hh;                                  \
-                        type d;                                                             \
-                        if (atan_sg) {                                                      \
-                            const type ax = p1 * xs;                                        \
-                            d = p0 / ((type)1 + ax * ax) * gs;                              \
-                        } else {                                                            \
-                            const type sg = (type)1 / ((type)1 + EXP(-(xs * p0)));          \
-                            d = gs * ((type)1 - sg) * sg * p0;                              \
-                        }                                                                   \
-                        gth[j] = gth[j] - (d + gv[j] * s);                                  \
-                        gv[j] = gv[j] + d;                                                  \
-                        xk[j] = gv[j];                                                      \
+                    const type *gk = g_spike ? g_spike + (ptrdiff_t)k * N + b : zeros;     \
+                    if (atan_sg) {                                                          \
+                        if (detach)                                                         \
+                            BACK_STEP(type, SIGMOID, 1, 1)                                  \
+                        else                                                                \
+                            BACK_STEP(type, SIGMOID, 1, 0)                                  \
+                    } else {                                                                \
+                        if (detach)                                                         \
+                            BACK_STEP(type, SIGMOID, 0, 1)                                  \
+                        else                                                                \
+                            BACK_STEP(type, SIGMOID, 0, 0)                                  \
                     }                                                                       \
                 }                                                                           \
-                if (t->expected) {                                                          \
-                    for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                        type acc = 0;                                                       \
-                        for (int k = 0; k < T; k++)                                         \
-                            acc = acc + g_x[(ptrdiff_t)k * N + b + j];                     \
-                        acc = acc / Tf;                                                     \
-                        for (int k = 0; k < T; k++)                                         \
-                            g_x[(ptrdiff_t)k * N + b + j] = acc;                           \
+                if (t->expected) { /* every g_x_t is their mean, summed in time order */    \
+                    for (ptrdiff_t j = 0; j < m; j++)                                      \
+                        zacc[j] = g_x[b + j];                                               \
+                    for (int k = 1; k < T; k++) {                                           \
+                        const type *xk = g_x + (ptrdiff_t)k * N + b;                       \
+                        for (ptrdiff_t j = 0; j < m; j++)                                  \
+                            zacc[j] = zacc[j] + xk[j];                                      \
+                    }                                                                       \
+                    for (ptrdiff_t j = 0; j < m; j++)                                      \
+                        zacc[j] = zacc[j] / Tf;                                             \
+                    for (int k = 0; k < T; k++) {                                           \
+                        type *xk = g_x + (ptrdiff_t)k * N + b;                             \
+                        for (ptrdiff_t j = 0; j < m; j++)                                  \
+                            xk[j] = zacc[j];                                                \
                     }                                                                       \
                 }                                                                           \
                 for (ptrdiff_t j = 0; j < m; j++) {                                        \
@@ -315,11 +284,13 @@ SPIKE_RATE(double)
         })                                                                                  \
     }
 
-IF_BACKWARD(float, expf)
-IF_BACKWARD(double, exp)
+IF_BACKWARD(float, float, sigmoid_of_f, )
+IF_BACKWARD(double, double, sigmoid_of_d, )
+IF_BACKWARD(float_avx2, float, sigmoid_of_f_avx2, AVX2)
+IF_BACKWARD(double_avx2, double, sigmoid_of_d, AVX2)
 
-#define IF_RATE(type)                                                                       \
-    static void if_rate_##type(const task *t)                                               \
+#define IF_RATE(name, type, ATTR)                                                                  \
+    ATTR static void if_rate_##name(const task *t)                                               \
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *v = (type *)t->v, *out = (type *)t->out;                                      \
@@ -356,8 +327,10 @@ IF_BACKWARD(double, exp)
         })                                                                                  \
     }
 
-IF_RATE(float)
-IF_RATE(double)
+IF_RATE(float, float, )
+IF_RATE(double, double, )
+IF_RATE(float_avx2, float, AVX2)
+IF_RATE(double_avx2, double, AVX2)
 
 
 #endif /* SJ_QVM_CPU_KERNELS_H */

@@ -1,5 +1,6 @@
 """The optional compiled CPU kernels (``sj_qvm/ops/_cpu.c``, built by ``setup.py``), one home for
-loading them, switching them off and counting their calls.
+loading them, switching them off, choosing their vector build (:func:`simd`) and counting
+their calls.
 
 ``CALLS[name]`` counts each kernel run (tests use it to prove the fast path ran, so that a silent
 fallback to torch cannot pass). ``ENABLED = False`` (or ``SJ_QVM_NO_NATIVE=1`` in the environment)
@@ -21,7 +22,7 @@ except ImportError as e:  # no C compiler at install time: the torch paths run
     IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
 
 #: The signatures this source calls (``ABI`` in _cpu.c); a build from an older source is not used.
-ABI = 2
+ABI = 3
 if _module is not None and getattr(_module, "ABI", 1) != ABI:
     IMPORT_ERROR = (f"sj_qvm.ops._cpu was built from another source (ABI "
                     f"{getattr(_module, 'ABI', 1)}, this source needs {ABI}); rebuild it with "
@@ -51,3 +52,14 @@ def threads() -> int:
 def call(name: str, *args) -> None:
     getattr(_module, name)(*args)
     CALLS[name] += 1
+
+
+def simd(level: Optional[int] = None) -> int:
+    """The vector build the kernels run: 1 AVX2 (the default where the CPU has it), 0 the
+    baseline SSE2 build (the same bits, slower). ``level`` 0 or 1 switches it (1 only takes
+    effect where the CPU has AVX2); the level now in use is returned. Needs the extension."""
+    if _module is None:
+        raise RuntimeError(f"sj_qvm.ops._cpu is not loaded: {IMPORT_ERROR}")
+    if level is not None and level not in (0, 1):
+        raise ValueError(f"level must be one of (0, 1, None), got {level!r}")
+    return _module.simd(-1 if level is None else level)

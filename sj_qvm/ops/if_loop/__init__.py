@@ -2,10 +2,13 @@
 signature) is :func:`sj_qvm.functional.if_multi_step_ref`, the functional core, re-exported here:
 ``inference`` (no-grad, in place), ``bptt`` (hand-written backward), their compiled CPU kernels
 (``cpu``, ``bptt_cpu``: ``sj_qvm/ops/_cpu.c``, optional, torch fallback) and the fused CUDA
-kernels (``if_loop.cu`` through CuPy, ``autograd`` custom ops)."""
+kernels (``if_loop.cu`` through CuPy, ``autograd`` custom ops; ``constant``: one constant
+current ``[B, *]`` in, ``[T, B, *]`` spikes or only ``N * theta / T`` out)."""
 from ...functional import if_multi_step_ref
 from .autograd import if_multi_step_cupy
+from .constant import if_constant_cupy, if_rate_cupy
 from .bptt import if_multi_step_bptt
 from .inference import if_multi_step_inference
 
-__all__ = ["if_multi_step_ref", "if_multi_step_inference", "if_multi_step_bptt", "if_multi_step_cupy"]
+__all__ = ["if_multi_step_ref", "if_multi_step_inference", "if_multi_step_bptt", "if_multi_step_cupy",
+           "if_constant_cupy", "if_rate_cupy"]

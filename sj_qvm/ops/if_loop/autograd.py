@@ -151,3 +151,4 @@ def if_multi_step_cupy(x_seq: Tensor, v_init, v_threshold, strict: bool = False,
             x_seq, theta, theta_value, v0, v0_value, bool(strict), expected, bool(store_v_seq),
             spike_dtype or x_seq.dtype)
     return spike, v, (v_seq if store_v_seq else None)
+

@@ -17,6 +17,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("if_loop.cu")
 HEADER = Path(__file__).with_name("if_loop.cuh")
+HEADERS = (HEADER, Path(__file__).with_name("if_rate.cuh"))  # what if_loop.cu includes
 BLOCK = 256
 
 #: kernel name -> number of launches in this process (the sentinel for tests).
@@ -34,12 +35,12 @@ def import_cupy():
 
 
 def compile_options() -> tuple[str, ...]:
-    """NVRTC options for ``if_loop.cu``: the header's folder, and the header's hash.
+    """NVRTC options for ``if_loop.cu``: the headers' folder, and the headers' hash.
 
     CuPy's compile cache keys on the source text and options only, so the hash makes an edited
-    ``if_loop.cuh`` a cache miss.
+    ``if_loop.cuh`` or ``if_rate.cuh`` a cache miss.
     """
-    digest = hashlib.sha1(HEADER.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha1(b"".join(h.read_bytes() for h in HEADERS)).hexdigest()[:12]
     return (f"-I{SOURCE.parent}", f"-DQVM_HEADER_SHA1=0x{digest}")
 
 

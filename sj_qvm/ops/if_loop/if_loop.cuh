@@ -5,7 +5,9 @@
 // g++ so that the kernel's arithmetic is checked against the torch reference without a GPU.
 //
 // One thread owns V consecutive neurons (V = 1, or 16 bytes of input for vector loads) and loops
-// over T. Tensors are [T, N] row-major (N = neurons per step). The membrane state is fp32 whatever
+// over T. Tensors are [T, N] row-major (N = neurons per step); with F_CONSTANT the input x is one
+// [N] row that every step reads again (a constant current, as the per-sample schedule passes),
+// so the arithmetic is that of the [T, N] input whose rows all equal it. The membrane state is fp32 whatever
 // the input dtype; for fp32 inputs every operation below is the one sj_qvm.functional does, in the
 // same order, so spikes and v are bit-identical to the reference:
 //
@@ -40,6 +42,7 @@ enum {
     F_STORE_H = 8,        // write h_t for the backward pass (training)
     F_THETA_TENSOR = 16,  // theta read from an array, else theta_value
     F_V0_TENSOR = 32,     // V0 read from an array, else v0_value
+    F_CONSTANT = 2048,    // x is one [N] current, the same at every step (x_t = x_0)
 };
 // Backward flags (F_STRICT, F_EXPECTED and F_THETA_TENSOR as above).
 enum {
@@ -238,6 +241,7 @@ QVM_HD void forward_thread(i64 thread,
     const i64 n0 = thread * V;
     if (n0 >= N) return;
     const bool strict = flags & F_STRICT;
+    const i64 xs = (flags & F_CONSTANT) ? 0 : N;  // the input's step stride
     float th[V], v[V];
     {
         i64 idx[V];
@@ -260,7 +264,7 @@ QVM_HD void forward_thread(i64 thread,
         }
         for (int t = 1; t < T; ++t) {
             float xt[V];
-            load_lanes<Tin, V>(x + (i64)t * N + n0, xt);
+            load_lanes<Tin, V>(x + (i64)t * xs + n0, xt);
 #pragma unroll
             for (int i = 0; i < V; ++i) acc[i] = acc[i] + (xt[i] - ref[i]);
         }
@@ -274,7 +278,7 @@ QVM_HD void forward_thread(i64 thread,
         for (int t = 0; t < T; ++t) {
 #pragma unroll
             for (int i = 0; i < V; ++i) q[i] = next[i];
-            if (t + 1 < T) load_lanes<Tin, V>(x + (i64)(t + 1) * N + n0, next);  // prefetch
+            if (t + 1 < T) load_lanes<Tin, V>(x + (i64)(t + 1) * xs + n0, next);  // prefetch
             step_lanes<Tspk, V>(v, q, th, strict, spike, v_seq, h_seq, (i64)t * N + n0, flags);
         }
     }

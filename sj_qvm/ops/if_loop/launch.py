@@ -4,7 +4,9 @@ The runner for CUDA tensors is :class:`.cupy.CupyRunner`. Other device types hav
 what tests register with :func:`register_runner` (the host build of the same arithmetic), which
 lets the custom ops, their autograd and ``torch.compile`` be tested on a machine without a GPU.
 
-Shapes: ``x_seq: [T, *S]`` with N = prod(S) neurons per step. theta and V0 are floats or tensors
+Shapes: ``x_seq: [T, *S]`` with N = prod(S) neurons per step. A constant current broadcast over T
+(``q.unsqueeze(0).expand(T, *S)``: step stride 0, as the per-sample schedule passes it) is
+handed to the kernel as its one ``[*S]`` row (``F_CONSTANT``), not copied T times. theta and V0 are floats or tensors
 broadcastable to ``S``; the kernel reads element ``(n / div) % mod`` of a tensor, which covers a
 scalar (mod = 1), a per-channel ``[C, 1, ...]`` and a per-neuron tensor without copying it.
 """
@@ -19,9 +21,9 @@ import torch
 from .enums import VALUES as _FLAGS
 
 # The kernels' flag bits, read from if_loop.cuh.
-F_STRICT, F_EXPECTED, F_STORE_V_SEQ, F_STORE_H, F_THETA_TENSOR, F_V0_TENSOR = (
+F_STRICT, F_EXPECTED, F_STORE_V_SEQ, F_STORE_H, F_THETA_TENSOR, F_V0_TENSOR, F_CONSTANT = (
     _FLAGS[k] for k in ("F_STRICT", "F_EXPECTED", "F_STORE_V_SEQ", "F_STORE_H", "F_THETA_TENSOR",
-                        "F_V0_TENSOR"))
+                        "F_V0_TENSOR", "F_CONSTANT"))
 B_GRAD_V, B_GRAD_V_SEQ, B_DETACH_RESET, B_NEED_V0, B_NEED_THETA = (
     _FLAGS[k] for k in ("B_GRAD_V", "B_GRAD_V_SEQ", "B_DETACH_RESET", "B_NEED_V0", "B_NEED_THETA"))
 
@@ -76,6 +78,12 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,), dtype=torch.float32)
 
 
+def is_constant(x_seq: torch.Tensor) -> bool:
+    """Whether ``x_seq: [T, *S]`` is one contiguous ``[*S]`` current repeated over T (a view
+    with step stride 0, T > 1): the kernels then read that row at every step."""
+    return x_seq.shape[0] > 1 and x_seq.stride(0) == 0 and x_seq[0].is_contiguous()
+
+
 def forward(x_seq: torch.Tensor, theta: Optional[torch.Tensor], theta_value: float,
             v0: Optional[torch.Tensor], v0_value: float, strict: bool, expected: bool,
             store_v_seq: bool, store_h: bool, spike_dtype: torch.dtype):
@@ -88,18 +96,21 @@ def forward(x_seq: torch.Tensor, theta: Optional[torch.Tensor], theta_value: flo
         raise ValueError(f"x_seq must be [T, N, *] with T >= 1, got {tuple(x_seq.shape)}")
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)
-    x = x_seq.contiguous()
-    spike = torch.empty(x.shape, dtype=spike_dtype, device=x.device)
+    constant = is_constant(x_seq)
+    x = x_seq[0] if constant else x_seq.contiguous()
+    seq = x_seq.shape
+    spike = torch.empty(seq, dtype=spike_dtype, device=x.device)
     v = torch.empty(shape, dtype=torch.float32, device=x.device)
-    v_seq = torch.empty(x.shape, dtype=torch.float32, device=x.device) if store_v_seq else _empty(x)
-    h_seq = torch.empty(x.shape, dtype=torch.float32, device=x.device) if store_h else _empty(x)
+    v_seq = torch.empty(seq, dtype=torch.float32, device=x.device) if store_v_seq else _empty(x)
+    h_seq = torch.empty(seq, dtype=torch.float32, device=x.device) if store_h else _empty(x)
     th, th_div, th_mod = index_form(theta, shape)
     vi, v0_div, v0_mod = index_form(v0, shape)
     if n == 0:
         return spike, v, v_seq, h_seq
     flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
              | (F_STORE_V_SEQ if store_v_seq else 0) | (F_STORE_H if store_h else 0)
-             | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0))
+             | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0)
+             | (F_CONSTANT if constant else 0))
     vec = lanes(x.dtype, n, x, spike, v, v_seq, h_seq)
     kind = "u8" if spike_dtype in BYTE_SPIKES else "same"
     name = f"qvm_if_forward_{DTYPE_TAGS[x.dtype]}_{kind}_v{vec}"
@@ -109,6 +120,33 @@ def forward(x_seq: torch.Tensor, theta: Optional[torch.Tensor], theta_value: flo
             np.int64(n), np.int32(T), np.int32(flags))
     runner_for(x.device).launch(name, n // vec, args, x.device)
     return spike, v, v_seq, h_seq
+
+
+def count(q: torch.Tensor, theta: Optional[torch.Tensor], theta_value: float,
+          v0: Optional[torch.Tensor], v0_value: float, strict: bool, expected: bool,
+          time_steps: int):
+    """``(N [*S] fp32, v [*S] fp32)``: the spike counts of T steps on the constant current
+    ``q: [*S]`` and V_T, without the ``[T, *S]`` train (``qvm_if_count``, if_rate.cuh)."""
+    if q.dtype not in DTYPE_TAGS:
+        raise TypeError(f"if_loop kernels take float32, float16 or bfloat16, got {q.dtype}")
+    shape = q.shape
+    n = math.prod(shape)
+    x = q.contiguous()
+    counts = torch.empty(shape, dtype=torch.float32, device=x.device)
+    v = torch.empty(shape, dtype=torch.float32, device=x.device)
+    th, th_div, th_mod = index_form(theta, shape)
+    vi, v0_div, v0_mod = index_form(v0, shape)
+    if n == 0:
+        return counts, v
+    flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
+             | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0))
+    vec = lanes(x.dtype, n, x, counts, v)
+    args = (x, counts, v, th, np.float32(theta_value), np.int64(th_div), np.int64(th_mod),
+            vi, np.float32(v0_value), np.int64(v0_div), np.int64(v0_mod), np.int64(n),
+            np.int32(time_steps), np.int32(flags))
+    runner_for(x.device).launch(f"qvm_if_count_{DTYPE_TAGS[x.dtype]}_v{vec}", n // vec, args,
+                                x.device)
+    return counts, v
 
 
 def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
@@ -151,4 +189,5 @@ def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
     return grad_x, g_v0, g_th
 
 
-__all__ = ["forward", "backward", "index_form", "lanes", "register_runner", "runner_for"]
+__all__ = ["forward", "backward", "count", "index_form", "is_constant", "lanes", "register_runner",
+           "runner_for"]

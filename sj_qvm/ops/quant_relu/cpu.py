@@ -28,10 +28,13 @@ def _gamma_param(x: torch.Tensor, gamma):
 
 def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int, rounding: str,
                             need_x: bool, need_gamma: bool):
-    """``(dL/dx or None, per-element dL/dgamma terms [B, *] or None)`` of the STE, in one pass,
-    or ``None`` when the kernel cannot take the call; see :mod:`.fused` for the formulas."""
+    """``(dL/dx [B, *] or None, dL/dgamma in gamma's shape or None)`` of the STE in one pass
+    (the kernel sums gamma's terms per gamma value, in float64), or ``None`` when the kernel
+    cannot take the call; see :mod:`.fused` for the formulas."""
     if (not native.takes(x, "quant_relu_backward") or x.numel() == 0 or g.dtype != x.dtype
             or g.shape != x.shape):
+        return None
+    if need_gamma and not isinstance(gamma, torch.Tensor):
         return None
     p = _gamma_param(x, gamma)
     if p is None:
@@ -39,13 +42,21 @@ def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int
     keep, addr, value, div, mod = p
     xc, gc = x.contiguous(), g.contiguous()
     g_x = torch.empty_like(xc) if need_x else None
-    g_g = torch.empty_like(xc) if need_gamma else None
+    threads = native.threads()
+    acc = torch.zeros(threads, mod, dtype=torch.float64) if need_gamma else None
     native.call("quant_relu_backward", xc.data_ptr(), gc.data_ptr(),
-                0 if g_x is None else g_x.data_ptr(), 0 if g_g is None else g_g.data_ptr(),
+                0 if g_x is None else g_x.data_ptr(), 0 if acc is None else acc.data_ptr(),
                 xc.numel(), native.DTYPES[x.dtype], addr, value, div, mod, levels,
-                ROUNDINGS.index(rounding), native.threads())
+                ROUNDINGS.index(rounding), threads)
     del keep
-    return g_x, g_g
+    g_gamma = None
+    if acc is not None:
+        total = acc.sum(0).to(x.dtype)
+        if mod == gamma.numel():  # one column per gamma value, in gamma's order
+            g_gamma = total.view(gamma.shape)
+        else:  # gamma was expanded to one value per element of x
+            g_gamma = total.view(x.shape).sum_to_size(gamma.shape)
+    return g_x, g_gamma
 
 
 def quant_relu_cpu(x: torch.Tensor, gamma, levels: int, rounding: str) -> Optional[torch.Tensor]:

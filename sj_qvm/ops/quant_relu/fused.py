@@ -13,8 +13,8 @@
       dL/dgamma = sum over the broadcast dims of g * (M/L - in * x/gamma)
 
   (1 at and above the top level, ``M/L - x/gamma`` inside, 0 at and below level 0; QCFS).
-  On CPU float32/float64 the compiled kernel computes both in one pass where it is built
-  (the torch ops below are its fallback); the gamma terms are then summed by torch.
+  On CPU float32/float64 the compiled kernel computes both in one pass where it is built,
+  summing gamma's terms per gamma value in float64 (the torch ops below are its fallback).
 
 ``gamma`` is a Python float, a 0-dim tensor or a per-channel tensor already viewed to broadcast
 over ``x: [B, C, *]``; ``levels`` is L.
@@ -74,8 +74,8 @@ class _QuantReLU(torch.autograd.Function):
         out = quant_relu_backward_cpu(x, g, gamma, L, ctx.rounding, ctx.needs_input_grad[0],
                                       ctx.needs_input_grad[1])
         if out is not None:  # one pass, where the kernel is built
-            g_x, terms = out
-            return g_x, None if terms is None else _reduce_to(terms, gamma), None, None
+            g_x, g_gamma = out
+            return g_x, g_gamma, None, None
         with torch.no_grad():
             z = torch.mul(x, L)
             z.div_(gamma)
