@@ -17,8 +17,9 @@ import torch.nn as nn
 
 from ...image_models import build_image_model
 from ...interop import quantize
+from ...quant import QuantReLU
 
-__all__ = ["TV_ARCHS", "ARCHS", "load_state_dict_file", "build_network"]
+__all__ = ["TV_ARCHS", "ARCHS", "load_state_dict_file", "build_network", "shape_thresholds"]
 
 TV_ARCHS = ("tv_resnet18", "tv_resnet34", "tv_vgg16_bn")
 ARCHS = ("vgg16", "resnet18", "resnet20", "resnet34") + TV_ARCHS
@@ -91,6 +92,16 @@ def build_network(args, num_classes: int, variant: str, calibration=None,
             warnings.filterwarnings("ignore", message=".*gamma.*")
         return quantize(tv, args.levels, args.rounding, dataloader=calibration,
                         channel_wise=not args.layer_thresholds, progress=not args.quiet)
+
+
+def shape_thresholds(model: nn.Module, state: dict) -> None:
+    """Give every QuantReLU threshold the shape it has in ``state`` (a checkpoint's model): an
+    uncalibrated quantized model has one gamma ``[]`` per layer, a calibrated one ``[C]``. Call it
+    before the optimizer is built; the values come from the checkpoint."""
+    for name, m in model.named_modules():
+        key = f"{name}.threshold" if name else "threshold"
+        if isinstance(m, QuantReLU) and key in state and state[key].shape != m.threshold.shape:
+            m.threshold = nn.Parameter(torch.ones(state[key].shape, dtype=m.threshold.dtype))
 
 
 def calibration_loader(dataset, samples: int, batch_size: int, seed: int) -> Optional[object]:

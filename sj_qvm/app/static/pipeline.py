@@ -24,7 +24,7 @@ from ..report import format_epoch, format_written
 from ..run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
 from .args import RESUME_FLAGS, parse
 from .data import SPECS, StaticSpec, loader_options, test_transform, train_transform
-from .models import TV_ARCHS, build_network, calibration_loader
+from .models import TV_ARCHS, build_network, calibration_loader, shape_thresholds
 from .sweep import RESULT_FILES, check_exact, evaluate_ann, write_results
 from .tables import markdown
 
@@ -87,7 +87,10 @@ def run(args, spec: StaticSpec) -> dict:
     torch.manual_seed(args.seed)
     calib = None if ckpt is not None or calib_ds is None else calibration_loader(
         calib_ds, args.calibration_samples, args.batch_size, args.seed)
-    model = build_network(args, num_classes(train_ds), spec.variant, calib, log=say).to(device)
+    model = build_network(args, num_classes(train_ds), spec.variant, calib, log=say)
+    if ckpt is not None:
+        shape_thresholds(model, ckpt["model"])
+    model = model.to(device)
     opt = _optimizer(args, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
     start = 0
