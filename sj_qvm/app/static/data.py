@@ -21,7 +21,7 @@ from ...datasets.cifar import CIFAR10, CIFAR100
 from ...datasets.image_folder import ImageFolder
 
 __all__ = ["Cutout", "StaticSpec", "CIFAR10_SPEC", "CIFAR100_SPEC", "IMAGENET_SPEC", "SPECS",
-           "train_transform", "test_transform", "loader_options"]
+           "train_transform", "eval_transform", "loader_options"]
 
 _CIFAR_MEAN, _CIFAR_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -103,7 +103,7 @@ def train_transform(spec: StaticSpec, image_size: int, cutout: int, autoaugment:
                       + [tr.ToTensor(), tr.Normalize(*_stats(spec)), Cutout(cutout)])
 
 
-def test_transform(spec: StaticSpec, image_size: int):
+def eval_transform(spec: StaticSpec, image_size: int):
     """PIL image -> ``[3, image_size, image_size]``, deterministic."""
     from torchvision import transforms as tr
     if spec.variant == "cifar":

@@ -23,7 +23,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, restore, save_checkpo
 from ..report import format_epoch, format_written
 from ..run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
 from .args import RESUME_FLAGS, parse
-from .data import SPECS, StaticSpec, loader_options, test_transform, train_transform
+from .data import SPECS, StaticSpec, loader_options, eval_transform, train_transform
 from .models import TV_ARCHS, build_network, calibration_loader, shape_thresholds
 from .sweep import RESULT_FILES, check_exact, evaluate_ann, write_results
 from .tables import markdown
@@ -37,8 +37,8 @@ def open_datasets(args, spec: StaticSpec):
     S = args.image_size
     train = spec.make(args.root, True, train_transform(spec, S, args.cutout,
                                                        not args.no_autoaugment))
-    test = spec.make(args.root, False, test_transform(spec, S))
-    calib = spec.make(args.root, True, test_transform(spec, S)) if args.arch in TV_ARCHS else None
+    test = spec.make(args.root, False, eval_transform(spec, S))
+    calib = spec.make(args.root, True, eval_transform(spec, S)) if args.arch in TV_ARCHS else None
     if list(train.classes) != list(test.classes):
         raise ValueError(f"{args.root}: the training split has classes {train.classes[:5]}... "
                          f"({len(train.classes)}), the test split {test.classes[:5]}... "
