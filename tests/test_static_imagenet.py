@@ -101,11 +101,15 @@ def test_bad_init_is_refused(folder, tmp_path, capsys, kind):
             load_state_dict_file(bad)
 
 
-def test_init_needs_a_torchvision_arch(folder, tmp_path, capsys):
+@pytest.mark.parametrize("arch, needle", [("resnet34", "--init needs a torchvision arch"),
+                                           ("tv_resnet18", "x.pth: no such file")])
+def test_init_is_checked_before_anything_runs(folder, tmp_path, capsys, arch, needle):
     with pytest.raises(SystemExit) as e:
-        main((IMAGENET_SPEC,), _quick(folder, tmp_path / "run", "--arch", "resnet34",
+        main((IMAGENET_SPEC,), _quick(folder, tmp_path / "run", "--arch", arch,
                                       "--init", str(tmp_path / "x.pth")), prog=PROG)
-    assert e.value.code == 2 and "--init needs a torchvision arch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_corrupt_jpeg_is_named(folder, tmp_path, capsys):

@@ -107,3 +107,26 @@ def test_tables_mark_T_equals_L_and_show_the_paper_row():
     assert "| resnet20 | paper's QVM (L=8), Table 2 | 68.25 | 11.39 | 64.57 | 68.24 |" in md
     assert md.count("60.00*") == 2 + 2  # the main rows, and the matched V0 rows of Table 4
     assert "| round | 60.00 | 0 |" in md and "| | | θ |" in md
+
+
+def test_figure5_one_panel_per_level_one_line_per_run(tmp_path, capsys):
+    import json
+    pytest.importorskip("matplotlib")
+    from sj_qvm.app.static.figure5 import load_results, main, plot_figure5
+    runs = []
+    for k, (arch, L) in enumerate((("vgg16", 4), ("resnet20", 4), ("resnet18", 8))):
+        accs = {str(T): (k + T) / 100 for T in (1, 2, 4, 8)}
+        runs.append({"arch": arch, "dataset": "cifar100", "levels": L,
+                     "snn_accuracy": {"expected": accs, "instant": accs}})
+        (tmp_path / f"{k}.json").write_text(json.dumps(runs[-1]))
+    axes = plot_figure5(load_results([tmp_path / f"{k}.json" for k in range(3)]),
+                        tmp_path / "f.png")
+    assert len(axes) == 2 and [len(ax.get_lines()) - 1 for ax in axes] == [2, 1]  # + T = L line
+    assert list(axes[1].get_lines()[0].get_ydata()) == [100 * (2 + T) / 100 for T in (1, 2, 4, 8)]
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.json").write_text('{"levels": 4}')
+    assert main([str(tmp_path / "0.json"), str(tmp_path / "bad.json"), "--out",
+                 str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g.png").exists()

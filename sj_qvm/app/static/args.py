@@ -124,6 +124,8 @@ def resolve(args, parser, specs: Sequence[StaticSpec]) -> argparse.Namespace:
         args.out = Path("runs") / f"{args.dataset}_{args.arch}"
     if args.init is not None and args.arch not in TV_ARCHS:
         parser.error(f"--init needs a torchvision arch {TV_ARCHS}, got --arch {args.arch}")
+    if args.init is not None and not args.init.is_file():
+        parser.error(f"--init {args.init}: no such file")
     check_values(parser, [
         lambda: check_levels(args.levels, "--levels"),
         lambda: check_int(args.epochs, "--epochs", minimum=0),

@@ -31,7 +31,7 @@ def load_state_dict_file(path: Path) -> dict:
     ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--init {path}: no such file")
+        raise ValueError(f"--init {path}: no such file")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a crafted pickle, a truncated zip, not a torch file at all
