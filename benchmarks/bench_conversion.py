@@ -33,6 +33,8 @@ import conversion_setup as setup  # noqa: E402
 
 import sj_qvm  # noqa: E402
 from sj_qvm import _compat  # noqa: E402
+from sj_qvm.interop.calibration import calibrate  # noqa: E402
+from sj_qvm.interop.quantize import quantize_graph  # noqa: E402
 
 TS = (1, 2, 4, 8, 16)
 LEVELS = (2, 4, 8)
@@ -113,6 +115,9 @@ def time_calibration(ann, calib, sj, repeats: int, L: int = 4) -> dict:
         kw = QVM_ROUTES[route][0]
         jobs[f"sj_qvm {route}"] = lambda kw=kw: sj_qvm.quantize(ann, L, dataloader=calib,
                                                                progress=False, **kw)
+    # The default without resumed passes: every layer's pass recomputes the net from the input.
+    jobs["sj_qvm default, every pass from the input (cache_bytes=0)"] = lambda: calibrate(
+        quantize_graph(ann, L), calib, progress=False, cache_bytes=0)
     samples = {k: [] for k in jobs}
     for _ in range(repeats):
         for k, job in jobs.items():

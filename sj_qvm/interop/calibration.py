@@ -12,8 +12,13 @@ Methods (``method=``), each per channel (``channel_wise=True``, channel = dim 1)
 
 ``sequential=True`` (default) calibrates layer by layer in graph order: layer i is fitted to the
 inputs it will really see, with every earlier QuantReLU already quantized at its chosen gamma and
-every later one passing ``relu(x)`` on. Each layer's pass stops at that layer. ``sequential=False``
-is one pass over the float ANN (every QuantReLU passes ``relu(x)`` on).
+every later one passing ``relu(x)`` on. Each layer's pass stops at that layer; on a traced model
+it also starts where the previous pass stopped (at that layer's cut: its input, or the input of
+the layer feeding it when bias correction will change that layer's bias), from the values saved
+there for every batch (up to ``cache_bytes``), so a calibration computes about two forward
+passes (the float pass and one pass of segments) instead of one per layer, with bit-identical
+thresholds. ``sequential=False`` is one pass over the float ANN (every QuantReLU passes
+``relu(x)`` on).
 
 ``bias_correction`` (default ``None``: on for a sequential calibration of a traced model, which
 is what :func:`sj_qvm.quantize` runs) first records, on the float ANN, the per-channel mean of every QuantReLU's

@@ -20,8 +20,16 @@ __all__ = ["GraphRunner", "live_bytes"]
 
 
 def live_bytes(env: Dict[fx.Node, object]) -> int:
-    """Bytes held by the tensors of a saved environment."""
-    return sum(v.numel() * v.element_size() for v in env.values() if isinstance(v, torch.Tensor))
+    """Bytes held by the tensors of a saved environment (inside tuples, lists, dicts too)."""
+    def size(v) -> int:
+        if isinstance(v, torch.Tensor):
+            return v.numel() * v.element_size()
+        if isinstance(v, (tuple, list)):
+            return sum(size(u) for u in v)
+        if isinstance(v, dict):
+            return sum(size(u) for u in v.values())
+        return 0
+    return sum(size(v) for v in env.values())
 
 
 class GraphRunner:
