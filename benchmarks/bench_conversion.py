@@ -33,6 +33,8 @@ import conversion_setup as setup  # noqa: E402
 
 import sj_qvm  # noqa: E402
 from sj_qvm import _compat  # noqa: E402
+from sj_qvm.interop.calibration import calibrate  # noqa: E402
+from sj_qvm.interop.quantize import quantize_graph  # noqa: E402
 
 TS = (1, 2, 4, 8, 16)
 LEVELS = (2, 4, 8)
@@ -46,9 +48,9 @@ QVM_ROUTES = {  # name: (quantize() keywords, also with a 1-epoch fine-tune)
     "mse + bias correction (the default)": (dict(), True),
 }
 MODELS = {
-    "digits_cnn": lambda: setup.digits_sample_cnn(epochs=12),
-    "digits_cnn_3ep": lambda: setup.digits_sample_cnn(epochs=3),
-    "dvs_vgg": lambda: setup.dvs_vgg(),
+    "digits_cnn": lambda seed=0: setup.digits_sample_cnn(epochs=12, seed=seed),
+    "digits_cnn_3ep": lambda seed=0: setup.digits_sample_cnn(epochs=3, seed=seed),
+    "dvs_vgg": lambda seed=0: setup.dvs_vgg(seed=seed),
 }
 
 
@@ -62,11 +64,13 @@ def sj_routes(calib):
     }
 
 
-def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_only=False):
+def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_only=False,
+              seed: int = 0):
     torch.manual_seed(0)
-    ann, calib, tune, x_te, y_te = MODELS[name]()
+    ann, calib, tune, x_te, y_te = MODELS[name](seed)
     rows, times = [], {}
     float_acc = setup.eval_ann(ann, x_te, y_te)
+    name = name if seed == 0 else f"{name}_seed{seed}"
     print(f"\n## {name}: float ANN {float_acc:.2f}% on {len(y_te)} test samples", flush=True)
     sj = sj_routes(calib)
     if timing_only:
@@ -113,6 +117,9 @@ def time_calibration(ann, calib, sj, repeats: int, L: int = 4) -> dict:
         kw = QVM_ROUTES[route][0]
         jobs[f"sj_qvm {route}"] = lambda kw=kw: sj_qvm.quantize(ann, L, dataloader=calib,
                                                                progress=False, **kw)
+    # The default without resumed passes: every layer's pass recomputes the net from the input.
+    jobs["sj_qvm default, every pass from the input (cache_bytes=0)"] = lambda: calibrate(
+        quantize_graph(ann, L), calib, progress=False, cache_bytes=0)
     samples = {k: [] for k in jobs}
     for _ in range(repeats):
         for k, job in jobs.items():
@@ -174,13 +181,15 @@ def main(argv=None):
     p.add_argument("--no-finetune", action="store_true", help="skip the 1-epoch fine-tune rows")
     p.add_argument("--out", type=Path, help="write table.md, results.json and PNGs here")
     p.add_argument("--timing-only", action="store_true", help="only the calibration times")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="training seeds: each model is trained and compared once per seed")
     args = p.parse_args(argv)
     if _compat.FXConversionRecipe is None:
         sys.exit(f"bench_conversion needs SpikingJelly 2.x recipes; this is {_compat.SJ_VERSION}")
     warnings.filterwarnings("ignore", message=".*time_steps.*")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = [run_model(m, args.repeats, not args.no_finetune, timing_only=args.timing_only)
-               for m in args.models]
+    results = [run_model(m, args.repeats, not args.no_finetune, timing_only=args.timing_only,
+                         seed=seed) for m in args.models for seed in args.seeds]
     text = "\n".join(markdown(r) for r in results)
     print("\n" + text)
     if args.out:

@@ -26,7 +26,7 @@ import torch.nn as nn
 from . import _compat
 from .checks import check_current, check_rounding
 from .functional import matched_v0
-from .graph import check_model, set_submodule
+from .graph import check_model, set_submodule, unique_name
 from .neuron import QVMIFNode
 
 __all__ = ["NodeMapping", "MAPPING", "to_qvm", "to_spikingjelly", "spiking_sites"]
@@ -188,11 +188,25 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
     with V0 = 0 an ``IFNode``; any other V0 and the expected-current mode are lost, with a warning
     (SJ nodes see each step's own input). Where a node sits behind a SJ voltage scaler (after :func:`to_qvm`), the
     scaler takes the threshold back and the node gets theta = 1, as SJ's converters build it.
+    A :class:`~sj_qvm.convert.QVMNetwork` (the output of :func:`sj_qvm.convert`) becomes its
+    body in SJ's converted layout: every spiking layer a single-step IF node followed by a
+    voltage scaler that multiplies its spikes by theta, to be fed the input at every step
+    (``sum(net(x) for _ in range(T)) / T``, as SJ's converted networks are run).
+    A node with per-channel thresholds and no scaler (:func:`sj_qvm.convert` with
+    ``channel_wise=True``) gets a ``ChannelVoltageScaler(1 / theta)`` in front of an IF node with
+    theta = 1, as SJ 2.x's channel-wise recipes build it (SJ 0.0.0.0.14 has none: ValueError).
     ``backend`` is passed to the node on SpikingJelly 0.0.0.0.14 and dropped on 2.x, which removed it.
     """
     check_model(snn, "snn")
-    out = copy.deepcopy(snn)
-    gm = out if isinstance(out, fx.GraphModule) else None
+    step_mode = None
+    out = _sj_layout(snn)
+    if out is not snn:  # a QVMNetwork's body: SJ's single-step layout, fed x at every step
+        step_mode = "s"
+    else:
+        out = copy.deepcopy(snn)
+    gm = out if isinstance(out, fx.GraphModule) else getattr(out, "body", None)
+    gm = gm if isinstance(gm, fx.GraphModule) else None
+    prefix = "body." if gm is not None and gm is not out else ""
     lost = []
     for name, m in list(out.named_modules()):
         row = _mapping_for(m, "plugin")
@@ -201,8 +215,11 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
         if m.current != "instant" or _v0_lost(m, row):
             lost.append(name)
         shared = {a: getattr(m, a) for a in row.shared if hasattr(m, a)}
+        if step_mode is not None:
+            shared["step_mode"] = step_mode
         th = torch.as_tensor(m.v_threshold, dtype=torch.float64)
-        s0 = _scaler_before(gm, name)
+        inner = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        s0 = _scaler_before(gm, inner)
         if s0 is not None:
             scaler = gm.get_submodule(s0)
             if th.numel() != scaler.scale.numel():
@@ -211,11 +228,11 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
             with torch.no_grad():
                 scaler.scale.copy_((1.0 / th).reshape(scaler.scale.shape))
             th = torch.tensor(1.0, dtype=torch.float64)
+        node = _compat.make_if_node(row.host, v_threshold=1.0 if th.numel() != 1 else th.item(),
+                                    backend=backend, **dict(row.host_fixed), **shared)
         if th.numel() != 1:
-            raise ValueError(f"'{name}' has per-channel thresholds and no voltage scaler to carry "
-                             "them; SJ's IFNode takes one float threshold")
-        node = _compat.make_if_node(row.host, v_threshold=th.item(), backend=backend,
-                                    **dict(row.host_fixed), **shared)
+            node = _scaled_node(out, gm, name, inner, node, th, shared.get("step_mode", "s"),
+                                _threshold_tensor(m).dtype)
         set_submodule(out, name, node)
     if lost:
         warnings.warn(f"to_spikingjelly: {len(lost)} node(s) lose their QVM V0 and/or expected "
@@ -224,3 +241,80 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
                       "each step's own input, so the SNN is no longer exact", stacklevel=2)
     _compat.invalidate_reset_cache(out)
     return out
+
+
+def _scaled_node(out: nn.Module, gm: Optional[fx.GraphModule], name: str, inner: str,
+                 node: nn.Module, theta: torch.Tensor, step_mode: str,
+                 dtype: torch.dtype) -> nn.Module:
+    """Carry the per-channel ``theta: [C]`` of node ``name`` as SJ 2.x's recipes do: a
+    ``ChannelVoltageScaler(1 / theta)`` on channel dim 1 feeding an IF node with threshold 1
+    (which starts at 0, or at 1/2 for a HalfThresholdIFNode: V0 / theta as before). The scaler
+    goes into the graph in front of every call of the node, or, without a graph, the two into an
+    ``nn.Sequential`` that takes the node's place. Returns what goes at ``name``."""
+    cls = next((c for c in _compat.VOLTAGE_SCALERS if c.__name__ == "ChannelVoltageScaler"),
+               None)
+    if cls is None:
+        raise ValueError(_NO_CHANNEL_SCALER.format(name=name))
+    scaler = cls((1.0 / theta).flatten().to(dtype), channel_dim=1, step_mode=step_mode)
+    calls = [] if gm is None else [n for n in gm.graph.nodes
+                                   if n.op == "call_module" and n.target == inner]
+    if not calls:
+        return nn.Sequential(scaler, node)
+    target = unique_name(gm, inner.replace(".", "_") + "_scaler0")
+    gm.add_submodule(target, scaler)
+    for n in calls:
+        with gm.graph.inserting_before(n):
+            scaled = gm.graph.call_module(target, (n.args[0],))
+        n.args = (scaled,) + tuple(n.args[1:])
+    gm.recompile()
+    return node
+
+
+def _sj_layout(snn: nn.Module) -> nn.Module:
+    """``snn`` itself, or for a QVMNetwork a copy of its body in which every SpikingActivation
+    (``[T*B, *] -> theta * s``) is its node followed by a voltage scaler by theta."""
+    from .convert import QVMNetwork, SpikingActivation  # convert imports this module
+    from .pool import ConvertedMaxPool
+    if not isinstance(snn, QVMNetwork):
+        return snn
+    body = copy.deepcopy(snn.body)
+    mods = dict(body.named_modules())
+    for name, m in mods.items():
+        if isinstance(m, ConvertedMaxPool):
+            raise ValueError(f"'{name}' is an exact spiking max-pool, which SpikingJelly has no "
+                             "module for; quantize with replace_maxpool=True (average pooling) "
+                             "to export this network to SpikingJelly")
+    for node in list(body.graph.nodes):
+        if node.op != "call_module" or not isinstance(mods[node.target], SpikingActivation):
+            continue
+        act = mods[node.target]
+        theta = _threshold_tensor(act.node)
+        if theta.numel() == 1:
+            scaler = _compat.VOLTAGE_SCALERS[0](theta.item(), step_mode="s")
+            scaler.scale = theta.reshape(())  # in the node's dtype, not the default one
+        else:
+            cls = next((c for c in _compat.VOLTAGE_SCALERS
+                        if c.__name__ == "ChannelVoltageScaler"), None)
+            if cls is None:
+                raise ValueError(_NO_CHANNEL_SCALER.format(name=node.target))
+            scaler = cls(theta.flatten(), channel_dim=1, step_mode="s")
+        set_submodule(body, node.target, act.node)
+        target = unique_name(body, node.target.replace(".", "_") + "_scaler1")
+        body.add_submodule(target, scaler)
+        with body.graph.inserting_after(node):
+            scaled = body.graph.call_module(target, (node,))
+        node.replace_all_uses_with(scaled, delete_user_cb=lambda user: user is not scaled)
+    body.graph.lint()
+    body.recompile()
+    return body
+
+
+def _threshold_tensor(m: QVMIFNode) -> torch.Tensor:
+    """``m.v_threshold`` as a tensor, in its own dtype (a float: the default dtype)."""
+    th = m.v_threshold
+    return th.detach().clone() if isinstance(th, torch.Tensor) else torch.tensor(float(th))
+
+
+_NO_CHANNEL_SCALER = ("'{name}' has per-channel thresholds; SpikingJelly " + _compat.SJ_VERSION
+                      + " has no ChannelVoltageScaler to carry them (its IFNode takes one float "
+                      "threshold): quantize with channel_wise=False or keep the QVMIFNodes")

@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import sj_qvm
 from sj_qvm import QuantReLU
 from sj_qvm.interop import calibration as cal
+from sj_qvm.interop.quantize import quantize_graph
+from sj_qvm.interop.thresholds import Pool
 
 ROUNDINGS = ("floor", "round", "ceil")
 
@@ -137,7 +139,7 @@ def test_bias_correction_restores_the_float_mean_of_each_layers_input():
 
 def test_pool_stays_bounded_and_deterministic():
     def fill():
-        pool = cal._Pool(max_samples=3000, channel_wise=True)
+        pool = Pool(max_samples=3000, channel_wise=True)
         g = torch.Generator().manual_seed(1)
         for i in range(10):
             pool.add(torch.randn(50, 3, 4, generator=g), i)  # 200 positions x 3 channels
@@ -151,7 +153,7 @@ def test_pool_stays_bounded_and_deterministic():
 def test_dead_channel_gets_the_median_and_a_dead_layer_raises():
     x = torch.relu(torch.randn(3, 100, dtype=torch.float64))
     x[1] = 0
-    pool = cal._Pool(1 << 20, True)
+    pool = Pool(1 << 20, True)
     pool.add(x.T.contiguous(), 0)  # [B=100, C=3]
     gamma = cal._choose(pool, QuantReLU(4, "round", 1.0), "q", "mse", 99.9, None)
     assert gamma[1] == gamma[[0, 2]].median() and (gamma > 0).all()
@@ -187,6 +189,9 @@ def test_bad_arguments_name_the_allowed_values():
     with pytest.raises(ValueError, match="max_samples must be an int >= 1"):
         cal.calibrate(sj_qvm.quantize(net, 4, dataloader=loader(), progress=False), loader(),
                       max_samples=0)
+    with pytest.raises(ValueError, match="cache_bytes must be an int >= 0"):
+        cal.calibrate(sj_qvm.quantize(net, 4, dataloader=loader(), progress=False), loader(),
+                      cache_bytes=-1)
     with pytest.raises(ValueError, match="epochs must be an int >= 0"):
         sj_qvm.finetune(net, loader(), epochs=-1)
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):
@@ -198,3 +203,72 @@ def test_bad_arguments_name_the_allowed_values():
     with pytest.warns(UserWarning, match="without a dataloader"):
         q = sj_qvm.quantize(net, 4)
     assert all(m.threshold.item() == 1.0 for m in quant_modules(q))
+
+
+class _Branchy(nn.Module):
+    """conv-BN-ReLU, a second conv-ReLU, a skip that crosses the second layer's cut, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1, self.r1 = nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()
+        self.c2, self.r2 = nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()
+        self.c3, self.r3 = nn.Conv2d(6, 4, 1), nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.r1(self.bn1(self.c1(x)))
+        y = self.r2(self.c2(h)) + h
+        return self.fc(self.r3(self.c3(y)).mean((2, 3)))
+
+
+def _branchy():
+    torch.manual_seed(3)
+    net = _Branchy()
+    with torch.no_grad():  # a BatchNorm with real statistics
+        net.bn1.running_mean.uniform_(-0.3, 0.3)
+        net.bn1.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(bias_correction=False), dict(method="percentile"),
+                                dict(channel_wise=False)])
+def test_resumed_passes_give_the_same_thresholds_and_biases_as_full_recomputation(kw):
+    """The cached path (each pass resumes at the previous layer's cut) against its reference
+    twin, every pass from the input (cache_bytes=0), and a budget too small to cache it all."""
+    net = _branchy()
+    data = loader(n=40, bs=8, shape=(2, 6, 6), seed=5)
+    results, conv1_calls = [], []
+    for cache_bytes in (1 << 30, 0, 3000):
+        q = quantize_graph(net, 2)
+        calls = []
+        q.c1.register_forward_hook(lambda *a: calls.append(1))
+        gammas = cal.calibrate(q, data, progress=False, cache_bytes=cache_bytes, **kw)
+        results.append((gammas, q.state_dict()))
+        conv1_calls.append(len(calls))
+    (g0, sd0) = results[0]
+    assert sorted(g0) == ["r1", "r2", "r3"]
+    for g, sd in results[1:]:
+        assert all(torch.equal(g0[k], g[k]) for k in g0)
+        assert sd0.keys() == sd.keys() and all(torch.equal(sd0[k], sd[k]) for k in sd0)
+    # The cached path computes the first conv once per batch; the twin once per pass.
+    n_batches = 5
+    assert conv1_calls[0] == n_batches
+    assert conv1_calls[1] > 2 * n_batches and conv1_calls[2] > conv1_calls[0]
+
+
+def test_resumed_passes_match_the_thresholds_of_the_reference_on_a_fixed_model():
+    """Fixed model and data: the cached default equals the twin bit for bit, and its thresholds
+    are the ones a direct MSE search over the twin's recorded activations gives (so the twin is
+    no copy of a wrong answer)."""
+    net = _branchy()
+    data = loader(n=40, bs=8, shape=(2, 6, 6), seed=6)
+    q = sj_qvm.quantize(net, 4, dataloader=data, progress=False, bias_correction=False)
+    twin = quantize_graph(net, 4)
+    g_twin = cal.calibrate(twin, data, progress=False, cache_bytes=0, bias_correction=False)
+    for name, g in g_twin.items():
+        assert torch.equal(getattr(q, name).threshold.detach(), g.to(torch.float32))
+    # r1 sees the float input: its gamma is the MSE optimum of relu(bn1(c1(x))) over all samples.
+    with torch.no_grad():
+        a = torch.cat([torch.relu(net.bn1(net.c1(x))) for x, _ in data])
+    direct = cal.mse_gamma(a.movedim(1, 0).reshape(6, -1).double(), 4, "round")
+    assert torch.allclose(g_twin["r1"].double(), direct, rtol=0, atol=1e-6)

@@ -169,3 +169,65 @@ def test_numeric_half_threshold_v0_maps_to_half_threshold_node():
     net = nn.Sequential(nn.Linear(4, 4), QVMIFNode(v_threshold=2.0, v_init=0.7))
     with pytest.warns(UserWarning):
         back = sj_qvm.to_spikingjelly(net)
+
+
+def _qvm_network(channel_wise, current="instant", replace_maxpool=False):
+    ann, data, x = ann_and_data()
+    q = sj_qvm.quantize(ann, 4, dataloader=data, channel_wise=channel_wise, progress=False,
+                        replace_maxpool=replace_maxpool).double()
+    return q, sj_qvm.convert(q, 4, current=current, warn=False), x.double()
+
+
+@pytest.mark.parametrize("channel_wise", [True, False])
+def test_to_spikingjelly_on_a_converted_network_carries_each_channels_theta(channel_wise):
+    """sj_qvm.convert's QVMNetwork -> SJ's single-step layout: a ChannelVoltageScaler(1/theta)
+    in front of an IF node with theta = 1 (per channel), a scaler by theta behind it; fed x at
+    every step it gives the QVMNetwork's output, float64, bit for bit."""
+    q, snn, x = _qvm_network(channel_wise)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # instant current and V0 = theta/2: nothing is lost
+        back = sj_qvm.to_spikingjelly(snn)
+    assert not any(isinstance(m, QVMIFNode) for m in back.modules())
+    sites = mapping.spiking_sites(back)
+    assert len(sites) == 3 and all(type(m) is _compat.HalfThresholdIFNode for _, m, _ in sites)
+    scalers = [m for m in back.modules() if type(m).__name__ == "ChannelVoltageScaler"]
+    assert len(scalers) == (6 if channel_wise else 0)
+    for (_, _, a), (_, _, b) in zip(mapping.spiking_sites(snn), sites):
+        a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+        assert a.numel() == (1 if not channel_wise else a.numel()) and a.shape == b.shape
+        torch.testing.assert_close(b, a, rtol=1e-15, atol=0)
+    T = 4
+    _compat.reset_net(snn)
+    with torch.no_grad():
+        want = snn(x.unsqueeze(0).expand(T, *x.shape).contiguous())
+    got = run_single_step(back, x, T)
+    assert torch.equal(got, want)
+    if channel_wise:  # the converse: one channel's scale off by 10% changes the output
+        with torch.no_grad():
+            scalers[0].scale[0] *= 1.1
+        assert not torch.equal(run_single_step(back, x, T), want)
+
+
+def test_to_spikingjelly_on_a_converted_network_warns_what_it_loses_and_refuses_max_pooling():
+    _, snn, _ = _qvm_network(True, current="expected")
+    with pytest.warns(UserWarning, match="expected"):
+        sj_qvm.to_spikingjelly(snn)
+    ann = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(64, 3))
+    data = [(torch.rand(8, 1, 8, 8),)]
+    snn = sj_qvm.convert(sj_qvm.quantize(ann, 2, dataloader=data, progress=False), 2, warn=False)
+    with pytest.raises(ValueError, match="replace_maxpool=True"):
+        sj_qvm.to_spikingjelly(snn)
+
+
+def test_to_spikingjelly_wraps_a_per_channel_node_held_directly():
+    theta = torch.tensor([0.5, 1.0, 2.0])
+    net = nn.Sequential(nn.Linear(5, 3), QVMIFNode(v_threshold=theta, v_init="round"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = sj_qvm.to_spikingjelly(net)
+    scaler, node = back[1]
+    assert type(node) is _compat.HalfThresholdIFNode and node.v_threshold == 1.0
+    torch.testing.assert_close(scaler.scale, 1 / theta)
+    x = torch.randn(16, 5) * 2
+    torch.testing.assert_close(run_single_step(back, x, 6), run_single_step(net, x, 6))

@@ -12,8 +12,13 @@ Methods (``method=``), each per channel (``channel_wise=True``, channel = dim 1)
 
 ``sequential=True`` (default) calibrates layer by layer in graph order: layer i is fitted to the
 inputs it will really see, with every earlier QuantReLU already quantized at its chosen gamma and
-every later one passing ``relu(x)`` on. Each layer's pass stops at that layer. ``sequential=False``
-is one pass over the float ANN (every QuantReLU passes ``relu(x)`` on).
+every later one passing ``relu(x)`` on. Each layer's pass stops at that layer; on a traced model
+it also starts where the previous pass stopped (at that layer's cut: its input, or the input of
+the layer feeding it when bias correction will change that layer's bias), from the values saved
+there for every batch (up to ``cache_bytes``), so a calibration computes about two forward
+passes (the float pass and one pass of segments) instead of one per layer, with bit-identical
+thresholds. ``sequential=False`` is one pass over the float ANN (every QuantReLU passes
+``relu(x)`` on).
 
 ``bias_correction`` (default ``None``: on for a sequential calibration of a traced model, which
 is what :func:`sj_qvm.quantize` runs) first records, on the float ANN, the per-channel mean of every QuantReLU's
@@ -37,12 +42,14 @@ from tqdm.auto import tqdm
 
 from ..checks import check_bool, check_choice, check_fraction, check_int
 from ..quant import QuantReLU
+from .graph_cache import GraphRunner, live_bytes
+from .thresholds import Pool, mse_gamma, percentile_gamma, quantization_error
+
 
 __all__ = ["METHODS", "calibrate", "mse_gamma", "percentile_gamma", "check_calibration_args",
            "batch_input"]
 
 METHODS = ("mse", "percentile", "max")
-_GRID, _TOP, _REFINE = 256, 4, 64
 
 
 def check_calibration_args(method, channel_wise, percentile, bias_correction=None,
@@ -71,115 +78,7 @@ def batch_input(batch):
                     "yield tensors or (input, target) pairs")
 
 
-class _Pool:
-    """A bounded sample of one activation ``x: [B, C, *]``: kept values ``[C, S]`` (the same S
-    positions in every channel) and the per-channel mean of ``x`` over all positions, for bias
-    correction. ``channel_wise=False`` pools the C rows into one when read."""
-
-    def __init__(self, max_samples: int, channel_wise: bool):
-        # max_samples = 0 keeps only the channel means.
-        self.max_samples, self.channel_wise = max_samples, channel_wise
-        self.chunks: List[torch.Tensor] = []
-        self.cols = 0
-        self.per_batch: Optional[int] = None
-        self.sum: Optional[torch.Tensor] = None
-        self.count = 0
-
-    def add(self, x: torch.Tensor, batch_index: int) -> None:
-        x = x.detach()
-        per_channel = x.movedim(1, 0).reshape(x.shape[1], -1) if x.ndim >= 2 else x.reshape(1, -1)
-        s = per_channel.sum(1, dtype=torch.float64).cpu()
-        self.sum = s if self.sum is None else self.sum + s
-        self.count += per_channel.shape[1]
-        if self.max_samples == 0:
-            return
-        v = per_channel
-        rows = v.shape[0]
-        budget = max(1, self.max_samples // rows)
-        if self.per_batch is None:
-            self.per_batch = max(1, budget // 4)
-        if v.shape[1] > self.per_batch:
-            g = torch.Generator().manual_seed(batch_index)
-            v = v[:, torch.randint(v.shape[1], (self.per_batch,), generator=g, device="cpu")
-                  .to(v.device)]
-        self.chunks.append(v.to(torch.float32).cpu())
-        self.cols += v.shape[1]
-        while self.cols > budget:
-            self.chunks = [c[:, ::2] for c in self.chunks]
-            self.cols = sum(c.shape[1] for c in self.chunks)
-            self.per_batch = max(1, self.per_batch // 2)
-
-    def mean(self) -> torch.Tensor:
-        return self.sum / max(self.count, 1)
-
-    def values(self, shift: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``relu`` of the kept values after adding ``shift: [C]``: ``[C, S]`` float64 per channel,
-        ``[1, C*S]`` per layer."""
-        if not self.chunks:
-            raise ValueError("no calibration activations were recorded")
-        v = torch.cat(self.chunks, 1).to(torch.float64)
-        if shift is not None:
-            v = v + shift.view(-1, 1)
-        v = v.clamp_(min=0)
-        return v if self.channel_wise else v.reshape(1, -1)
-
-
-def _level_counts(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str):
-    """``(sum_x M(x) * x, sum_x M(x)^2)`` for sorted ``xs: [C, S]`` and ``gamma: [C, K]``."""
-    C, S = xs.shape
-    delta = (gamma / levels).unsqueeze(-1)                                   # [C, K, 1]
-    k = torch.arange(1, levels + 1, dtype=xs.dtype, device=xs.device)        # [L]
-    offset = {"floor": 0.0, "round": -0.5, "ceil": -1.0}[rounding]
-    bounds = (k + offset) * delta                                            # [C, K, L]
-    # M(x) = #{k : x >= b_k} (floor, round half-up) or #{k : x > b_k} (ceil).
-    below = torch.searchsorted(xs, bounds.reshape(C, -1), right=rounding == "ceil")
-    below = below.reshape(bounds.shape)
-    p1 = torch.cat([xs.new_zeros(C, 1), xs.cumsum(1)], 1)                    # [C, S + 1]
-    tail = p1[:, -1:].unsqueeze(-1) - torch.gather(p1, 1, below.reshape(C, -1)).reshape(below.shape)
-    sum_mx = tail.sum(-1)                                                    # [C, K]
-    sum_m2 = ((2 * k - 1) * (S - below)).sum(-1)                             # [C, K]
-    return sum_mx, sum_m2
-
-
-def quantization_error(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str):
-    """``E(gamma) - sum x^2`` for sorted ``xs: [C, S] >= 0`` and candidate ``gamma: [C, K]``."""
-    sum_mx, sum_m2 = _level_counts(xs, gamma, levels, rounding)
-    delta = gamma / levels
-    return delta * delta * sum_m2 - 2 * delta * sum_mx
-
-
-def mse_gamma(values: torch.Tensor, levels: int, rounding: str) -> torch.Tensor:
-    """Per row of ``values: [C, S]`` (``relu`` outputs), the gamma minimising the quantization
-    error, ``[C]`` float64; 0 where a row holds only zeros.
-
-    ``E(gamma)`` is piecewise smooth with a kink wherever a level boundary crosses a sample, so
-    the search keeps the ``_TOP`` best points of a ``_GRID``-point grid on ``(0, max]`` and
-    searches ``_REFINE`` points around each.
-    """
-    xs = values.to(torch.float32).sort(1).values.to(torch.float64)
-    top = xs[:, -1:]
-    r = torch.arange(1, _GRID + 1, dtype=xs.dtype) / _GRID
-    err = quantization_error(xs, top * r, levels, rounding)
-    best = err.topk(min(_TOP, _GRID), dim=1, largest=False).indices.to(xs.dtype) + 1  # [C, TOP]
-    lo = (best - 1).clamp(min=0.25) / _GRID
-    hi = (best + 1).clamp(max=_GRID) / _GRID
-    t = torch.linspace(0, 1, _REFINE + 1, dtype=xs.dtype)
-    fine = (lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * t).flatten(1)           # [C, TOP*R]
-    cand = torch.cat([top * fine, top * best / _GRID], 1)
-    pick = quantization_error(xs, cand, levels, rounding).argmin(1, keepdim=True)
-    return torch.gather(cand, 1, pick).squeeze(1)
-
-
-def percentile_gamma(values: torch.Tensor, q: float) -> torch.Tensor:
-    """Per row of ``values: [C, S]``, its ``q``-th percentile (numpy's linear interpolation)."""
-    xs = values.sort(1).values
-    pos = q / 100.0 * (xs.shape[1] - 1)
-    lo = int(pos)
-    hi = min(lo + 1, xs.shape[1] - 1)
-    return xs[:, lo] + (xs[:, hi] - xs[:, lo]) * (pos - lo)
-
-
-def _choose(pool: _Pool, m: QuantReLU, name: str, method: str, percentile: float,
+def _choose(pool: Pool, m: QuantReLU, name: str, method: str, percentile: float,
             shift: Optional[torch.Tensor]) -> torch.Tensor:
     v = pool.values(shift)
     if method == "mse":
@@ -253,7 +152,7 @@ class _Run:
         self.model, self.sites = model, sites
         self.max_samples, self.channel_wise = max_samples, channel_wise
         self.quantized: set = set()
-        self.record: Dict[str, _Pool] = {}
+        self.record: Dict[str, Pool] = {}
         self.stop_at: Optional[str] = None
         self.batch = 0
         mods = dict(model.named_modules())
@@ -272,9 +171,9 @@ class _Run:
         return forward
 
     def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
-                  stop_at=None, output_pool: Optional[_Pool] = None) -> Dict[str, _Pool]:
+                  stop_at=None, output_pool: Optional[Pool] = None) -> Dict[str, Pool]:
         """One pass; ``record`` maps site names to how many values to keep (0: means only)."""
-        self.record = {s: _Pool(n, self.channel_wise) for s, n in record.items()}
+        self.record = {s: Pool(n, self.channel_wise) for s, n in record.items()}
         self.stop_at = stop_at
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         n = 0
@@ -298,14 +197,82 @@ class _Run:
             del m.forward
 
 
+class _Resumable:
+    """The passes of a :class:`_Run` over a traced model, each resuming where the previous one
+    saved the values crossing its cut (:mod:`~sj_qvm.interop.graph_cache`), up to ``cache_bytes``
+    of saved values; past that, or where a cut would move backwards, a pass starts from the
+    loader again. The cut of a site is its producer when bias correction will change that
+    producer's bias, else the site itself."""
+
+    def __init__(self, run: _Run, model: fx.GraphModule, sites: List[str], bias_correction: bool,
+                 cache_bytes: int):
+        self.run, self.graph, self.budget = run, GraphRunner(model), cache_bytes
+        self.cache: Optional[list] = None   # [(batch index, live values)] at node self.at
+        self.at = 0
+        self.cuts: Dict[str, int] = {}
+        for s in sites:
+            i = self.graph.site(s)
+            if bias_correction and _producer(model, s) is not None:
+                i = self.graph.index[self.graph.nodes[i].args[0]]
+            self.cuts[s] = i
+
+    def _source(self, dataloader, device):
+        if self.cache is None:
+            for i, batch in enumerate(dataloader):
+                yield i, self.graph.start_env(batch_input(batch).to(device))
+        else:
+            cache, self.cache = self.cache, None
+            for j, item in enumerate(cache):
+                cache[j] = None  # free what this pass has consumed
+                yield item
+
+    def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
+                  stop_at=None, output_pool: Optional[Pool] = None,
+                  save_for: Optional[str] = None) -> Dict[str, Pool]:
+        """As :meth:`_Run.pass_over`; also saves the values live at ``save_for``'s cut."""
+        run = self.run
+        run.record = {s: Pool(n, run.channel_wise) for s, n in record.items()}
+        run.stop_at = None
+        start = self.at if self.cache is not None else 0
+        end = len(self.graph.nodes) if stop_at is None else self.graph.site(stop_at) + 1
+        save_at = self.cuts[save_for] if save_for is not None else None
+        if save_at is not None and not start <= save_at < end:
+            save_at = None
+        saved, size = ([] if save_at is not None else None), 0
+        device = next((p.device for p in run.model.parameters()), torch.device("cpu"))
+        n = 0
+        with torch.no_grad():
+            for i, env in tqdm(self._source(dataloader, device), desc=desc,
+                               disable=not progress, leave=False):
+                run.batch, n = i, n + 1
+                live, out = self.graph.run(env, start, end, save_at)
+                if saved is not None:
+                    size += live_bytes(live)
+                    saved = saved + [(i, live)] if size <= self.budget else None
+                if output_pool is not None and isinstance(out, torch.Tensor):
+                    output_pool.add(out, i)
+        if n == 0:
+            raise ValueError("the calibration dataloader yielded no batch; pass a loader with at "
+                             "least one batch of inputs")
+        self.cache, self.at = saved, (save_at if saved is not None else 0)
+        return run.record
+
+
 def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: bool = True,
               percentile: float = 99.9, sequential: bool = True, bias_correction: Optional[bool] = None,
-              max_samples: int = 1 << 20, progress: bool = True) -> Dict[str, torch.Tensor]:
+              max_samples: int = 1 << 20, progress: bool = True,
+              cache_bytes: int = 1 << 30) -> Dict[str, torch.Tensor]:
     """Set every QuantReLU threshold of ``model`` in place from ``dataloader`` (see the module
-    docstring); ``{name: gamma}``, gamma ``[]`` or ``[C]``. ``model`` is left in eval mode."""
+    docstring); ``{name: gamma}``, gamma ``[]`` or ``[C]``. ``model`` is left in eval mode.
+
+    ``cache_bytes``: how much memory a sequential calibration of a traced model may hold for the
+    values crossing the last layer's cut, so that the next pass resumes there instead of
+    recomputing the network from the input (0: recompute every pass; the thresholds are the
+    same either way, bit for bit)."""
     check_calibration_args(method, channel_wise, percentile, bias_correction, sequential)
     check_int(max_samples, "max_samples", minimum=1)
     check_bool(progress, "progress")
+    check_int(cache_bytes, "cache_bytes", minimum=0)
     if bias_correction is None:  # on wherever it applies
         bias_correction = sequential and isinstance(model, fx.GraphModule)
     if bias_correction and not (sequential and isinstance(model, fx.GraphModule)):
@@ -317,6 +284,11 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
     mods = dict(model.named_modules())
     model.eval()
     run = _Run(model, sites, max_samples, channel_wise)
+    passes = run
+    if sequential and cache_bytes > 0 and isinstance(model, fx.GraphModule) and \
+            sum(n.op == "placeholder" for n in model.graph.nodes) == 1:
+        passes = _Resumable(run, model, sites, bias_correction, cache_bytes)
+    resume = {} if passes is run else {"save_for": None}
     chosen: Dict[str, torch.Tensor] = {}
     try:
         float_means: Dict[str, Optional[torch.Tensor]] = {}
@@ -326,10 +298,12 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
                 everything = k == 0 and (bias_correction or not sequential)
                 keep = {s: (max_samples if s == name or not sequential else 0)
                         for s in (sites if everything else [name])}
-                out_pool = _Pool(0, False) if everything and bias_correction else None
-                pools = run.pass_over(dataloader, f"calibrating {k + 1}/{len(sites)} {name}",
-                                      progress, keep, stop_at=None if everything else name,
-                                      output_pool=out_pool)
+                out_pool = Pool(0, False) if everything and bias_correction else None
+                if resume:
+                    resume["save_for"] = name
+                pools = passes.pass_over(dataloader, f"calibrating {k + 1}/{len(sites)} {name}",
+                                         progress, keep, stop_at=None if everything else name,
+                                         output_pool=out_pool, **resume)
                 if out_pool is not None:
                     float_means = {s: p.mean() for s, p in pools.items()}
                     float_means[None] = out_pool.mean()
@@ -343,9 +317,11 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
             chosen[name] = gamma
             run.quantized.add(name)
         if bias_correction and (layer := _producer(model, None)) is not None:
-            out_pool = _Pool(0, False)
-            run.pass_over(dataloader, "calibration: output bias", progress, {},
-                          output_pool=out_pool)
+            out_pool = Pool(0, False)
+            if resume:
+                resume["save_for"] = None
+            passes.pass_over(dataloader, "calibration: output bias", progress, {},
+                             output_pool=out_pool, **resume)
             _add_bias(layer, float_means[None] - out_pool.mean())
     finally:
         run.close()
