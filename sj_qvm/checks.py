@@ -21,7 +21,7 @@ STEP_MODES = ("s", "m")
 
 __all__ = ["ROUNDINGS", "CURRENTS", "STEP_MODES", "check_choice", "check_rounding", "check_current",
            "check_step_mode", "check_levels", "check_int", "check_positive", "check_fraction",
-           "check_bool", "check_positive_finite"]
+           "check_bool", "check_positive_finite", "step_forward"]
 
 
 def check_choice(value, allowed: Sequence[str], name: str) -> str:
@@ -103,3 +103,13 @@ def check_positive_finite(value, name: str) -> torch.Tensor:
     if not (t > 0).all():
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return t
+
+
+def step_forward(module, x):
+    """Run a SpikingJelly-style module in its ``step_mode``: ``single_step_forward(x)`` for
+    ``"s"`` (``x: [N, *]``), ``multi_step_forward(x)`` for ``"m"`` (``x: [T, N, *]``); a mode set
+    to anything else since construction raises, naming the allowed values."""
+    if module.step_mode == "s":
+        return module.single_step_forward(x)
+    check_step_mode(module.step_mode)
+    return module.multi_step_forward(x)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .checks import check_choice, check_int, check_rounding
-from .models import BasicBlock, _act
+from .models import _act, basic_stages
 
 __all__ = ["IMAGE_ARCHS", "VARIANTS", "POOLS", "vgg16", "resnet18", "resnet20", "resnet34",
            "build_image_model"]
@@ -84,14 +84,7 @@ class ResNet(nn.Module):
         else:
             self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
                                       _act(levels, rounding, threshold, w, channel_wise))
-        layers, cin = [], w
-        for i, n in enumerate(blocks):
-            cout = w * 2 ** i
-            for j in range(n):
-                layers.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1, levels,
-                                         rounding, threshold, channel_wise))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
+        self.layers, cin = basic_stages(w, blocks, levels, rounding, threshold, channel_wise)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 

@@ -45,6 +45,21 @@ class BasicBlock(nn.Module):
         return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
+def basic_stages(width: int, blocks, levels, rounding: str, threshold: float,
+                 channel_wise: bool = True):
+    """``(nn.Sequential of BasicBlocks, output channels)``: ``blocks[i]`` blocks of
+    ``width * 2**i`` channels in stage i, the first block of every stage after the first with
+    stride 2. Input ``[B, width, H, W]``."""
+    layers, cin = [], width
+    for i, n in enumerate(blocks):
+        cout = width * 2 ** i
+        for j in range(n):
+            layers.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1, levels, rounding,
+                                     threshold, channel_wise))
+            cin = cout
+    return nn.Sequential(*layers), cin
+
+
 class ResNet18(nn.Module):
     """ResNet-18 for ``[B, in_channels, H, W]``: 3x3 stem, stages of 2 blocks, avg-pool head."""
 
@@ -56,14 +71,7 @@ class ResNet18(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
                                   _act(levels, rounding, threshold, w, channel_wise),
                                   nn.AvgPool2d(2))
-        layers, cin = [], w
-        for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
-            for j in range(2):
-                stride = 2 if (i > 0 and j == 0) else 1
-                layers.append(BasicBlock(cin, cout, stride, levels, rounding, threshold,
-                                         channel_wise))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
+        self.layers, cin = basic_stages(w, (2, 2, 2, 2), levels, rounding, threshold, channel_wise)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 

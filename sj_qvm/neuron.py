@@ -9,7 +9,7 @@ import torch
 
 from . import _compat
 from .checks import (ROUNDINGS, check_bool, check_choice, check_current, check_positive_finite,
-                     check_step_mode)
+                     check_step_mode, step_forward)
 from .functional import if_step, matched_v0
 from .ops.if_loop import backend as _backend
 from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_inference
@@ -342,10 +342,7 @@ class QVMIFNode(_compat.MemoryModule):
         return spike_seq
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode == "s":
-            return self.single_step_forward(x)
-        check_step_mode(self.step_mode)
-        return self.multi_step_forward(x)
+        return step_forward(self, x)
 
     def extra_repr(self) -> str:
         th = self._theta

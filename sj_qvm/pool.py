@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _compat
-from .checks import check_bool, check_step_mode
+from .checks import check_bool, check_step_mode, step_forward
 
 __all__ = ["SpikingMaxPool", "ConvertedMaxPool", "spiking_max_pool_seq", "spiking_max_pool_seq_ref"]
 
@@ -125,10 +125,7 @@ class SpikingMaxPool(_compat.MemoryModule):
         return torch.stack([self.single_step_forward(x) for x in x_seq])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode == "s":
-            return self.single_step_forward(x)
-        check_step_mode(self.step_mode)
-        return self.multi_step_forward(x)
+        return step_forward(self, x)
 
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode!r}"

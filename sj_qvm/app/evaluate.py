@@ -93,12 +93,7 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
         "epochs": args.epochs, "test_samples": len(test_ds),
         "ann_accuracy": ann_acc, "snn_accuracy": {c: {str(T): a for T, a in v.items()}
                                                   for c, v in snn_acc.items()},
-        "mismatched_neurons": sum(r.mismatched for r in exp64),
-        "mismatched_neurons_float32": sum(r.mismatched for r in exp),
-        "report_neurons": report.totals("expected")["neuron_evaluations"],
-        "energy": {c: report.energy(c) for c in report.rows_by_current},
-        "report": {c: [dataclasses.asdict(r) for r in rows]
-                   for c, rows in report.rows_by_current.items()},
+        **report_fields(report, exp64, exp),
     }
     write_atomic(out / "results.json", json.dumps(results, indent=2).encode("utf-8"))
     write_atomic(out / "conversion_report.md", report.to_markdown().encode("utf-8"))
@@ -107,6 +102,20 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
     analysis.plot_accuracy_vs_time_steps({"ann": ann_acc, "snn": snn_acc},
                                          out / "accuracy_vs_T.png", levels=L, title=title)
     return results
+
+
+def report_fields(report, rows64, rows32) -> dict:
+    """The ``results.json`` fields both pipelines take from a conversion report: N != M counts
+    (float64 ``rows64``, float32 ``rows32``: :class:`~sj_qvm.levels.LayerMatch` lists at T = L,
+    expected current) with their denominator, the energy and the per-layer rows."""
+    return {
+        "mismatched_neurons": sum(r.mismatched for r in rows64),
+        "mismatched_neurons_float32": sum(r.mismatched for r in rows32),
+        "report_neurons": report.totals("expected")["neuron_evaluations"],
+        "energy": {c: report.energy(c) for c in report.rows_by_current},
+        "report": {c: [dataclasses.asdict(r) for r in rows]
+                   for c, rows in report.rows_by_current.items()},
+    }
 
 
 def check_exact(res: dict) -> bool:

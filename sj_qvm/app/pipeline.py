@@ -24,6 +24,7 @@ from ..models import build_model
 from ..qat import fit
 from . import ddp
 from .arguments import EXTRAS_HINT, fail
+from .optim import make_optimizer, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from .evaluate import REPORT_FILES, check_exact, convert_and_report, evaluate_ann
 from .pipeline_args import RESUME_FLAGS, build_parser, parse
@@ -43,19 +44,6 @@ def _release_root(args, spec: DatasetSpec, rank: int) -> Path:
         spec.write_synthetic(root, args.tiny, args.seed)
     ddp.barrier()
     return root
-
-
-def _plain_args(args, root: Path) -> dict:
-    """The run's settings as plain types (paths as str), for the checkpoint."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | \
-        {"root": str(root)}
-
-
-def _optimizer(args, model):
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                               weight_decay=args.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
 
 def run(args, spec: DatasetSpec) -> dict:
@@ -87,7 +75,7 @@ def run(args, spec: DatasetSpec) -> dict:
     model = build_model(args.arch, in_channels=2, num_classes=spec.num_classes, levels=args.levels,
                         rounding=args.rounding, width=args.width,
                         channel_wise=not args.layer_thresholds).to(device)
-    opt = _optimizer(args, model)
+    opt = make_optimizer(args, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
     start = 0
     if args.resume:
@@ -127,7 +115,7 @@ def run(args, spec: DatasetSpec) -> dict:
             append_log(log_path, row)
             save_checkpoint({"epoch": row["epoch"] - 1, "model": model.state_dict(),
                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                             "args": _plain_args(args, root)}, ckpt_path)
+                             "args": plain_args(args, root=root)}, ckpt_path)
         ddp.barrier()
 
     fit(net, opt, batches, args.epochs, scheduler=sched, start_epoch=start, device=device,

@@ -20,6 +20,7 @@ from ...convert import ConversionError
 from .. import ddp
 from ..arguments import EXTRAS_HINT, fail
 from ..checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from ..optim import make_optimizer, plain_args
 from ..report import format_epoch, format_written
 from ..run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
 from .args import RESUME_FLAGS, parse
@@ -59,17 +60,6 @@ def num_classes(ds) -> int:
     return len(ds.classes)
 
 
-def _plain_args(args) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-
-
-def _optimizer(args, model):
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                               weight_decay=args.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-
-
 def run(args, spec: StaticSpec) -> dict:
     """Train (or resume), convert, sweep and write the run's files; the results dict (rank 0)."""
     out = Path(args.out)
@@ -91,7 +81,7 @@ def run(args, spec: StaticSpec) -> dict:
     if ckpt is not None:
         shape_thresholds(model, ckpt["model"])
     model = model.to(device)
-    opt = _optimizer(args, model)
+    opt = make_optimizer(args, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
     start = 0
     if args.resume:
@@ -126,7 +116,7 @@ def run(args, spec: StaticSpec) -> dict:
             append_log(log_path, row)  # log first: truncate_log undoes a kill in between
             save_checkpoint({"epoch": row["epoch"] - 1, "model": model.state_dict(),
                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                             "args": _plain_args(args)}, ckpt_path)
+                             "args": plain_args(args)}, ckpt_path)
         ddp.barrier()
 
     def torch_seeded(epoch):  # main-process augmentation (workers = 0) repeats per epoch too

@@ -10,7 +10,6 @@ is the ANN's rounding).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ...checks import CURRENTS, ROUNDINGS
 from ...convert import convert
 from ...levels import is_exact
 from ...neuron import QVMIFNode
+from ..evaluate import report_fields
 from . import tables
 
 __all__ = ["RESULT_FILES", "evaluate_ann", "evaluate_snn", "set_v0", "sweep", "write_results",
@@ -115,12 +115,7 @@ def write_results(ann, args, spec, test_ds, device, progress: bool = False) -> d
         "snn_accuracy": matched,
         "v0_ablation": {c: {v: {str(T): a for T, a in d.items()} for v, d in acc[c].items()}
                         for c in CURRENTS},
-        "mismatched_neurons": sum(r.mismatched for r in rows64),
-        "mismatched_neurons_float32": sum(r.mismatched for r in f32),
-        "report_neurons": report.totals("expected")["neuron_evaluations"],
-        "energy": {c: report.energy(c) for c in report.rows_by_current},
-        "report": {c: [dataclasses.asdict(r) for r in rows]
-                   for c, rows in report.rows_by_current.items()},
+        **report_fields(report, rows64, f32),
     }
     write_atomic(out / "results.json", json.dumps(results, indent=2).encode("utf-8"))
     write_atomic(out / "tables.md", tables.markdown(results).encode("utf-8"))
