@@ -39,8 +39,8 @@ from sj_qvm._compat import SJ_VERSION, functional, sample_models, sj_convert  # 
 from sj_qvm.models import vgg  # noqa: E402
 from sj_qvm.ops import native  # noqa: E402
 from sj_qvm.ops.quant_relu import quant_relu_ref  # noqa: E402
+from harness import ALLOCATORS, NO_MMAP, interleaved, run_children  # noqa: E402,F401
 
-NO_MMAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
 L = 4
 
 
@@ -119,44 +119,10 @@ def _ste_copy(m: QuantReLU) -> QuantReLU:
     return c
 
 
-def interleaved(cases: dict, rounds: int) -> dict:
-    """Median seconds of each case; every round runs each case once, in turn."""
-    times = {k: [] for k in cases}
-    with torch.no_grad():
-        for f in cases.values():
-            f()  # warm-up
-        for _ in range(rounds):
-            for k, f in cases.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def train_step_times(rounds: int) -> dict:
-    torch.manual_seed(0)
-    qat = vgg(levels=L, width=8).train()
-    nets = {"ReLU twin": relu_twin(qat).train(), "QuantReLU": qat,
-            "QuantReLU (STE chain, before)": swap_activations(qat, _ste_copy).train()}
-    x, y = torch.rand(16, 2, 64, 64) * 2, torch.randint(0, 11, (16,))
-    opts = {k: torch.optim.SGD(n.parameters(), lr=1e-3) for k, n in nets.items()}
-
-    def step(k):
-        def run():
-            opts[k].zero_grad()
-            nn.functional.cross_entropy(nets[k](x), y).backward()
-            opts[k].step()
-        return run
-    times = {k: [] for k in nets}
-    for k in nets:
-        step(k)()
-    for _ in range(rounds):
-        for k in nets:
-            t = time.perf_counter()
-            step(k)()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
+    """The QAT training step of the DVS ``vgg`` and its ReLU twin (``bench_quant``'s cases)."""
+    from bench_quant import train_cases  # noqa: PLC0415 -- bench_quant imports this module
+    return interleaved(train_cases(), rounds, grad=True)
 
 def growth(rounds: int) -> dict:
     """``{"current B": {T: seconds}}`` for the DVS vgg."""
@@ -270,15 +236,10 @@ def main() -> None:
     me = [sys.executable, os.path.abspath(__file__)]
     flags = ["--rounds", str(args.rounds), "--batch", str(args.batch), "--threads",
              str(args.threads)] + (["--quick"] if args.quick else [])
-    all_res = {}
-    for label, extra in (("default allocator", {}), ("MALLOC_MMAP_MAX_=0", NO_MMAP)):
-        env = dict(os.environ, **extra)
-        out = subprocess.run(me + ["--child"] + flags, env=env, capture_output=True, text=True,
-                             check=True).stdout
-        res = json.loads(next(l for l in out.splitlines() if l.startswith("JSON "))[5:])
-        all_res[label] = res
+    all_res = run_children(__file__, flags)
+    for label, res in all_res.items():
         report(label, res)
-        if args.plot and "growth" in res and not extra:
+        if args.plot and "growth" in res and label == ALLOCATORS[0][0]:
             plot(res, args.plot)
     print("\nPeak extra RSS of one expected-mode forward, DVS vgg, batch 64 (default allocator):")
     for T in (4, 16):

@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sj_qvm import QVMIFNode  # noqa: E402
 from sj_qvm._compat import SJ_VERSION, IFNode, functional  # noqa: E402
 from sj_qvm.ops import native  # noqa: E402
+from harness import run_children  # noqa: E402
 
-NO_MMAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -128,13 +128,8 @@ def main() -> None:
         return child(args)
     flags = ["--shape", *map(str, args.shape), "--repeats", str(args.repeats), "--threads",
              str(args.threads)]
-    out = {}
-    for label, extra in (("default allocator", {}), ("MALLOC_MMAP_MAX_=0", NO_MMAP)):
-        res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"] + flags,
-                             env=dict(os.environ, **extra), capture_output=True, text=True,
-                             check=True).stdout
-        rows = json.loads(next(l for l in res.splitlines() if l.startswith("JSON "))[5:])
-        out[label] = rows
+    out = run_children(__file__, flags)
+    for label, rows in out.items():
         print(f"\n=== {label}: {rows['machine']}")
         for case in ("forward (no_grad)", "forward+backward", "forward+backward, loss on v_seq too"):
             r = rows[case]

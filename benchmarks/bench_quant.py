@@ -31,7 +31,8 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_inference import NO_MMAP, L, _ste_copy, machine, models, relu_twin, swap_activations  # noqa: E402
+from harness import interleaved, run_children  # noqa: E402
+from bench_inference import L, _ste_copy, machine, models, relu_twin, swap_activations  # noqa: E402
 from sj_qvm.models import vgg  # noqa: E402
 from sj_qvm.ops import native  # noqa: E402
 from sj_qvm.ops.quant_relu import quant_relu  # noqa: E402
@@ -52,20 +53,6 @@ def with_build(f, simd=None, enabled=True):
             if saved is not None:
                 native.simd(saved)
     return run
-
-
-def interleaved(cases: dict, rounds: int, grad: bool) -> dict:
-    """Median seconds of each case; every round runs each case once, in turn."""
-    times = {k: [] for k in cases}
-    with torch.set_grad_enabled(grad):
-        for f in cases.values():
-            f()
-        for _ in range(rounds):
-            for k, f in cases.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def train_cases() -> dict:
@@ -157,13 +144,8 @@ def main() -> None:
         return child(args)
     flags = ["--rounds", str(args.rounds), "--batch", str(args.batch), "--threads",
              str(args.threads)]
-    all_res = {}
-    for label, extra in (("default allocator", {}), ("MALLOC_MMAP_MAX_=0", NO_MMAP)):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"] + flags,
-                             env=dict(os.environ, **extra), capture_output=True, text=True,
-                             check=True).stdout
-        res = json.loads(next(l for l in out.splitlines() if l.startswith("JSON "))[5:])
-        all_res[label] = res
+    all_res = run_children(__file__, flags)
+    for label, res in all_res.items():
         report(label, res)
     print("\nJSON " + json.dumps(all_res))
 

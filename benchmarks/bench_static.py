@@ -36,7 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
-from bench_inference import NO_MMAP, relu_twin  # noqa: E402
+from bench_inference import relu_twin  # noqa: E402
+from harness import NO_MMAP, interleaved  # noqa: E402
 from sj_qvm import convert  # noqa: E402
 from sj_qvm._compat import functional, sj_convert  # noqa: E402
 from sj_qvm.app.static.data import (CIFAR100_SPEC, default_workers, loader_options,  # noqa: E402
@@ -71,20 +72,6 @@ def loader_rate(root: Path, workers: int, batch: int) -> float:
     for x, _ in it:
         seen += len(x)
     return seen / (time.perf_counter() - t)
-
-
-def interleaved(cases: dict, rounds: int, grad: bool = False) -> dict:
-    """Median seconds of each case; each round runs every case once, in turn."""
-    times = {k: [] for k in cases}
-    with torch.set_grad_enabled(grad):
-        for f in cases.values():
-            f()
-        for _ in range(rounds):
-            for k, f in cases.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def train_steps(batch: int, rounds: int) -> dict:

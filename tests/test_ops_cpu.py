@@ -17,13 +17,7 @@ needs_native = pytest.mark.skipif(
     reason=f"sj_qvm.ops._cpu is not built ({native.IMPORT_ERROR}) or SJ_QVM_NO_NATIVE is set")
 
 
-@contextlib.contextmanager
-def native_off():
-    saved, native.ENABLED = native.ENABLED, False
-    try:
-        yield
-    finally:
-        native.ENABLED = saved
+native_off = native.disabled
 
 
 def calls(name):

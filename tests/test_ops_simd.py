@@ -25,13 +25,7 @@ def simd_level(level):
         native.simd(saved)
 
 
-@contextlib.contextmanager
-def native_off():
-    saved, native.ENABLED = native.ENABLED, False
-    try:
-        yield
-    finally:
-        native.ENABLED = saved
+native_off = native.disabled
 
 
 def both_builds(fn):

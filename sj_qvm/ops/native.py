@@ -8,6 +8,7 @@ sends every call to the torch paths, which give the same results.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from typing import Optional
@@ -32,6 +33,17 @@ if _module is not None and getattr(_module, "ABI", 1) != ABI:
 ENABLED = os.environ.get("SJ_QVM_NO_NATIVE", "") in ("", "0")
 CALLS: Counter = Counter()
 DTYPES = {torch.float32: 0, torch.float64: 1}
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within the block every op takes its torch path (as with ``SJ_QVM_NO_NATIVE=1``)."""
+    global ENABLED
+    saved, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = saved
 
 
 def available() -> bool:

@@ -1,0 +1,37 @@
+"""The numbers the example READMEs quote are what the current code produces (on request: slow).
+
+``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_readme_numbers.py`` reruns the command
+that ``examples/dvs_gesture/README.md`` gives for its table (``sj-qvm demo --seed 0``) and checks
+the README's "after" rows against the run's ``results.json``, to the README's one decimal. It
+takes one to two minutes on 2 cores. Training is deterministic for a given torch build and
+thread count; on another machine a last-digit difference means "rerun and update the README".
+"""
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _row(readme: str, label: str) -> list:
+    m = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", readme, re.M)
+    assert m, f"no row {label!r} in the README"
+    return [float(v) for v in m.group(1).split("|")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+def test_dvs_gesture_readme_quotes_the_demo(tmp_path, capsys):
+    from sj_qvm.app.cli import main
+    out = tmp_path / "demo_s0"
+    assert main(["demo", "--out", str(out), "--seed", "0", "--quiet",
+                 "--cache-dir", str(tmp_path / "synthetic")]) == 0
+    res = json.loads((out / "results.json").read_text())
+    readme = (ROOT / "examples" / "dvs_gesture" / "README.md").read_text()
+    for current in ("expected", "instant"):
+        quoted = _row(readme, f"after, {current} current")
+        ran = [round(100 * res["snn_accuracy"][current][T], 1) for T in ("1", "2", "4", "8", "16")]
+        assert quoted == ran, f"{current}: README {quoted}, this code {ran}"
