@@ -9,10 +9,12 @@ binary spikes ``{0, 1}``, as hardware does, and the per-step multiply ``spikes *
 Each edge is decided on its own. σ passes through ops that act on every channel alike (identity,
 average and max pooling, zero padding, flatten, reshape, scaling by a number; a per-channel σ only
 through those that keep dim 1 the channel, and through ``flatten(1)`` into a linear layer). A
-``+`` or ``cat`` passes σ when its operands carry the same σ. Anywhere else (a ``+`` of two
-sources with different θ, a neuron, the output, an op not listed) the edge gets a
-:class:`ThetaScale`, the multiply that the unfolded network does, so every value that leaves the
-folded region is the unfolded one. θ > 0, so max-pooling commutes with it.
+``+`` or ``cat`` passes σ when its operands carry the same σ. Any other ``+`` becomes one
+:class:`ScaledAdd`, ``a + θ * s`` in one pass (a residual shortcut meeting an analog current; of
+two sources with different θ, one is multiplied first). Anywhere else (a neuron, the output, an
+op not listed) the edge gets a :class:`ThetaScale`, the multiply the unfolded network does, so
+every value that leaves the folded region is the unfolded one. θ > 0, so max-pooling commutes
+with it.
 
 The products ``W * θ`` are those the unfolded network forms (``W * (θ * 1)``); only the order in
 which a kernel rounds its sums may differ, as between any two conv algorithms.
@@ -33,7 +35,7 @@ from .graph import unique_name
 from .pool import ConvertedMaxPool
 from .quant import channel_view
 
-__all__ = ["ThetaScale", "fold_theta"]
+__all__ = ["ThetaScale", "ScaledAdd", "fold_theta"]
 
 
 class ThetaScale(nn.Module):
@@ -52,18 +54,31 @@ class ThetaScale(nn.Module):
             self.theta = float(theta)
         self.flat = bool(flat)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _factor(self, x: torch.Tensor):
         th = self.theta
         if not isinstance(th, torch.Tensor):
-            return x * th
+            return th
         th = th.to(x.dtype)
         if self.flat:
             th = th.repeat_interleave(x.shape[1] // th.numel())
-        return x * channel_view(th, x.ndim)
+        return channel_view(th, x.ndim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._factor(x)
 
     def extra_repr(self) -> str:
         th = self.theta
         return f"theta={th if not isinstance(th, torch.Tensor) else list(th.shape)}, flat={self.flat}"
+
+
+class ScaledAdd(ThetaScale):
+    """A ``+`` whose operand ``s`` carries θ, in one pass: ``(a, s) -> a + theta * s``, both
+    ``[N, C, *]``. ``theta * s`` is exact for spikes s in {0, 1}, so the sum rounds as the
+    unfolded ``a + (theta * s)`` does."""
+
+    def forward(self, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        th = self._factor(s)
+        return torch.add(a, s, alpha=th) if isinstance(th, float) else torch.addcmul(a, s, th)
 
 
 class _Scale(NamedTuple):
@@ -257,11 +272,31 @@ def fold_theta(gm: fx.GraphModule, is_spiking) -> int:
         if out is not None:
             scale[node] = out
             continue
+        if _is_add(node):  # a + theta_b * b in one pass (a's theta, if any, multiplied first)
+            a, b = node.args if node.args[1] in scale else node.args[::-1]
+            if a in scale:
+                materialize(a, node)
+                a = scaled_edges[a]
+            sc, name = scale[b], unique_name(gm, f"{b.name}_theta_add")
+            gm.add_module(name, ScaledAdd(sc.theta, sc.flat))
+            with gm.graph.inserting_before(node):
+                fused = gm.graph.call_module(name, (a, b))
+            fused.meta = dict(node.meta)
+            node.replace_all_uses_with(fused)
+            gm.graph.erase_node(node)
+            continue
         for src in ins:
             materialize(src, node)
     gm.graph.lint()
     gm.recompile()
     return folded
+
+
+def _is_add(node: fx.Node) -> bool:
+    """A ``+`` of two tensor nodes, no ``alpha``."""
+    return ((node.op == "call_function" and node.target in _ADDS)
+            or (node.op == "call_method" and node.target in _ADD_METHODS)) and (
+        len(node.args) == 2 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args))
 
 
 def _is_merge(node: fx.Node, ins: list) -> bool:

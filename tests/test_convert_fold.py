@@ -13,7 +13,7 @@ from sj_qvm import QuantReLU, QVMIFNode, convert, to_spikingjelly
 from sj_qvm._compat import functional
 from sj_qvm.analysis import compare_levels, conversion_report
 from sj_qvm.convert import SpikingActivation
-from sj_qvm.fold import ThetaScale
+from sj_qvm.fold import ScaledAdd, ThetaScale
 from test_per_channel import per_channel
 
 ROUNDINGS = ("floor", "round", "ceil")
@@ -104,7 +104,13 @@ def test_grouped_conv_and_flatten_into_linear_fold_per_channel():
 def scaled_sources(snn) -> set:
     """The graph nodes whose output gets a ThetaScale."""
     return {n.args[0].name for n in snn.body.graph.nodes if n.op == "call_module"
-            and isinstance(snn.body.get_submodule(n.target), ThetaScale)}
+            and type(snn.body.get_submodule(n.target)) is ThetaScale}
+
+
+def fused_adds(snn) -> list:
+    """``(a, s)`` node names of every ScaledAdd ``a + theta * s``."""
+    return [tuple(a.name for a in n.args) for n in snn.body.graph.nodes if n.op == "call_module"
+            and isinstance(snn.body.get_submodule(n.target), ScaledAdd)]
 
 
 class TwoSources(nn.Module):
@@ -128,12 +134,27 @@ def test_residual_of_sources_with_different_theta_keeps_the_multiply_on_that_edg
     x = torch.rand(8, 3, 8, 8, dtype=torch.float64) * 2 - 0.5
     mixed = TwoSources(0.6, 0.9).double().eval()
     folded, _ = assert_twins_agree(mixed, x, current, 4)
-    assert scaled_sources(folded) == {"act_a", "act_b"}  # both operands of the '+', only
+    # one operand multiplied, the other's theta inside the add; nowhere else
+    assert scaled_sources(folded) == {"act_b"}
+    assert fused_adds(folded) == [("act_b_theta", "act_a")]
     theta_a = mixed.act_a.threshold.detach()
     assert torch.equal(folded.body.conv_b.weight, mixed.conv_b.weight * theta_a)  # a's other edge
     same = TwoSources(0.75, 0.75).double().eval()
     folded, _ = assert_twins_agree(same, x, current, 4)
     assert scaled_sources(folded) == {"add"}  # '+' passes theta on, to act3, which needs currents
+    assert fused_adds(folded) == []
+
+
+def test_a_residual_shortcut_adds_theta_times_spikes_in_one_pass():
+    ann, x = build("resnet", 2, "round", threshold=0.7)
+    folded, ref = assert_twins_agree(ann, x, "instant", 2)
+    assert scaled_sources(folded) == set()
+    assert fused_adds(folded) == [("block_conv2", "stem_2")]  # bn2(conv2(.)) + theta * x
+    s = torch.randint(0, 2, (4, 8, 3, 3)).double()
+    a = torch.randn(4, 8, 3, 3, dtype=torch.float64)
+    for th in (0.7, torch.rand(8, dtype=torch.float64) + 0.5):
+        want = a + s * (th if isinstance(th, float) else th.view(1, 8, 1, 1))
+        assert torch.equal(ScaledAdd(th)(a, s), want)  # bit for bit: theta * s is exact
 
 
 def test_a_shared_layer_is_copied_per_call_site():
