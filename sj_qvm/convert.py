@@ -11,7 +11,9 @@ outputs is its output on the mean of its inputs. Two schedules run the same grap
   and passes on ``theta * N / T``, the next layer's mean input ``q^l = W^l N^{l-1} theta^{l-1} / T``.
 * ``"per_step"`` (the reference twin, and the only schedule for ``current="instant"``, whose input
   changes per step): time-folded tensors ``[T*B, *]``; each activation unfolds ``[T, B, *]``, runs
-  the node (which averages its T inputs in expected mode) and passes on ``theta * s_t``.
+  the node (which averages its T inputs in expected mode) and passes on ``theta * s_t``; by
+  default (``fold_theta``) θ is folded into the next conv/linear weights instead, and the layer
+  passes on its binary spikes ``s_t`` (:mod:`sj_qvm.fold`).
 """
 from __future__ import annotations
 
