@@ -91,7 +91,9 @@ def cases_for(relu_ann, qat_ann, x, T, data):
         sj_snn = sj_convert(relu_ann, data, mode="99.9%").eval()
         snns = {"sj_qvm expected (per_sample)": convert(qat_ann, T, warn=False),
                 "sj_qvm expected (per_step)": convert(qat_ann, T, warn=False, schedule="per_step"),
-                "sj_qvm instant": convert(qat_ann, T, "instant", warn=False)}
+                "sj_qvm instant": convert(qat_ann, T, "instant", warn=False),
+                "sj_qvm instant (theta unfolded)": convert(qat_ann, T, "instant", warn=False,
+                                                           fold_theta=False)}
     ste_ann = swap_activations(qat_ann, lambda m: _ste_copy(m)).eval()
 
     def sj_run():

@@ -11,22 +11,23 @@ outputs is its output on the mean of its inputs. Two schedules run the same grap
   and passes on ``theta * N / T``, the next layer's mean input ``q^l = W^l N^{l-1} theta^{l-1} / T``.
 * ``"per_step"`` (the reference twin, and the only schedule for ``current="instant"``, whose input
   changes per step): time-folded tensors ``[T*B, *]``; each activation unfolds ``[T, B, *]``, runs
-  the node (which averages its T inputs in expected mode) and passes on ``theta * s_t``.
+  the node (which averages its T inputs in expected mode) and passes on ``theta * s_t``; by
+  default (``fold_theta``) θ is folded into the next conv/linear weights instead, and the layer
+  passes on its binary spikes ``s_t`` (:mod:`sj_qvm.fold`).
 """
 from __future__ import annotations
 
 import copy
-import operator
 import warnings
 from typing import Optional
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import _compat
 from .checks import check_bool, check_choice, check_current, check_levels, check_step_mode
+from .fold import fold_theta as fold
 from .functional import expected_current
 from .graph import (ConversionError, QVMTracer, check_model, fold_batchnorm, qualify,  # noqa: F401
                     set_submodule, trace)
@@ -34,86 +35,11 @@ from .neuron import QVMIFNode
 from .ops.if_loop.cpu import if_rate_cpu, spike_rate
 from .pool import ConvertedMaxPool
 from .quant import QuantReLU, channel_view
+from .supported import MAX_POOLS, check_node
 
 __all__ = ["convert", "QVMNetwork", "SpikingActivation", "trace", "ConversionError", "SCHEDULES"]
 
 SCHEDULES = ("per_sample", "per_step")
-
-
-# Linear ops that act on every time-step alike (module types, in eval mode).
-_LINEAR_MODULES = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.ZeroPad2d,
-)
-_LINEAR_FUNCTIONS = {
-    operator.add, torch.add, operator.getitem, torch.cat, torch.concat, torch.flatten,
-    torch.reshape, torch.squeeze, torch.unsqueeze, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.dropout, F.pad,
-    getattr,
-}
-# Functions that are linear only when all but one operand are constants (scaling).
-_SCALING_FUNCTIONS = {operator.mul, torch.mul, operator.truediv, torch.div, operator.neg}
-_LINEAR_METHODS = {
-    "view", "reshape", "flatten", "size", "contiguous", "squeeze", "unsqueeze", "mean", "sum",
-    "add", "__add__", "__radd__", "view_as", "reshape_as", "permute", "transpose", "dim",
-}
-_SCALING_METHODS = {"mul", "div", "__mul__", "__rmul__", "__truediv__"}
-
-_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)  # converted by sj_qvm.pool
-_MAX_POOL_HINT = ("use an nn.MaxPool1d/2d/3d module (converted exactly) or average pooling, or "
-                  "run sj_qvm.quantize(ann, replace_maxpool=True)")
-_MODULE_HINTS = {
-    nn.AdaptiveMaxPool2d: "replace AdaptiveMaxPool2d by AdaptiveAvgPool2d before training",
-    nn.ReLU: "replace ReLU by sj_qvm.QuantReLU and train (or run sj_qvm.quantize(ann))",
-    nn.ReLU6: "replace ReLU6 by sj_qvm.QuantReLU(threshold=6) and train",
-    nn.LayerNorm: "LayerNorm normalises each sample by its own statistics, which no IF layer "
-                  "computes; use BatchNorm",
-}
-_FUNCTION_HINTS = {
-    F.relu: "replace F.relu by a sj_qvm.QuantReLU module and train (or run sj_qvm.quantize(ann))",
-    torch.relu: "replace torch.relu by a sj_qvm.QuantReLU module and train (or run "
-                "sj_qvm.quantize(ann))",
-    F.max_pool1d: _MAX_POOL_HINT,
-    F.max_pool2d: _MAX_POOL_HINT,
-    F.max_pool3d: _MAX_POOL_HINT,
-    F.adaptive_max_pool2d: "replace max-pooling by average pooling before training",
-}
-_GENERIC_HINT = ("it has no exact spiking equivalent; QVM supports conv, linear, batch-norm, "
-                 "average and max pooling, flatten/reshape, dropout, residual '+', torch.cat and QuantReLU")
-
-
-def _is_constant_scaling(node: fx.Node) -> bool:
-    tensors = [a for a in node.args if isinstance(a, fx.Node)]
-    return len(tensors) <= 1
-
-
-def _check_node(gm: fx.GraphModule, node: fx.Node, modules: dict) -> None:
-    where = qualify(gm, node)
-    if node.op == "call_module":
-        m = modules[node.target]
-        if isinstance(m, QuantReLU) or isinstance(m, _LINEAR_MODULES):
-            return
-        if type(m) in _MAX_POOLS and not m.return_indices:
-            return
-        hint = next((h for t, h in _MODULE_HINTS.items() if isinstance(m, t)), _GENERIC_HINT)
-        raise ConversionError(f"cannot convert module '{node.target}' ({type(m).__name__}) at "
-                              f"{where}: {hint}")
-    if node.op == "call_function":
-        fn = node.target
-        if fn in _LINEAR_FUNCTIONS or (fn in _SCALING_FUNCTIONS and _is_constant_scaling(node)):
-            return
-        name = getattr(fn, "__name__", repr(fn))
-        raise ConversionError(f"cannot convert function '{name}' at {where}: "
-                              f"{_FUNCTION_HINTS.get(fn, _GENERIC_HINT)}")
-    if node.op == "call_method":
-        if node.target in _LINEAR_METHODS or (node.target in _SCALING_METHODS
-                                              and _is_constant_scaling(node)):
-            return
-        hint = ("replace it by a sj_qvm.QuantReLU module and train" if "relu" in node.target
-                else _GENERIC_HINT)
-        raise ConversionError(f"cannot convert method '.{node.target}()' at {where}: {hint}")
 
 
 class _MultiStepOnly(_compat.StepModule):
@@ -139,7 +65,8 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
     for each forward, from its input.
 
     * per-step schedule: ``[T*B, *] -> [T*B, *]``; unfolds to ``[T, B, *]``, runs ``node`` (a
-      multi-step :class:`QVMIFNode`) and returns ``theta * s_t``, folded back.
+      multi-step :class:`QVMIFNode`) and returns ``theta * s_t``, folded back; with ``binary``
+      (θ folded into the next layers, :mod:`sj_qvm.fold`) the spikes ``s_t`` themselves.
     * per-sample schedule: ``q: [B, *] -> [B, *]``; ``q`` is the constant (expected) current.
       Runs ``node`` on ``q`` broadcast over T (a view: the node sees a ``[T, B, *]`` input whose
       steps are all q, and its output, ``v`` and ``v_seq`` are those of T steps of q) and returns
@@ -157,6 +84,8 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
         self.node = node
         self.time_steps = 1
         self.per_sample = False
+        self.binary = False  # set by sj_qvm.fold.fold_theta: theta lives in the next weights
+        self.folded_theta = None
 
     def _theta(self, like: torch.Tensor):
         th = self.node.v_threshold
@@ -195,7 +124,15 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
             return spike_rate(spikes, self._theta(x))
         spikes = self.node(x.reshape(T, x.shape[0] // T, *x.shape[1:]))
         spikes = spikes.flatten(0, 1)
-        return spikes * self._theta(spikes)
+        if not self.binary:
+            return spikes * self._theta(spikes)
+        th, folded = self.node.v_threshold, self.folded_theta
+        if not (torch.equal(torch.as_tensor(th), folded.to(th)) if isinstance(folded, torch.Tensor)
+                else float(th) == folded):
+            raise ValueError(f"v_threshold changed from {folded} to {th} after convert folded "
+                             "theta into the next layer's weights; convert the ANN again, or "
+                             "with fold_theta=False")
+        return spikes
 
 
 class QVMNetwork(nn.Module, _MultiStepOnly):
@@ -222,6 +159,7 @@ class QVMNetwork(nn.Module, _MultiStepOnly):
         self.body = body
         self.levels = None if levels is None else check_levels(levels)
         self.schedule = _check_schedule(schedule, "expected")
+        self.theta_folded = False  # set by convert; a folded network runs per step only
 
     @property
     def time_steps(self) -> Optional[int]:
@@ -265,11 +203,11 @@ class QVMNetwork(nn.Module, _MultiStepOnly):
                              f"{tuple(x_seq.shape)}{hint}")
         T, B = x_seq.shape[:2]
         layers = [m for _, m in self.spiking_layers()]
-        per_sample = self.schedule == "per_sample" and all(
-            m.node.current == "expected" for m in layers)
+        # a host IF node (after to_spikingjelly) integrates each step's own input
+        expected = all(getattr(m.node, "current", "instant") == "expected" for m in layers)
+        per_sample = self.schedule == "per_sample" and not self.theta_folded and expected
         for m in layers:
             m.time_steps, m.per_sample = T, per_sample
-        expected = all(m.node.current == "expected" for m in layers)
         for m in self._max_pools():
             m.time_steps, m.per_sample, m.expected = T, per_sample, expected
         try:
@@ -313,7 +251,8 @@ def _levels_of(ann: nn.Module) -> dict:
 
 
 def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "expected", *,
-            warn: bool = True, schedule: Optional[str] = None) -> QVMNetwork:
+            warn: bool = True, schedule: Optional[str] = None,
+            fold_theta: Optional[bool] = None) -> QVMNetwork:
     """Convert an ANN with :class:`~sj_qvm.QuantReLU` activations into a QVM SNN.
 
     Args:
@@ -326,6 +265,10 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         schedule: ``"per_sample"`` (synaptic layers once per sample on the mean input; the
             default, ``None``, for ``current="expected"``) or ``"per_step"`` (time-folded, T times
             the synaptic work; the reference twin and the default for ``"instant"``).
+        fold_theta: per-step schedule only (``None``: True there, False per sample): fold each
+            spiking layer's θ into the weights of the conv/linear layers it feeds, so that
+            layers exchange binary spikes (:mod:`sj_qvm.fold`); ``False`` keeps ``theta * s_t``,
+            the reference twin. θ stays on each node as ``v_threshold``.
     Returns:
         :class:`QVMNetwork`, input ``[T, B, *]``, output ``[T, B, *]``. At T = L in expected mode
         every neuron's spike count equals the ANN's integer level and ``out.mean(0)`` equals the
@@ -354,13 +297,18 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
                       "the SNN will not be exact (QVM needs T = L)", stacklevel=2)
 
     schedule = _check_schedule(schedule, current)
+    if fold_theta is None:
+        fold_theta = schedule == "per_step"
+    if check_bool(fold_theta, "fold_theta") and schedule != "per_step":
+        raise ValueError("fold_theta=True needs schedule='per_step': the per-sample schedule "
+                         "passes N * theta / T in the ANN's order, which a folded weight breaks")
 
     model = copy.deepcopy(ann).eval()
     gm = trace(model)
     fold_batchnorm(gm)
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
-        _check_node(gm, node, modules)
+        check_node(gm, node, modules)
     calls: dict = {}
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -380,7 +328,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
             theta = gamma.item() if gamma.ndim == 0 else gamma.clone()
             node_ = QVMIFNode(v_threshold=theta, v_init=m.rounding, current=current, step_mode="m")
             set_submodule(gm, node.target, SpikingActivation(node_))
-        elif type(m) in _MAX_POOLS:
+        elif type(m) in MAX_POOLS:
             src = node.args[0]
             on_spikes = (isinstance(src, fx.Node) and src.op == "call_module"
                          and isinstance(gm.get_submodule(src.target), SpikingActivation))
@@ -388,6 +336,9 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
         elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
             set_submodule(gm, node.target, nn.Identity())
     gm.recompile()
+    if fold_theta:
+        fold(gm, lambda m: isinstance(m, SpikingActivation))
     snn = QVMNetwork(gm, distinct[0] if len(distinct) == 1 else None, schedule).eval()
+    snn.theta_folded = fold_theta
     _compat.invalidate_reset_cache(snn)
     return snn

@@ -46,18 +46,27 @@ def test_maxpool_nets_exact(L, rounding, schedule):
             torch.testing.assert_close(logits, ann(x), rtol=1e-12, atol=1e-12)
 
 
-def test_pool_on_spikes_emits_spikes_per_step():
-    ann, _ = _nets(4, "round")
-    snn = convert(ann, schedule="per_step")
+def pooled_per_step(snn, x):
+    """The outputs of every ConvertedMaxPool of ``snn`` on the static input ``x`` at T = 4."""
     pools = [m for m in snn.modules() if isinstance(m, ConvertedMaxPool)]
     assert [p.on_spikes for p in pools] == [True, True]
     seen = []
     hooks = [p.register_forward_hook(lambda m, i, o: seen.append(o.detach())) for p in pools]
-    x = torch.rand(3, 2, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         snn(x.unsqueeze(0).repeat(4, 1, 1, 1, 1))
     for h in hooks:
         h.remove()
+    return seen
+
+
+def test_pool_on_spikes_emits_spikes_per_step():
+    ann, _ = _nets(4, "round")
+    x = torch.rand(3, 2, 8, 8, dtype=torch.float64)
+    # theta folded into the next layer (the per-step default): binary spikes in and out
+    for out in pooled_per_step(convert(ann, schedule="per_step"), x):
+        assert ((out == 0) | (out == 1)).all() and (out == 1).any()
+    # the unfolded reference twin pools theta-valued spikes
+    seen = pooled_per_step(convert(ann, schedule="per_step", fold_theta=False), x)
     assert torch.isin(seen[0], torch.tensor([0.0, 1.5], dtype=torch.float64)).all()  # theta * {0, 1}
     theta = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64).view(1, 4, 1, 1)
     assert ((seen[1] == 0) | (seen[1] == theta)).all()
