@@ -25,6 +25,7 @@ in that current at every step, so in expected mode the output train is the spike
 window's strongest neuron. In ``current="instant"`` the counts ``N_i`` themselves differ from
 ``M_i`` (the paper's unevenness error), and the max-pool passes ``max_i N_i`` on: exact with respect
 to its input, approximate with respect to the ANN.
+(`benchmarks/maxpool_instant_error.py` measures it: `benchmarks/RESULTS.md`.)
 
 Spikes scaled by a non-negative per-channel factor (θ-valued spikes) pool the same way: a window
 lies within one channel, and a common factor ``a >= 0`` commutes with max and cumulative sums.
