@@ -1,9 +1,9 @@
 """The numbers the example READMEs quote are what the current code produces (on request: slow).
 
-``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_readme_numbers.py`` reruns the command
-that ``examples/dvs_gesture/README.md`` gives for its table (``sj-qvm demo --seed 0``) and checks
-the README's "after" rows against the run's ``results.json``, to the README's one decimal. It
-takes one to two minutes on 2 cores. Training is deterministic for a given torch build and
+``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_readme_numbers.py`` reruns the commands
+that ``examples/dvs_gesture/README.md`` and ``examples/cifar10_dvs/README.md`` give for their
+tables (seed 0) and checks the READMEs' "after" SNN rows against each run's ``results.json``, to
+the READMEs' one decimal. It takes one to three minutes on 2 cores. Training is deterministic for a given torch build and
 thread count; on another machine a last-digit difference means "rerun and update the README".
 """
 import json
@@ -31,6 +31,24 @@ def test_dvs_gesture_readme_quotes_the_demo(tmp_path, capsys):
                  "--cache-dir", str(tmp_path / "synthetic")]) == 0
     res = json.loads((out / "results.json").read_text())
     readme = (ROOT / "examples" / "dvs_gesture" / "README.md").read_text()
+    for current in ("expected", "instant"):
+        quoted = _row(readme, f"after, {current} current")
+        ran = [round(100 * res["snn_accuracy"][current][T], 1) for T in ("1", "2", "4", "8", "16")]
+        assert quoted == ran, f"{current}: README {quoted}, this code {ran}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+def test_cifar10_dvs_readme_quotes_its_run(tmp_path, capsys):
+    """``examples/cifar10_dvs/README.md``'s seed 0 "after" rows against the command it gives."""
+    from sj_qvm.app.pipeline import CIFAR10_DVS, main
+    out = tmp_path / "cifar_s0"
+    argv = ["--arch", "vgg", "--width", "8", "--size", "64", "--optimizer", "adam", "--lr", "0.003",
+            "--epochs", "12", "--seed", "0", "--out", str(out), "--cache-dir",
+            str(tmp_path / "synthetic"), "--quiet"]
+    assert main(CIFAR10_DVS, argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    readme = (ROOT / "examples" / "cifar10_dvs" / "README.md").read_text()
     for current in ("expected", "instant"):
         quoted = _row(readme, f"after, {current} current")
         ran = [round(100 * res["snn_accuracy"][current][T], 1) for T in ("1", "2", "4", "8", "16")]
