@@ -191,7 +191,9 @@ def to_spikingjelly(snn: nn.Module, backend: Optional[str] = None) -> nn.Module:
     A :class:`~sj_qvm.convert.QVMNetwork` (the output of :func:`sj_qvm.convert`) becomes its
     body in SJ's converted layout: every spiking layer a single-step IF node followed by a
     voltage scaler that multiplies its spikes by theta, to be fed the input at every step
-    (``sum(net(x) for _ in range(T)) / T``, as SJ's converted networks are run).
+    (``sum(net(x) for _ in range(T)) / T``, as SJ's converted networks are run). Where θ is
+    folded into the next layers' weights (``QVMNetwork.theta_folded``) the node's binary spikes
+    go on as they are, with no scaler behind it.
     A node with per-channel thresholds and no scaler (:func:`sj_qvm.convert` with
     ``channel_wise=True``) gets a ``ChannelVoltageScaler(1 / theta)`` in front of an IF node with
     theta = 1, as SJ 2.x's channel-wise recipes build it (SJ 0.0.0.0.14 has none: ValueError).
@@ -284,10 +286,14 @@ def _sj_layout(snn: nn.Module) -> nn.Module:
             raise ValueError(f"'{name}' is an exact spiking max-pool, which SpikingJelly has no "
                              "module for; quantize with replace_maxpool=True (average pooling) "
                              "to export this network to SpikingJelly")
+    folded = getattr(snn, "theta_folded", False)  # theta already in the next layers' weights
     for node in list(body.graph.nodes):
         if node.op != "call_module" or not isinstance(mods[node.target], SpikingActivation):
             continue
         act = mods[node.target]
+        if folded:  # the layer emits binary spikes, as an SJ node does
+            set_submodule(body, node.target, act.node)
+            continue
         theta = _threshold_tensor(act.node)
         if theta.numel() == 1:
             scaler = _compat.VOLTAGE_SCALERS[0](theta.item(), step_mode="s")

@@ -189,16 +189,19 @@ def test_reports_and_to_spikingjelly_read_theta_from_the_nodes():
             assert p.unevenness_error == pytest.approx(q.unevenness_error)
     assert sum(r.mismatched for r in a.rows_by_current["expected"]) == 0
     assert [m.node.v_threshold for _, m in folded.spiking_layers()] == [pytest.approx(0.7, rel=1e-7)] * 4
-    x_seq = x.unsqueeze(0).repeat(4, 1, 1, 1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sj_f, sj_r = to_spikingjelly(folded), to_spikingjelly(ref)
     outs = []
-    for net in (sj_f, sj_r):
+    for net in (sj_f, sj_r):  # SJ's single-step layout, fed x at every step
         functional.reset_net(net)
         with torch.no_grad():
-            outs.append(net(x_seq))
+            outs.append(torch.stack([net(x) for _ in range(4)]))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    functional.reset_net(ref)
+    with torch.no_grad():
+        want = ref(x.unsqueeze(0).repeat(4, 1, 1, 1, 1))
+    torch.testing.assert_close(outs[0], want, rtol=1e-12, atol=1e-12)
 
 
 def test_fold_theta_argument_is_checked():

@@ -171,19 +171,22 @@ def test_numeric_half_threshold_v0_maps_to_half_threshold_node():
         back = sj_qvm.to_spikingjelly(net)
 
 
-def _qvm_network(channel_wise, current="instant", replace_maxpool=False):
+def _qvm_network(channel_wise, current="instant", replace_maxpool=False, fold_theta=None):
     ann, data, x = ann_and_data()
     q = sj_qvm.quantize(ann, 4, dataloader=data, channel_wise=channel_wise, progress=False,
                         replace_maxpool=replace_maxpool).double()
-    return q, sj_qvm.convert(q, 4, current=current, warn=False), x.double()
+    return q, sj_qvm.convert(q, 4, current=current, warn=False, fold_theta=fold_theta), x.double()
 
 
+@pytest.mark.parametrize("fold_theta", [False, True])
 @pytest.mark.parametrize("channel_wise", [True, False])
-def test_to_spikingjelly_on_a_converted_network_carries_each_channels_theta(channel_wise):
+def test_to_spikingjelly_on_a_converted_network_carries_each_channels_theta(channel_wise, fold_theta):
     """sj_qvm.convert's QVMNetwork -> SJ's single-step layout: a ChannelVoltageScaler(1/theta)
-    in front of an IF node with theta = 1 (per channel), a scaler by theta behind it; fed x at
-    every step it gives the QVMNetwork's output, float64, bit for bit."""
-    q, snn, x = _qvm_network(channel_wise)
+    in front of an IF node with theta = 1 (per channel), a scaler by theta behind it (none where
+    theta is folded into the next layer); fed x at every step it gives the QVMNetwork's output,
+    float64, bit for bit."""
+    q, snn, x = _qvm_network(channel_wise, fold_theta=fold_theta)
+    assert snn.theta_folded == fold_theta
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # instant current and V0 = theta/2: nothing is lost
         back = sj_qvm.to_spikingjelly(snn)
@@ -191,7 +194,7 @@ def test_to_spikingjelly_on_a_converted_network_carries_each_channels_theta(chan
     sites = mapping.spiking_sites(back)
     assert len(sites) == 3 and all(type(m) is _compat.HalfThresholdIFNode for _, m, _ in sites)
     scalers = [m for m in back.modules() if type(m).__name__ == "ChannelVoltageScaler"]
-    assert len(scalers) == (6 if channel_wise else 0)
+    assert len(scalers) == ((3 if fold_theta else 6) if channel_wise else 0)
     for (_, _, a), (_, _, b) in zip(mapping.spiking_sites(snn), sites):
         a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
         assert a.numel() == (1 if not channel_wise else a.numel()) and a.shape == b.shape
