@@ -71,3 +71,20 @@ def build(arch, L, rounding, dtype=torch.float64, threshold=1.0):
     ann = make(L, rounding, threshold).eval().to(dtype)
     x = (torch.rand(32, *shape, dtype=dtype) * 2.0 - 0.5)
     return ann, x
+
+
+def run_recorded(snn, x_seq, *groups):
+    """One no-grad run of ``snn`` on ``x_seq [T, B, *]`` after ``reset_net``: ``(y_seq, outputs)``
+    where ``outputs[g][k]`` is the (first) output of module ``groups[g][k]``."""
+    from sj_qvm._compat import functional
+    seen = [dict() for _ in groups]
+    hooks = [m.register_forward_hook(lambda mod, i, o, d=d, k=k: d.setdefault(k, o))
+             for d, group in zip(seen, groups) for k, m in enumerate(group)]
+    try:
+        functional.reset_net(snn)
+        with torch.no_grad():
+            y = snn(x_seq)
+    finally:
+        for h in hooks:
+            h.remove()
+    return y, [[d[k] for k in range(len(group))] for d, group in zip(seen, groups)]

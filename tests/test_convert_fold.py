@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nets import ARCHS, build
+from nets import ARCHS, build, run_recorded
 from sj_qvm import QuantReLU, QVMIFNode, convert, to_spikingjelly
 from sj_qvm._compat import functional
 from sj_qvm.analysis import compare_levels, conversion_report
@@ -22,21 +22,8 @@ ROUNDINGS = ("floor", "round", "ceil")
 def run(snn, x_seq):
     """``(y_seq, [node spikes [T, B, *]], [SpikingActivation outputs [T*B, *]])``."""
     nodes = [m for m in snn.modules() if isinstance(m, QVMIFNode)]
-    acts = [m for _, m in snn.spiking_layers()]
-    spikes, outs = {}, {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: spikes.setdefault(k, o))
-             for k, m in enumerate(nodes)]
-    hooks += [m.register_forward_hook(lambda mod, i, o, k=k: outs.setdefault(k, o))
-              for k, m in enumerate(acts)]
-    try:
-        functional.reset_net(snn)
-        with torch.no_grad():
-            y = snn(x_seq)
-    finally:
-        for h in hooks:
-            h.remove()
-    return y, [spikes[k] for k in range(len(nodes))], [outs[k] for k in range(len(acts))]
-
+    y, (spikes, outs) = run_recorded(snn, x_seq, nodes, [m for _, m in snn.spiking_layers()])
+    return y, spikes, outs
 
 def pair(ann, current="expected", **kw):
     return (convert(ann, current=current, schedule="per_step", **kw),

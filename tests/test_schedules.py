@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nets import ARCHS, build
+from nets import ARCHS, build, run_recorded
 from sj_qvm import QuantReLU, QVMIFNode, convert
-from sj_qvm._compat import functional
 from sj_qvm.analysis import ann_levels, compare_levels, conversion_report
 from sj_qvm.convert import SCHEDULES
 from sj_qvm.functional import if_multi_step_ref
@@ -19,18 +18,8 @@ ROUNDINGS = ("floor", "round", "ceil")
 def run_recording(snn, x_seq):
     """``(y_seq, [spikes [T, B, *] per node], [v per node])``."""
     nodes = [m for m in snn.modules() if isinstance(m, QVMIFNode)]
-    record = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: record.setdefault(k, o))
-             for k, m in enumerate(nodes)]
-    try:
-        functional.reset_net(snn)
-        with torch.no_grad():
-            y = snn(x_seq)
-    finally:
-        for h in hooks:
-            h.remove()
-    return y, [record[k] for k in range(len(nodes))], [m.v.clone() for m in nodes]
-
+    y, (spikes,) = run_recorded(snn, x_seq, nodes)
+    return y, spikes, [m.v.clone() for m in nodes]
 
 def repeat(x, T):
     return x.unsqueeze(0).repeat(T, *[1] * x.ndim)

@@ -210,6 +210,22 @@ QVM_HD void lane_index(i64 n0, i64 div, i64 mod, i64 (&idx)[V]) {
     }
 }
 
+// theta or V0 of V consecutive neurons n0..: the per-channel tensor p (when `tensor`) read at
+// their channel indices, else the scalar `value` in every lane.
+template <int V>
+QVM_HD void load_param(bool tensor, const float* __restrict__ p, float value, i64 div, i64 mod,
+                       i64 n0, float (&out)[V]) {
+    if (tensor) {
+        i64 idx[V];
+        lane_index<V>(n0, div, mod, idx);
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = p[idx[i]];
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) out[i] = value;
+    }
+}
+
 // Step V lanes once and store s_t (and h_t, V_t when asked) at offset `off`.
 template <class Tspk, int V>
 QVM_HD void step_lanes(float (&v)[V], const float (&q)[V], const float (&th)[V], bool strict,
@@ -243,15 +259,8 @@ QVM_HD void forward_thread(i64 thread,
     const bool strict = flags & F_STRICT;
     const i64 xs = (flags & F_CONSTANT) ? 0 : N;  // the input's step stride
     float th[V], v[V];
-    {
-        i64 idx[V];
-        if (flags & F_THETA_TENSOR) lane_index<V>(n0, theta_div, theta_mod, idx);
-#pragma unroll
-        for (int i = 0; i < V; ++i) th[i] = (flags & F_THETA_TENSOR) ? theta[idx[i]] : theta_value;
-        if (flags & F_V0_TENSOR) lane_index<V>(n0, v0_div, v0_mod, idx);
-#pragma unroll
-        for (int i = 0; i < V; ++i) v[i] = (flags & F_V0_TENSOR) ? v0[idx[i]] : v0_value;
-    }
+    load_param<V>(flags & F_THETA_TENSOR, theta, theta_value, theta_div, theta_mod, n0, th);
+    load_param<V>(flags & F_V0_TENSOR, v0, v0_value, v0_div, v0_mod, n0, v);
     if (flags & F_EXPECTED) {
         float x0[V], ref[V], acc[V], q[V];
         load_lanes<Tin, V>(x + n0, x0);
@@ -305,12 +314,7 @@ QVM_HD void backward_thread(i64 thread,
     const bool strict = flags & F_STRICT;
     const bool detach = flags & B_DETACH_RESET;
     float th[V], gv[V], gth[V], gq[V];
-    {
-        i64 idx[V];
-        if (flags & F_THETA_TENSOR) lane_index<V>(n0, theta_div, theta_mod, idx);
-#pragma unroll
-        for (int i = 0; i < V; ++i) th[i] = (flags & F_THETA_TENSOR) ? theta[idx[i]] : theta_value;
-    }
+    load_param<V>(flags & F_THETA_TENSOR, theta, theta_value, theta_div, theta_mod, n0, th);
     if (flags & B_GRAD_V) {
         load_lanes_f32<V>(grad_v + n0, gv);
     } else {

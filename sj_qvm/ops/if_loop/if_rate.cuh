@@ -23,15 +23,8 @@ QVM_HD void count_thread(i64 thread, const Tin* __restrict__ x, float* __restric
     if (n0 >= N) return;
     const bool strict = flags & F_STRICT;
     float th[V], v[V], q[V], c[V];
-    {
-        i64 idx[V];
-        if (flags & F_THETA_TENSOR) lane_index<V>(n0, theta_div, theta_mod, idx);
-#pragma unroll
-        for (int i = 0; i < V; ++i) th[i] = (flags & F_THETA_TENSOR) ? theta[idx[i]] : theta_value;
-        if (flags & F_V0_TENSOR) lane_index<V>(n0, v0_div, v0_mod, idx);
-#pragma unroll
-        for (int i = 0; i < V; ++i) v[i] = (flags & F_V0_TENSOR) ? v0[idx[i]] : v0_value;
-    }
+    load_param<V>(flags & F_THETA_TENSOR, theta, theta_value, theta_div, theta_mod, n0, th);
+    load_param<V>(flags & F_V0_TENSOR, v0, v0_value, v0_div, v0_mod, n0, v);
     load_lanes<Tin, V>(x + n0, q);
     if (flags & F_EXPECTED) {
 #pragma unroll
