@@ -22,6 +22,16 @@ def _row(readme: str, label: str) -> list:
     return [float(v) for v in m.group(1).split("|")]
 
 
+def _check_quoted(example: str, out: Path) -> None:
+    """The example README's "after, <current> current" rows equal the run's SNN accuracy."""
+    res = json.loads((out / "results.json").read_text())
+    readme = (ROOT / "examples" / example / "README.md").read_text()
+    for current in ("expected", "instant"):
+        quoted = _row(readme, f"after, {current} current")
+        ran = [round(100 * res["snn_accuracy"][current][T], 1) for T in ("1", "2", "4", "8", "16")]
+        assert quoted == ran, f"{example}, {current}: README {quoted}, this code {ran}"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
 def test_dvs_gesture_readme_quotes_the_demo(tmp_path, capsys):
@@ -29,12 +39,7 @@ def test_dvs_gesture_readme_quotes_the_demo(tmp_path, capsys):
     out = tmp_path / "demo_s0"
     assert main(["demo", "--out", str(out), "--seed", "0", "--quiet",
                  "--cache-dir", str(tmp_path / "synthetic")]) == 0
-    res = json.loads((out / "results.json").read_text())
-    readme = (ROOT / "examples" / "dvs_gesture" / "README.md").read_text()
-    for current in ("expected", "instant"):
-        quoted = _row(readme, f"after, {current} current")
-        ran = [round(100 * res["snn_accuracy"][current][T], 1) for T in ("1", "2", "4", "8", "16")]
-        assert quoted == ran, f"{current}: README {quoted}, this code {ran}"
+    _check_quoted("dvs_gesture", out)
 
 
 @pytest.mark.slow
@@ -47,9 +52,4 @@ def test_cifar10_dvs_readme_quotes_its_run(tmp_path, capsys):
             "--epochs", "12", "--seed", "0", "--out", str(out), "--cache-dir",
             str(tmp_path / "synthetic"), "--quiet"]
     assert main(CIFAR10_DVS, argv) == 0
-    res = json.loads((out / "results.json").read_text())
-    readme = (ROOT / "examples" / "cifar10_dvs" / "README.md").read_text()
-    for current in ("expected", "instant"):
-        quoted = _row(readme, f"after, {current} current")
-        ran = [round(100 * res["snn_accuracy"][current][T], 1) for T in ("1", "2", "4", "8", "16")]
-        assert quoted == ran, f"{current}: README {quoted}, this code {ran}"
+    _check_quoted("cifar10_dvs", out)
