@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
+import warnings
 
 import torch.nn as nn
 
-from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
+with warnings.catch_warnings():
+    # SJ 0.0.0.0.14 decorates functions with torch.jit.script at import, which recent torch
+    # reports as deprecated on every import: noise in every command line's output, nothing a
+    # user of sj-qvm can act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
+                            category=FutureWarning)
+    from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
 
 __all__ = [
     "SJ_VERSION", "SJ_MAJOR", "base", "functional", "layer", "neuron", "surrogate",
@@ -185,3 +193,11 @@ def op_counter_macs(module: nn.Module, x) -> "int | None":
     with torch.no_grad(), _op_counter.DispatchCounterMode([counter]):
         module(x)
     return int(counter.get_total())
+
+
+def make_voltage_scaler(cls, *args, **kwargs) -> nn.Module:
+    """``cls(*args, **kwargs)`` for a SJ voltage scaler class; ``step_mode`` is dropped where the
+    host's scaler (SJ 0.0.0.0.14's) takes none: it is stateless and runs in either mode."""
+    if "step_mode" in kwargs and "step_mode" not in inspect.signature(cls).parameters:
+        kwargs = {k: v for k, v in kwargs.items() if k != "step_mode"}
+    return cls(*args, **kwargs)

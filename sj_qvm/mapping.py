@@ -296,14 +296,16 @@ def _sj_layout(snn: nn.Module) -> nn.Module:
             continue
         theta = _threshold_tensor(act.node)
         if theta.numel() == 1:
-            scaler = _compat.VOLTAGE_SCALERS[0](theta.item(), step_mode="s")
+            scaler = _compat.make_voltage_scaler(_compat.VOLTAGE_SCALERS[0], theta.item(),
+                                                 step_mode="s")
             scaler.scale = theta.reshape(())  # in the node's dtype, not the default one
         else:
             cls = next((c for c in _compat.VOLTAGE_SCALERS
                         if c.__name__ == "ChannelVoltageScaler"), None)
             if cls is None:
                 raise ValueError(_NO_CHANNEL_SCALER.format(name=node.target))
-            scaler = cls(theta.flatten(), channel_dim=1, step_mode="s")
+            scaler = _compat.make_voltage_scaler(cls, theta.flatten(), channel_dim=1,
+                                                 step_mode="s")
         set_submodule(body, node.target, act.node)
         target = unique_name(body, node.target.replace(".", "_") + "_scaler1")
         body.add_submodule(target, scaler)
