@@ -4,7 +4,8 @@ Rows: SpikingJelly's ``RateCodingRecipe`` (per layer, 99.9%), its channel-wise v
 threshold, its ``LocalThresholdBalancingRecipe`` (Bu et al., CVPR 2025), and sj_qvm's
 ``quantize`` for each ``method`` (with and without bias correction), with and without a 1-epoch
 ``finetune``, in both current modes. Columns: T = 1, 2, 4, 8, 16; sj_qvm rows at L = 2, 4, 8.
-``quantize()``'s defaults are per-channel MSE, layer by layer, with bias correction.
+``quantize()``'s defaults are per-channel MSE, layer by layer, with bias correction and
+output reconstruction.
 Every route calibrates on the same loader (the whole training split, as SJ's examples pass
 ``dataloader=train_loader``). Calibration times are measured interleaved, the median of
 ``--repeats`` rounds, and printed as a multiple of LTB's.
@@ -12,6 +13,8 @@ Every route calibrates on the same loader (the whole training split, as SJ's exa
     python benchmarks/bench_conversion.py                      # digits sample CNN (two trainings)
     python benchmarks/bench_conversion.py --models dvs_vgg     # the DVS demo's vgg, synthetic data
     python benchmarks/bench_conversion.py --out runs/bench_conversion   # + table.md, PNG, JSON
+    python benchmarks/bench_conversion.py --seeds 0 1 2 3 4 5 --levels 2 4 --no-finetune \
+        --repeats 0 --routes "mse + bias correction" "mse + bias correction + reconstruction (the default)"
 
 SJ 2.x only: 0.0.0.0.14 has neither recipes nor sample models.
 """
@@ -38,14 +41,18 @@ from sj_qvm.interop.quantize import quantize_graph  # noqa: E402
 
 TS = (1, 2, 4, 8, 16)
 LEVELS = (2, 4, 8)
+ALONE = dict(bias_correction=False, reconstruct_steps=0)  # the threshold search by itself
+DEFAULT = "mse + bias correction + reconstruction (the default)"
 QVM_ROUTES = {  # name: (quantize() keywords, also with a 1-epoch fine-tune)
-    "max": (dict(method="max", bias_correction=False), True),
-    "percentile 99.9": (dict(method="percentile", bias_correction=False), True),
+    "max": (dict(method="max", **ALONE), True),
+    "percentile 99.9": (dict(method="percentile", **ALONE), True),
     "percentile 99.9, per layer, one float pass (v0.1)": (
-        dict(method="percentile", channel_wise=False, sequential=False), False),
-    "mse": (dict(method="mse", bias_correction=False), True),
-    "mse, per layer": (dict(method="mse", channel_wise=False, bias_correction=False), False),
-    "mse + bias correction (the default)": (dict(), True),
+        dict(method="percentile", channel_wise=False, sequential=False, reconstruct_steps=0),
+        False),
+    "mse": (dict(method="mse", **ALONE), True),
+    "mse, per layer": (dict(method="mse", channel_wise=False, **ALONE), False),
+    "mse + bias correction": (dict(reconstruct_steps=0), True),
+    DEFAULT: (dict(), True),
 }
 MODELS = {
     "digits_cnn": lambda seed=0: setup.digits_sample_cnn(epochs=12, seed=seed),
@@ -65,7 +72,7 @@ def sj_routes(calib):
 
 
 def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_only=False,
-              seed: int = 0):
+              seed: int = 0, routes=None):
     torch.manual_seed(0)
     ann, calib, tune, x_te, y_te = MODELS[name](seed)
     rows, times = [], {}
@@ -82,6 +89,8 @@ def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_onl
         _print(rows[-1])
     for L in levels:
         for route, (kw, tune_too) in QVM_ROUTES.items():
+            if routes is not None and route not in routes:
+                continue
             qann = sj_qvm.quantize(ann, L, dataloader=calib, progress=False, **kw)
             variants = [(0, qann)]
             if finetune and tune_too:
@@ -113,13 +122,15 @@ def time_calibration(ann, calib, sj, repeats: int, L: int = 4) -> dict:
     """Median seconds per calibration, every route once per round, rounds interleaved."""
     jobs = {route: (lambda r=r: _compat.SJConverter(recipe=r()).convert(copy.deepcopy(ann)))
             for route, r in sj.items()}
-    for route in ("mse + bias correction (the default)", "mse", "percentile 99.9"):
+    for route in (DEFAULT, "mse + bias correction", "mse", "percentile 99.9"):
         kw = QVM_ROUTES[route][0]
         jobs[f"sj_qvm {route}"] = lambda kw=kw: sj_qvm.quantize(ann, L, dataloader=calib,
                                                                progress=False, **kw)
     # The default without resumed passes: every layer's pass recomputes the net from the input.
     jobs["sj_qvm default, every pass from the input (cache_bytes=0)"] = lambda: calibrate(
         quantize_graph(ann, L), calib, progress=False, cache_bytes=0)
+    if repeats == 0:
+        return {}
     samples = {k: [] for k in jobs}
     for _ in range(repeats):
         for k, job in jobs.items():
@@ -142,11 +153,34 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['route']} | {r['L'] or '-'} | {r['finetune']} | {r['current']} | "
                      + " | ".join(f"{r[f'T={T}']:.2f}" for T in TS) + " |")
+    if not result["calibration_seconds"]:
+        return "\n".join(lines) + "\n"
     ltb = result["calibration_seconds"]["SJ LocalThresholdBalancing"]
     lines += ["", "| calibration (L = 4 for sj_qvm) | seconds | x LTB |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {v / ltb:.2f} |" for k, v in
               result["calibration_seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def seed_summary(results, models) -> str:
+    """Accuracy at T = L, mean (min-max) over the seeds: SJ's recipes at T = 2 and 4, and every
+    sj_qvm route (no fine-tune) at T = L in both current modes."""
+    lines = []
+    for model in models:
+        runs = [r for r in results if r["model"].split("_seed")[0] == model]
+        lines += [f"### {model}: T = L, mean (min-max) over {len(runs)} seeds; float ANN "
+                  f"{statistics.mean(r['float_ann'] for r in runs):.2f}", "",
+                  "| route | L | current | accuracy at T = L |", "|---|---|---|---|"]
+        keys = [(row["route"], row["L"], row["current"]) for row in runs[0]["rows"]
+                if row["finetune"] == 0]
+        for route, L, current in keys:
+            for T in ((2, 4) if L is None else (L,)):
+                accs = [row[f"T={T}"] for r in runs for row in r["rows"] if row["finetune"] == 0
+                        and (row["route"], row["L"], row["current"]) == (route, L, current)]
+                lines.append(f"| {route} | {L or f'- (T = {T})'} | {current} | "
+                             f"{statistics.mean(accs):.2f} ({min(accs):.2f}-{max(accs):.2f}) |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(result: dict, path: Path, L: int = 4) -> None:
@@ -155,8 +189,7 @@ def plot(result: dict, path: Path, L: int = 4) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     keep = [r for r in result["rows"] if r["L"] in (None, L) and r["finetune"] == 0
-            and (r["L"] is None or r["route"] in ("sj_qvm mse",
-                                                  "sj_qvm mse + bias correction (the default)"))]
+            and (r["L"] is None or r["route"] in ("sj_qvm mse", f"sj_qvm {DEFAULT}"))]
     for r in keep:
         label = r["route"] + ("" if r["L"] is None else f", L={L}, {r['current']}")
         ax.plot(TS, [r[f"T={T}"] for T in TS], marker="o", label=label)
@@ -177,7 +210,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", default=["digits_cnn", "digits_cnn_3ep"],
                    choices=sorted(MODELS))
-    p.add_argument("--repeats", type=int, default=5, help="calibration timing rounds (default 5)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="calibration timing rounds (default 5; 0: no timing)")
+    p.add_argument("--routes", nargs="+", choices=sorted(QVM_ROUTES), metavar="ROUTE",
+                   help="only these sj_qvm routes (default: all): " + "; ".join(QVM_ROUTES))
+    p.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="sj_qvm L values")
     p.add_argument("--no-finetune", action="store_true", help="skip the 1-epoch fine-tune rows")
     p.add_argument("--out", type=Path, help="write table.md, results.json and PNGs here")
     p.add_argument("--timing-only", action="store_true", help="only the calibration times")
@@ -188,9 +225,12 @@ def main(argv=None):
         sys.exit(f"bench_conversion needs SpikingJelly 2.x recipes; this is {_compat.SJ_VERSION}")
     warnings.filterwarnings("ignore", message=".*time_steps.*")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = [run_model(m, args.repeats, not args.no_finetune, timing_only=args.timing_only,
-                         seed=seed) for m in args.models for seed in args.seeds]
+    results = [run_model(m, args.repeats, not args.no_finetune, tuple(args.levels),
+                         args.timing_only, seed, args.routes)
+               for m in args.models for seed in args.seeds]
     text = "\n".join(markdown(r) for r in results)
+    if len(args.seeds) > 1:
+        text += "\n" + seed_summary(results, args.models)
     print("\n" + text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,8 @@ def test_calibration_is_the_percentile_of_float_relu_outputs():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
     data = loader(n=60, bs=20, shape=(8,))
-    kw = dict(method="percentile", channel_wise=False, sequential=False, progress=False)
+    kw = dict(method="percentile", channel_wise=False, sequential=False, progress=False,
+              reconstruct_steps=0)
     q = sj_qvm.quantize(net, 4, dataloader=data, percentile=99.0, **kw)
     x = torch.cat([b[0] for b in data])
     with torch.no_grad():

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from ..checks import check_bool, check_choice, check_fraction, check_int
 from ..quant import QuantReLU
 from .graph_cache import GraphRunner, live_bytes
+from .reconstruction import default_steps, float_teacher, reconstruct, reconstructable
 from .thresholds import Pool, mse_gamma, percentile_gamma, quantization_error
 
 
@@ -53,9 +54,11 @@ METHODS = ("mse", "percentile", "max")
 
 
 def check_calibration_args(method, channel_wise, percentile, bias_correction=None,
-                           sequential=True) -> None:
+                           sequential=True, reconstruct_steps=None) -> None:
     """Raise ValueError/TypeError naming the argument and its allowed values."""
     check_choice(method, METHODS, "method")
+    if reconstruct_steps is not None:
+        check_int(reconstruct_steps, "reconstruct_steps", minimum=0)
     check_bool(channel_wise, "channel_wise")
     check_bool(sequential, "sequential")
     if bias_correction is not None and not isinstance(bias_correction, bool):
@@ -94,6 +97,19 @@ def _choose(pool: Pool, m: QuantReLU, name: str, method: str, percentile: float,
     # A dead channel never fires whatever its gamma; give it the median of the live ones.
     gamma = torch.where(live, gamma, gamma[live].median())
     return gamma if pool.channel_wise and gamma.numel() > 1 else gamma.reshape(())
+
+
+class _OutputPool(Pool):
+    """The network output's per-channel mean (for bias correction), noting in ``seen`` for each
+    batch whether the output is one reconstruction can distil."""
+
+    def __init__(self, seen: List[bool]):
+        super().__init__(0, False)
+        self.seen = seen
+
+    def add(self, x, batch_index: int) -> None:
+        self.seen.append(reconstructable(x))
+        super().add(x, batch_index)
 
 
 class _Stop(Exception):
@@ -181,6 +197,7 @@ class _Run:
             for i, batch in enumerate(tqdm(dataloader, desc=desc, disable=not progress,
                                            leave=False)):
                 self.batch, n = i, n + 1
+                self.batches = n
                 try:
                     out = self.model(batch_input(batch).to(device))
                 except _Stop:
@@ -245,6 +262,7 @@ class _Resumable:
             for i, env in tqdm(self._source(dataloader, device), desc=desc,
                                disable=not progress, leave=False):
                 run.batch, n = i, n + 1
+                run.batches = n
                 live, out = self.graph.run(env, start, end, save_at)
                 if saved is not None:
                     size += live_bytes(live)
@@ -261,15 +279,23 @@ class _Resumable:
 def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: bool = True,
               percentile: float = 99.9, sequential: bool = True, bias_correction: Optional[bool] = None,
               max_samples: int = 1 << 20, progress: bool = True,
-              cache_bytes: int = 1 << 30) -> Dict[str, torch.Tensor]:
+              cache_bytes: int = 1 << 30,
+              reconstruct_steps: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """Set every QuantReLU threshold of ``model`` in place from ``dataloader`` (see the module
     docstring); ``{name: gamma}``, gamma ``[]`` or ``[C]``. ``model`` is left in eval mode.
 
     ``cache_bytes``: how much memory a sequential calibration of a traced model may hold for the
     values crossing the last layer's cut, so that the next pass resumes there instead of
     recomputing the network from the input (0: recompute every pass; the thresholds are the
-    same either way, bit for bit)."""
-    check_calibration_args(method, channel_wise, percentile, bias_correction, sequential)
+    same either way, bit for bit).
+
+    ``reconstruct_steps``: after the thresholds are chosen, this many steps of output
+    reconstruction (:mod:`~sj_qvm.interop.reconstruction`: the gammas distilled towards the float
+    ANN's output); ``None`` (default): a quarter of the calibration batches, wherever the output
+    is a ``[B, K, *]`` distribution over dim 1 (none otherwise); 0: none. It keeps a float copy
+    of the model while it runs."""
+    check_calibration_args(method, channel_wise, percentile, bias_correction, sequential,
+                           reconstruct_steps)
     check_int(max_samples, "max_samples", minimum=1)
     check_bool(progress, "progress")
     check_int(cache_bytes, "cache_bytes", minimum=0)
@@ -283,6 +309,7 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
         raise ValueError(f"{type(model).__name__} holds no QuantReLU to calibrate")
     mods = dict(model.named_modules())
     model.eval()
+    teacher = float_teacher(model) if reconstruct_steps != 0 else None
     run = _Run(model, sites, max_samples, channel_wise)
     passes = run
     if sequential and cache_bytes > 0 and isinstance(model, fx.GraphModule) and \
@@ -292,19 +319,22 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
     chosen: Dict[str, torch.Tensor] = {}
     try:
         float_means: Dict[str, Optional[torch.Tensor]] = {}
+        out_seen: List[bool] = []
         for k, name in enumerate(sites):
             if k == 0 or sequential:
-                # The first pass sees the float ANN: it also gives bias correction its targets.
-                everything = k == 0 and (bias_correction or not sequential)
+                # The first pass sees the float ANN: it also gives bias correction its targets
+                # (and tells reconstruction what the output is).
+                everything = k == 0 and (bias_correction or not sequential or
+                                         teacher is not None)
                 keep = {s: (max_samples if s == name or not sequential else 0)
                         for s in (sites if everything else [name])}
-                out_pool = Pool(0, False) if everything and bias_correction else None
+                out_pool = _OutputPool(out_seen) if everything else None
                 if resume:
                     resume["save_for"] = name
                 pools = passes.pass_over(dataloader, f"calibrating {k + 1}/{len(sites)} {name}",
                                          progress, keep, stop_at=None if everything else name,
                                          output_pool=out_pool, **resume)
-                if out_pool is not None:
+                if out_pool is not None and bias_correction:
                     float_means = {s: p.mean() for s, p in pools.items()}
                     float_means[None] = out_pool.mean()
             shift = None
@@ -325,4 +355,14 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
             _add_bias(layer, float_means[None] - out_pool.mean())
     finally:
         run.close()
+    if teacher is not None:
+        applies = bool(out_seen) and all(out_seen)
+        if reconstruct_steps is not None and not applies:
+            raise ValueError(f"reconstruct_steps={reconstruct_steps} needs a model whose output is "
+                             "a floating [B, K, *] tensor (K >= 2, a distribution over dim 1); "
+                             "pass reconstruct_steps=0 or None")
+        if applies:
+            steps = default_steps(run.batches) if reconstruct_steps is None else reconstruct_steps
+            reconstruct(model, teacher, dataloader, steps, progress)
+            chosen = {name: mods[name].threshold.detach().clone() for name in sites}
     return chosen

@@ -30,10 +30,11 @@ __all__ = ["Converter", "QVMRecipe", "neuron_factory"]
 
 
 def _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current,
-                  replace_maxpool, progress):
+                  replace_maxpool, progress, reconstruct_steps):
     check_levels(levels)
     check_rounding(rounding)
-    check_calibration_args(method, channel_wise, percentile, bias_correction)
+    check_calibration_args(method, channel_wise, percentile, bias_correction,
+                           reconstruct_steps=reconstruct_steps)
     check_current(current)
     check_bool(replace_maxpool, "replace_maxpool")
     check_bool(progress, "progress")
@@ -71,10 +72,10 @@ class Converter:
     """ANN -> QVM SNN in one call, in the style of SpikingJelly 0.0.0.0.14's ``Converter(...)(ann)``.
 
     Calling it on an ANN quantizes it (if it still has ReLUs, calibrating each threshold from
-    ``dataloader`` with :func:`sj_qvm.quantize`'s ``method``, ``channel_wise``, ``percentile`` and
-    ``bias_correction``), fine-tunes it for ``finetune_epochs`` epochs (QAT, needs
-    ``(input, target)`` batches), then converts it with :func:`sj_qvm.convert`. An ANN that already
-    holds :class:`~sj_qvm.QuantReLU`\\ s (trained with QAT) keeps its learned thresholds.
+    ``dataloader`` with :func:`sj_qvm.quantize`'s ``method``, ``channel_wise``, ``percentile``,
+    ``bias_correction`` and ``reconstruct_steps``), fine-tunes it for ``finetune_epochs``
+    epochs (QAT, needs ``(input, target)`` batches), then converts it with
+    :func:`sj_qvm.convert`. An ANN that already holds :class:`~sj_qvm.QuantReLU`\\ s (trained with QAT) keeps its learned thresholds.
 
     Args:
         levels: L; the SNN runs ``time_steps`` = L steps unless told otherwise.
@@ -86,9 +87,10 @@ class Converter:
                  percentile: float = 99.9, time_steps: Optional[int] = None,
                  current: str = "expected", finetune_epochs: int = 0, finetune_lr: float = 1e-4,
                  replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
-                 channel_wise: bool = True, bias_correction: Optional[bool] = None):
+                 channel_wise: bool = True, bias_correction: Optional[bool] = None,
+                 reconstruct_steps: Optional[int] = None):
         _check_common(levels, rounding, method, channel_wise, percentile, bias_correction, current,
-                      replace_maxpool, progress)
+                      replace_maxpool, progress, reconstruct_steps)
         _check_finetune(finetune_epochs, finetune_lr)
         if time_steps is not None:
             check_levels(time_steps, "time_steps")
@@ -99,12 +101,14 @@ class Converter:
         self.finetune_epochs, self.finetune_lr = finetune_epochs, finetune_lr
         self.replace_maxpool, self.progress = replace_maxpool, progress
         self.method, self.channel_wise, self.bias_correction = method, channel_wise, bias_correction
+        self.reconstruct_steps = reconstruct_steps
 
     def __call__(self, ann: nn.Module) -> QVMNetwork:
         if has_relu(ann):
             qann = quantize(ann, self.levels, self.rounding, self.dataloader, self.method,
                             self.channel_wise, self.percentile, self.replace_maxpool,
-                            self.bias_correction, progress=self.progress)
+                            self.bias_correction, progress=self.progress,
+                            reconstruct_steps=self.reconstruct_steps)
         elif any(isinstance(m, QuantReLU) for m in ann.modules()):
             qann = copy.deepcopy(ann)
         else:
@@ -139,14 +143,16 @@ if _compat.FXConversionRecipe is not None:
         def __init__(self, levels: int = 8, rounding: str = "round", dataloader=None,
                      percentile: float = 99.9, current: str = "expected",
                      replace_maxpool: bool = False, progress: bool = True, method: str = "mse",
-                     channel_wise: bool = True, bias_correction: Optional[bool] = None):
+                     channel_wise: bool = True, bias_correction: Optional[bool] = None,
+                     reconstruct_steps: Optional[int] = None):
             _check_common(levels, rounding, method, channel_wise, percentile, bias_correction,
-                          current, replace_maxpool, progress)
+                          current, replace_maxpool, progress, reconstruct_steps)
             self.levels, self.rounding, self.dataloader = levels, rounding, dataloader
             self.percentile, self.current = percentile, current
             self.replace_maxpool, self.progress = replace_maxpool, progress
             self.method, self.channel_wise = method, channel_wise
             self.bias_correction = bias_correction
+            self.reconstruct_steps = reconstruct_steps
             self._ann = None
 
         def before_trace(self, converter, ann: nn.Module) -> nn.Module:
@@ -173,7 +179,7 @@ if _compat.FXConversionRecipe is not None:
             if self._calibrate and self.dataloader is not None:
                 calibrate(fx_model, self.dataloader, self.method, self.channel_wise,
                           self.percentile, bias_correction=self.bias_correction,
-                          progress=self.progress)
+                          progress=self.progress, reconstruct_steps=self.reconstruct_steps)
             return fx_model
 
         def replace(self, converter, fx_model: nn.Module) -> QVMNetwork:

@@ -165,7 +165,8 @@ def _avgpool_function_args(node: fx.Node):
 def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=None,
              method: str = "mse", channel_wise: bool = True, percentile: float = 99.9,
              replace_maxpool: bool = False, bias_correction: Optional[bool] = None,
-             sequential: bool = True, progress: bool = True) -> fx.GraphModule:
+             sequential: bool = True, progress: bool = True,
+             reconstruct_steps: Optional[int] = None) -> fx.GraphModule:
     """A copy of a plain-ReLU ANN in which every ReLU is a calibrated :class:`~sj_qvm.QuantReLU`.
 
     Args:
@@ -185,12 +186,18 @@ def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=
         bias_correction: move each layer's per-channel input mean back to the float ANN's through
             the bias of the layer feeding it; ``None`` (default) does it whenever ``sequential``
             (it wins at L = 2 and is neutral at L = 4, 8 in ``benchmarks/bench_conversion.py``).
+        reconstruct_steps: after calibration, this many steps of output reconstruction: the
+            thresholds distilled towards the float ANN's output distribution, label-free
+            (:mod:`sj_qvm.interop.reconstruction`). ``None`` (default): a quarter of the
+            calibration batches where the output is ``[B, K, *]`` (it lifts L = 2 above
+            SpikingJelly's LTB and is neutral at L = 4); ``0``: none.
         replace_maxpool: ``False`` (default) keeps max-pooling, which ``convert`` makes an exact
             spiking max-pool; ``True`` makes it average pooling over the same window.
     Returns:
         An ``fx.GraphModule`` in eval mode, ``[B, *] -> [B, *]`` like ``model``.
     """
-    check_calibration_args(method, channel_wise, percentile, bias_correction, sequential)
+    check_calibration_args(method, channel_wise, percentile, bias_correction, sequential,
+                           reconstruct_steps)
     qann = quantize_graph(model, levels, rounding, replace_maxpool)
     if not any(isinstance(m, QuantReLU) for m in qann.modules()):
         raise ConversionError(f"{type(model).__name__} has no ReLU (module or function) to "
@@ -200,7 +207,7 @@ def quantize(model: nn.Module, levels: int, rounding: str = "round", dataloader=
                       "calibration data, or train / fine-tune the thresholds next", stacklevel=2)
     else:
         calibrate(qann, dataloader, method, channel_wise, percentile, sequential,
-                  bias_correction, progress=progress)
+                  bias_correction, progress=progress, reconstruct_steps=reconstruct_steps)
     return qann.eval()
 
 
