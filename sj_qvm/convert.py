@@ -32,6 +32,8 @@ from .functional import expected_current
 from .graph import (ConversionError, QVMTracer, check_model, fold_batchnorm, qualify,  # noqa: F401
                     set_submodule, trace)
 from .neuron import QVMIFNode
+from .ops.if_loop import backend as _backend
+from .ops.if_loop.constant import if_count_cupy
 from .ops.if_loop.cpu import if_rate_cpu, spike_rate
 from .pool import ConvertedMaxPool
 from .quant import QuantReLU, channel_view
@@ -95,13 +97,24 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
 
     def _rate_unobserved(self, x: torch.Tensor, T: int) -> Optional[torch.Tensor]:
         """``N * theta / T`` without the ``[T, B, *]`` spike train, when nothing can observe the
-        train (no hook on the node, no ``store_v_seq``, no autograd, no explicit ``"cupy"``) and
-        the compiled kernel takes ``x``; the node's ``v`` is updated as by its own forward.
-        ``None`` otherwise (the node then runs as usual)."""
+        train (no hook on the node, no ``store_v_seq``, no autograd) and a counting kernel takes
+        ``x``: the CUDA one (``qvm_if_count``) where the node's backend would run the fused
+        kernels on ``x``, else the compiled CPU one. The node's ``v`` is updated as by its own
+        forward (fp32 from the CUDA kernel, as there). ``None`` otherwise (the node then runs as
+        usual)."""
         node = self.node
         if (node._forward_hooks or node._forward_pre_hooks or _global_hooks()
-                or node.store_v_seq or node.backend == "cupy" or node._needs_grad(x)):
+                or node.store_v_seq or node._needs_grad(x)):
             return None
+        # As the node's own forward would choose (an explicit "cupy" that cannot run raises).
+        path, _ = _backend.select(node.backend, x.unsqueeze(0), node.surrogate_function, False)
+        if path == "cupy":
+            v0 = node._fresh_v(x) if isinstance(node.v, torch.Tensor) else \
+                node._v0_for(x, torch.float32)
+            counts, node.v = if_count_cupy(x, T, v0, node._theta_for(x, torch.float32),
+                                           node.strict)
+            node.last_dispatch = ("cupy", "per-sample layer, spike train unobserved: counts only")
+            return counts.to(x.dtype) * self._theta(x) / T  # as spike_rate: sum * theta / T
         v0 = node._fresh_v(x) if isinstance(node.v, torch.Tensor) else node._v0_for(x)
         res = if_rate_cpu(x, v0, node._theta_for(x), node.strict, T)
         if res is None:

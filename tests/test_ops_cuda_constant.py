@@ -193,3 +193,49 @@ def test_rate_kernel_refuses_autograd(host):  # noqa: F811
     assert rate.shape == (2, 3) and rate.grad_fn is None
     with pytest.raises(ValueError, match="time_steps must be an int >= 1"):
         if_rate_cupy(q.detach(), 0, 0.0, 1.0)
+
+
+def _qvm_pair(rounding):
+    """A QuantReLU CNN with per-channel thresholds (L = 4) and its expected-mode SNN, float32."""
+    import torch.nn as nn  # noqa: PLC0415
+
+    import sj_qvm  # noqa: PLC0415
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), sj_qvm.QuantReLU(4, rounding, 1.0),
+                        nn.Conv2d(4, 3, 3, padding=1), sj_qvm.QuantReLU(4, rounding, 1.0),
+                        nn.Flatten(), nn.Linear(3 * 25, 5)).eval()
+    with torch.no_grad():
+        ann[1].threshold = nn.Parameter(torch.tensor([0.5, 0.75, 1.0, 1.25]))
+        ann[3].threshold = nn.Parameter(torch.tensor([0.6, 0.9, 1.2]))
+    return ann, sj_qvm.convert(ann, 4, current="expected", warn=False)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_a_per_sample_layer_counts_with_the_cuda_kernel_where_the_node_would_run_it(
+        recording, monkeypatch, rounding):
+    """The converted network's per-sample layers on the kernel path (the dispatch says "cupy", as
+    it does on a GPU; the host build stands in for it): only ``qvm_if_count`` runs, no spike
+    train, and the output is the quantized ANN's, as on the spike-train path."""
+    from sj_qvm._compat import functional  # noqa: PLC0415
+    from sj_qvm.ops.if_loop import backend  # noqa: PLC0415
+    ann, snn = _qvm_pair(rounding)
+    x = torch.rand(6, 2, 5, 5) * 2 - 0.5
+    with torch.no_grad():
+        want = ann(x)
+        reference = snn(x.unsqueeze(0).expand(4, *x.shape)).mean(0)
+        functional.reset_net(snn)
+        monkeypatch.setattr(backend, "select", lambda *a: ("cupy", "faked for the host build"))
+        recording.calls.clear()
+        got = snn(x.unsqueeze(0).expand(4, *x.shape)).mean(0)
+    assert [c[0].split("_v")[0] for c in recording.calls] == ["qvm_if_count_f32"] * 2
+    nodes = [m for m in snn.modules() if type(m).__name__ == "QVMIFNode"]
+    assert all(n.last_dispatch[0] == "cupy" and "counts only" in n.last_dispatch[1] for n in nodes)
+    assert all(n.v.dtype == torch.float32 and n.v.shape[0] == 6 for n in nodes)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got, reference, rtol=0, atol=1e-6)
+    # The converse: with the node's threshold halved behind the network's back, the counts change.
+    functional.reset_net(snn)
+    nodes[0].v_threshold = nodes[0].v_threshold * 0.5
+    with torch.no_grad():
+        wrong = snn(x.unsqueeze(0).expand(4, *x.shape)).mean(0)
+    assert not torch.allclose(wrong, want, atol=1e-3)

@@ -224,3 +224,25 @@ def test_rate_kernel_equals_the_per_sample_rate():
     rate, v = if_rate_cupy(q, T, 0.5 * theta, theta, False)
     spikes, v_train, _ = if_constant_cupy(q, T, 0.5 * theta, theta, False)
     assert torch.equal(rate, spikes.sum(0) * theta / T) and torch.equal(v, v_train)
+
+
+def test_a_converted_network_counts_on_the_gpu_and_equals_the_quantized_ann():
+    """Expected mode, per-sample schedule, nothing observing the trains: every spiking layer runs
+    the count kernel, and the logits are the quantized ANN's (N == M)."""
+    import torch.nn as nn  # noqa: PLC0415
+
+    import sj_qvm  # noqa: PLC0415
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5)).eval()
+    x = torch.rand(32, 2, 6, 6)
+    qann = sj_qvm.quantize(ann, 4, dataloader=[x], progress=False).to(DEV)
+    snn = sj_qvm.convert(qann, 4, current="expected", warn=False).to(DEV)
+    xd = x.to(DEV)
+    with torch.no_grad():
+        got = snn(xd.unsqueeze(0).expand(4, *xd.shape)).mean(0)
+        want = qann(xd)
+    nodes = [m for m in snn.modules() if isinstance(m, QVMIFNode)]
+    assert all(n.last_dispatch == ("cupy", "per-sample layer, spike train unobserved: counts only")
+               for n in nodes)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

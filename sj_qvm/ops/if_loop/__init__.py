@@ -6,9 +6,9 @@ kernels (``if_loop.cu`` through CuPy, ``autograd`` custom ops; ``constant``: one
 current ``[B, *]`` in, ``[T, B, *]`` spikes or only ``N * theta / T`` out)."""
 from ...functional import if_multi_step_ref
 from .autograd import if_multi_step_cupy
-from .constant import if_constant_cupy, if_rate_cupy
+from .constant import if_constant_cupy, if_count_cupy, if_rate_cupy
 from .bptt import if_multi_step_bptt
 from .inference import if_multi_step_inference
 
 __all__ = ["if_multi_step_ref", "if_multi_step_inference", "if_multi_step_bptt", "if_multi_step_cupy",
-           "if_constant_cupy", "if_rate_cupy"]
+           "if_constant_cupy", "if_count_cupy", "if_rate_cupy"]
