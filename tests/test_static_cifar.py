@@ -110,3 +110,25 @@ def test_wrong_v0_breaks_exactness():
         mismatched[v0] = sum(r.mismatched for r in compare_levels(ann, snn, x))
     assert mismatched["round"] == 0
     assert mismatched["floor"] > 0 and mismatched["ceil"] > 0
+
+
+def test_torchrun_two_gloo_processes(tmp_path):
+    """``torchrun --nproc_per_node=2`` on the CPU (gloo): DDP training runs to the end, only
+    rank 0 writes, and the SNN is still exact at T = L."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    write_cifar10(tmp_path / "data", n=8)
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(repo / PROG)] + _quick(tmp_path / "data", out, "--dataset", "cifar10",
+                                      "--arch", "resnet20", "--width", "4")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # only rank 0 writes
+    res = json.loads((out / "results.json").read_text())
+    assert res["mismatched_neurons"] == 0
+    assert res["snn_accuracy"]["expected"]["2"] == res["ann_accuracy"]
