@@ -183,6 +183,39 @@ def seed_summary(results, models) -> str:
     return "\n".join(lines)
 
 
+def plot_seeds(results, models, path: Path) -> None:
+    """Accuracy at T = L per training seed: LTB at T = L against each sj_qvm route (no
+    fine-tune, expected current), one panel per model and L."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    levels = sorted({row["L"] for r in results for row in r["rows"] if row["L"] is not None})
+    fig, axes = plt.subplots(len(models), len(levels), figsize=(4.2 * len(levels),
+                                                                3.2 * len(models)),
+                             dpi=150, squeeze=False)
+    for i, model in enumerate(models):
+        runs = [r for r in results if r["model"].split("_seed")[0] == model]
+        for j, L in enumerate(levels):
+            ax = axes[i][j]
+            series = {"SJ LocalThresholdBalancing": [
+                next(row[f"T={L}"] for row in r["rows"] if row["route"] ==
+                     "SJ LocalThresholdBalancing") for r in runs]}
+            for r in runs:
+                for row in r["rows"]:
+                    if row["L"] == L and row["finetune"] == 0 and row["current"] == "expected":
+                        series.setdefault(row["route"], []).append(row[f"T={L}"])
+            for k, (name, accs) in enumerate(series.items()):
+                ax.plot(range(len(accs)), accs, marker="os^vD"[k % 5], lw=1, label=name)
+            ax.set_xticks(range(len(runs)), [str(s) for s in range(len(runs))])
+            ax.set_xlabel("training seed")
+            ax.set_ylabel(f"accuracy at T = L = {L} (%)")
+            ax.set_title(f"{model}, L = {L}", fontsize=9)
+            ax.legend(fontsize=5, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot(result: dict, path: Path, L: int = 4) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -239,6 +272,8 @@ def main(argv=None):
         for r in results:
             if r["rows"]:
                 plot(r, args.out / f"{r['model']}_accuracy_vs_T.png")
+        if len(args.seeds) > 1 and any(r["rows"] for r in results):
+            plot_seeds(results, args.models, args.out / "seeds_accuracy_at_T_eq_L.png")
         print(f"wrote {args.out}/table.md, results.json and *_accuracy_vs_T.png")
 
 
