@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from .. import native
+from .. import buffers, native
 from . import surrogates
 from .bptt import _reduce_to
 from .cpu import _param
@@ -29,9 +29,9 @@ class _IFLoopCPU(torch.autograd.Function):
         keep, th_addr, th_value, th_div, th_mod = theta_param
         v = torch.empty(shape, dtype=x_seq.dtype)
         v.copy_(v_init.detach().expand_as(v))
-        spike = torch.empty(x_seq.shape, dtype=x_seq.dtype)
-        h = torch.empty(x_seq.shape, dtype=x_seq.dtype)
-        v_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype) if store_v_seq else None
+        spike = buffers.empty(x_seq.shape, x_seq.dtype)
+        h = buffers.empty(x_seq.shape, x_seq.dtype)
+        v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
         native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
                     spike.data_ptr(), v.data_ptr(), _addr(v_seq), h.data_ptr(), th_addr,
                     th_value, th_div, th_mod, n, T, int(strict), int(expected),
@@ -51,7 +51,7 @@ class _IFLoopCPU(torch.autograd.Function):
         g_spike = None if g_spike is None else g_spike.contiguous()
         g_v = None if g_v is None else g_v.contiguous()
         g_vseq = None if g_vseq is None else g_vseq.contiguous()
-        g_x = torch.empty_like(h)
+        g_x = buffers.empty(h.shape, h.dtype)
         g_v0 = torch.empty(shape, dtype=h.dtype) if ctx.needs_input_grad[1] else None
         g_th = torch.empty(shape, dtype=h.dtype) if ctx.needs_input_grad[2] else None
         native.call("if_backward", h.data_ptr(), _addr(g_spike), _addr(g_v), _addr(g_vseq),

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .. import native
+from .. import buffers, native
 from .launch import index_form
 
 __all__ = ["if_multi_step_cpu", "spike_rate", "if_rate_cpu"]
@@ -44,8 +44,8 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
         return None
     v = torch.empty(shape, dtype=x_seq.dtype)
     v.copy_(torch.as_tensor(v_init, dtype=v.dtype).expand_as(v))
-    spike_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype)
-    v_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype) if store_v_seq else None
+    spike_seq = buffers.empty(x_seq.shape, x_seq.dtype)
+    v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
     native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
                 spike_seq.data_ptr(), v.data_ptr(), 0 if v_seq is None else v_seq.data_ptr(), 0,
                 th_addr, th_value, th_div, th_mod, n, T, int(bool(strict)),
