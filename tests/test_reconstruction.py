@@ -154,3 +154,15 @@ def test_the_reconstructed_ann_converts_exactly(rounding):
     with torch.no_grad():
         out = snn(x.unsqueeze(0).expand(2, *x.shape).contiguous()).mean(0)
         torch.testing.assert_close(out, q(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_non_finite_loss_raises_before_any_threshold_moves():
+    ann, data = net(), loader(n=128, bs=64)
+    q = quantize_graph(ann, 2)
+    cal.calibrate(q, data, progress=False, reconstruct_steps=0)
+    before = thresholds(q)
+    bad = DataLoader(TensorDataset(torch.full((8, 1, 8, 8), float("inf")), torch.zeros(8)),
+                     batch_size=8)
+    with pytest.raises(ValueError, match=r"the loss is nan at step 1.*reconstruct_steps=0"):
+        rec.reconstruct(q, rec.float_teacher(q), bad, steps=2, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, thresholds(q)))

@@ -92,8 +92,8 @@ def reconstruct(model: nn.Module, teacher: nn.Module, dataloader, steps: int,
 
     ``dataloader`` gives its first ``steps`` batches (the input as
     :func:`~sj_qvm.interop.calibration.batch_input` finds it), read again from the start if it has
-    fewer. ``model`` is left in eval mode with
-    every parameter's ``requires_grad`` as it was."""
+    fewer. ``model`` is left in eval mode with every parameter's ``requires_grad`` as it was.
+    A loss that is not finite raises ValueError before that step changes any threshold."""
     from .calibration import batch_input  # calibration imports this module
     mods = [m for m in model.modules() if isinstance(m, QuantReLU)]
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -115,6 +115,11 @@ def reconstruct(model: nn.Module, teacher: nn.Module, dataloader, steps: int,
                 with torch.no_grad():
                     target = teacher(x)
                 loss = _kl(model(x), target)
+                if not torch.isfinite(loss):
+                    raise ValueError(f"output reconstruction: the loss is {loss.item()} at step "
+                                     f"{len(losses) + 1}; the float or quantized ANN gives "
+                                     "non-finite outputs on the calibration data. Check the "
+                                     "data, or pass reconstruct_steps=0")
                 for m in mods:
                     m.threshold.grad = None
                 loss.backward()
