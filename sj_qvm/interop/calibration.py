@@ -26,6 +26,10 @@ input and of the network output. In the sequential pass, each layer's input mean
 to the float mean by adding the difference to the bias of the conv / linear / BatchNorm that feeds
 it (when it feeds nothing else), before its gamma is chosen; the output layer last.
 
+Output reconstruction (``reconstruct_steps``, default on wherever the output is a ``[B, K, *]``
+distribution) then moves the chosen thresholds a few steps towards the float ANN's output
+(:mod:`.reconstruction`); bias correction's means are those of the thresholds before it.
+
 Deterministic: the same model and loader (same batches in the same order) give bit-identical
 thresholds. Memory is bounded: each layer keeps at most ``max_samples`` values, a batch with too
 many contributes a subsample of positions drawn by a ``torch.Generator`` seeded with the batch index
