@@ -65,3 +65,19 @@ def real_recording():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def small_shares():
+    """The compiled CPU kernels split work between threads from 32768 elements per thread (the
+    default waits for 0.5 M), so that small test tensors exercise the split; restored after."""
+    from sj_qvm.ops import native
+    if not native.available():
+        yield None
+        return
+    saved = native.min_share()
+    native.min_share(32768)
+    try:
+        yield 32768
+    finally:
+        native.min_share(saved)

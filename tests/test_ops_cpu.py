@@ -17,6 +17,12 @@ needs_native = pytest.mark.skipif(
     reason=f"sj_qvm.ops._cpu is not built ({native.IMPORT_ERROR}) or SJ_QVM_NO_NATIVE is set")
 
 
+@pytest.fixture(autouse=True)
+def _split_small_tensors(small_shares):
+    """Every test here runs with threads taking 32768-element shares (see conftest)."""
+    yield
+
+
 native_off = native.disabled
 
 
@@ -301,3 +307,12 @@ def test_quant_relu_backward_kernel_equals_the_torch_backward(dtype, rounding):
             assert torch.equal(gx, gx_t)
             torch.testing.assert_close(gg, gg_t, rtol=1e-5, atol=1e-5)
             assert torch.isfinite(gg).all()
+
+
+@needs_native
+def test_min_share_is_checked_and_restored_by_the_fixture(small_shares):
+    assert native.min_share() == small_shares == 32768
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="min_share must be an int >= 1 or None"):
+            native.min_share(bad)
+    assert native.min_share() == 32768

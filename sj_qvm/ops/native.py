@@ -23,7 +23,7 @@ except ImportError as e:  # no C compiler at install time: the torch paths run
     IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
 
 #: The signatures this source calls (``ABI`` in _cpu.c); a build from an older source is not used.
-ABI = 3
+ABI = 4
 if _module is not None and getattr(_module, "ABI", 1) != ABI:
     IMPORT_ERROR = (f"sj_qvm.ops._cpu was built from another source (ABI "
                     f"{getattr(_module, 'ABI', 1)}, this source needs {ABI}); rebuild it with "
@@ -75,3 +75,14 @@ def simd(level: Optional[int] = None) -> int:
     if level is not None and level not in (0, 1):
         raise ValueError(f"level must be one of (0, 1, None), got {level!r}")
     return _module.simd(-1 if level is None else level)
+
+
+def min_share(value: Optional[int] = None) -> int:
+    """Elements per thread below which a kernel runs on one thread (default 524288: starting a
+    thread costs about that much work on the benchmark machine); ``value`` sets it. Returns the
+    value in use. Needs the extension."""
+    if _module is None:
+        raise RuntimeError(f"sj_qvm.ops._cpu is not loaded: {IMPORT_ERROR}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"min_share must be an int >= 1 or None, got {value!r}")
+    return _module.min_share(-1 if value is None else value)
