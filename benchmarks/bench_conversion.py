@@ -164,20 +164,21 @@ def markdown(result: dict) -> str:
 
 def seed_summary(results, models) -> str:
     """Accuracy at T = L, mean (min-max) over the seeds: SJ's recipes at T = 2 and 4, and every
-    sj_qvm route (no fine-tune) at T = L in both current modes."""
+    sj_qvm route at T = L in both current modes, with and without the fine-tune."""
     lines = []
     for model in models:
         runs = [r for r in results if r["model"].split("_seed")[0] == model]
         lines += [f"### {model}: T = L, mean (min-max) over {len(runs)} seeds; float ANN "
                   f"{statistics.mean(r['float_ann'] for r in runs):.2f}", "",
-                  "| route | L | current | accuracy at T = L |", "|---|---|---|---|"]
-        keys = [(row["route"], row["L"], row["current"]) for row in runs[0]["rows"]
-                if row["finetune"] == 0]
-        for route, L, current in keys:
+                  "| route | L | fine-tune | current | accuracy at T = L |", "|---|---|---|---|---|"]
+        keys = [(row["route"], row["L"], row["finetune"], row["current"])
+                for row in runs[0]["rows"]]
+        for route, L, ft, current in keys:
             for T in ((2, 4) if L is None else (L,)):
-                accs = [row[f"T={T}"] for r in runs for row in r["rows"] if row["finetune"] == 0
-                        and (row["route"], row["L"], row["current"]) == (route, L, current)]
-                lines.append(f"| {route} | {L or f'- (T = {T})'} | {current} | "
+                accs = [row[f"T={T}"] for r in runs for row in r["rows"]
+                        if (row["route"], row["L"], row["finetune"], row["current"]) ==
+                        (route, L, ft, current)]
+                lines.append(f"| {route} | {L or f'- (T = {T})'} | {ft} | {current} | "
                              f"{statistics.mean(accs):.2f} ({min(accs):.2f}-{max(accs):.2f}) |")
         lines.append("")
     return "\n".join(lines)
