@@ -1,6 +1,7 @@
 """Converted-SNN inference against the ANN, the QAT ANN and SpikingJelly's converted SNN (issue 15).
 
     python benchmarks/bench_inference.py [--rounds 7] [--quick] [--plot benchmarks/inference_growth.png]
+    python benchmarks/bench_inference.py --models resnet18 --quick     # the DVS resnet18 rows
 
 Runs itself twice, with the default glibc allocator and with
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000`` (fresh >= 32 MiB allocations are slow
@@ -13,7 +14,8 @@ page faults on some VMs; this is close to a caching allocator), and prints for e
 * cost growth: time against T in {1, 2, 4, 8, 16, 32} and batch size, both currents (and a plot).
 
 Models: SpikingJelly's sample MNIST CNN (28x28, calibrated to QuantReLU by ``sj_qvm.quantize``)
-and sj_qvm.models' DVS ``vgg`` at the demo's settings (width 8, 2x64x64, L = 4).
+and sj_qvm.models' DVS ``vgg`` at the demo's settings (width 8, 2x64x64, L = 4); with
+``--models ... resnet18`` also sj_qvm.models' DVS ``resnet18`` (width 16, 2x64x64, L = 4).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import sj_qvm  # noqa: E402
 from sj_qvm import QuantReLU, convert  # noqa: E402
 from sj_qvm._compat import SJ_VERSION, functional, sample_models, sj_convert  # noqa: E402
-from sj_qvm.models import vgg  # noqa: E402
+from sj_qvm.models import ResNet18, vgg  # noqa: E402
 from sj_qvm.ops import native  # noqa: E402
 from sj_qvm.ops.quant_relu import quant_relu_ref  # noqa: E402
 from harness import ALLOCATORS, NO_MMAP, interleaved, run_children  # noqa: E402,F401
@@ -66,20 +68,30 @@ def swap_activations(model: nn.Module, make) -> nn.Module:
     return out
 
 
-def models(batch: int):
-    """``{name: (relu_ann, qat_ann, input [B, *])}``, eval mode, float32."""
+MODELS = ("mnist_cnn", "vgg", "resnet18")
+
+
+def models(batch: int, names=MODELS[:2]):
+    """``{name: (relu_ann, qat_ann, input [B, *])}``, eval mode, float32, for ``names`` in
+    :data:`MODELS`."""
     torch.manual_seed(0)
     out = {}
-    cnn = sample_models()["mnist_cnn"]().eval()
-    x = torch.rand(batch, 1, 28, 28)
-    calib = [(torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)) for _ in range(2)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out["SJ sample MNIST CNN"] = (cnn, sj_qvm.quantize(cnn, levels=L, dataloader=calib,
-                                                           rounding="round").eval(), x)
-    net = vgg(levels=L, width=8).eval()
-    x = torch.rand(batch, 2, 64, 64) * 2
-    out["DVS vgg (demo: width 8, 64x64)"] = (relu_twin(net).eval(), net, x)
+    if "mnist_cnn" in names:
+        cnn = sample_models()["mnist_cnn"]().eval()
+        x = torch.rand(batch, 1, 28, 28)
+        calib = [(torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)) for _ in range(2)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["SJ sample MNIST CNN"] = (cnn, sj_qvm.quantize(cnn, levels=L, dataloader=calib,
+                                                               rounding="round").eval(), x)
+    if "vgg" in names:
+        net = vgg(levels=L, width=8).eval()
+        x = torch.rand(batch, 2, 64, 64) * 2
+        out["DVS vgg (demo: width 8, 64x64)"] = (relu_twin(net).eval(), net, x)
+    if "resnet18" in names:
+        net = ResNet18(levels=L, width=16).eval()
+        x = torch.rand(batch, 2, 64, 64) * 2
+        out["DVS resnet18 (width 16, 64x64)"] = (relu_twin(net).eval(), net, x)
     return out
 
 
@@ -164,7 +176,7 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     results = {"models": {}, "machine": machine()}
     for T in (4, 16):
-        for name, (relu_ann, qat_ann, x) in models(args.batch).items():
+        for name, (relu_ann, qat_ann, x) in models(args.batch, args.models).items():
             data = [(x, torch.zeros(x.shape[0], dtype=torch.long))]
             med = interleaved(cases_for(relu_ann, qat_ann, x, T, data), args.rounds)
             results["models"][f"{name}, T={T}"] = med
@@ -227,6 +239,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--quick", action="store_true", help="skip the growth table")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:2]),
+                   help="the models of the main table (default: mnist_cnn vgg)")
     p.add_argument("--plot", default=None, help="PNG path for the growth plot")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--peak", default=None, help=argparse.SUPPRESS)
@@ -237,7 +251,7 @@ def main() -> None:
         return child(args)
     me = [sys.executable, os.path.abspath(__file__)]
     flags = ["--rounds", str(args.rounds), "--batch", str(args.batch), "--threads",
-             str(args.threads)] + (["--quick"] if args.quick else [])
+             str(args.threads), "--models", *args.models] + (["--quick"] if args.quick else [])
     all_res = run_children(__file__, flags)
     for label, res in all_res.items():
         report(label, res)
