@@ -16,10 +16,8 @@ needs_native = pytest.mark.skipif(
     reason=f"sj_qvm.ops._cpu is not built ({native.IMPORT_ERROR}) or SJ_QVM_NO_NATIVE is set")
 
 
-@pytest.fixture(autouse=True)
-def _split_small_tensors(small_shares):
-    """Every test here runs with threads taking 32768-element shares (see conftest)."""
-    yield
+# Every test here runs with threads taking 32768-element shares (see conftest).
+pytestmark = pytest.mark.usefixtures("small_shares")
 
 
 @contextlib.contextmanager
