@@ -10,7 +10,7 @@ from sj_qvm._compat import functional
 from sj_qvm.ops import buffers, native
 
 
-def test_small_and_non_cpu_buffers_are_left_alone():
+def test_a_small_buffer_is_left_alone():
     t = buffers.empty((4, 8), torch.float32)
     assert t.shape == (4, 8) and t.dtype == torch.float32
     assert buffers.advise_huge(t) is False  # below HUGE_BYTES
