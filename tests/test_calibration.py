@@ -9,7 +9,7 @@ import sj_qvm
 from sj_qvm import QuantReLU
 from sj_qvm.interop import calibration as cal
 from sj_qvm.interop.quantize import quantize_graph
-from sj_qvm.interop.thresholds import Pool
+from sj_qvm.interop.thresholds import Pool, sorted_rows, sorted_rows_reference
 
 ROUNDINGS = ("floor", "round", "ceil")
 
@@ -151,6 +151,28 @@ def test_pool_stays_bounded_and_deterministic():
     assert a.cols * 3 <= 3000 and a.per_batch < 250 and torch.equal(a.values(), b.values())
     assert a.count == 10 * 200                       # the mean counts every position
     assert cal.percentile_gamma(a.values(), 90).tolist() == pytest.approx([1.28] * 3, abs=0.15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fast_row_sort_equals_its_torch_twin(dtype):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 4099, generator=g).to(dtype).relu()   # ties at 0, an odd length
+    x[1, 7:40] = 0.5                                          # a run of equal values
+    strided = torch.randn(4099, 5, generator=g).to(dtype).T  # a non-contiguous view
+    for v in (x, strided, x[:, :1], x[:0]):
+        got = sorted_rows(v)
+        assert got.dtype == v.dtype and torch.equal(got, sorted_rows_reference(v))
+
+
+def test_pool_mean_is_the_float64_mean_of_every_position():
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.rand(7, 3, 33, 65, generator=g) * 100 for _ in range(3)]
+    pool = Pool(max_samples=0, channel_wise=True)
+    for i, x in enumerate(xs):
+        pool.add(x, i)
+    exact = torch.cat([x.double().movedim(1, 0).reshape(3, -1) for x in xs], 1).mean(1)
+    assert pool.mean().dtype == torch.float64
+    assert torch.allclose(pool.mean(), exact, rtol=1e-6, atol=0)
 
 
 def test_dead_channel_gets_the_median_and_a_dead_layer_raises():

@@ -166,3 +166,51 @@ def test_a_non_finite_loss_raises_before_any_threshold_moves():
     with pytest.raises(ValueError, match=r"the loss is nan at step 1.*reconstruct_steps=0"):
         rec.reconstruct(q, rec.float_teacher(q), bad, steps=2, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, thresholds(q)))
+
+
+def test_targets_keep_the_first_batches_within_the_bound_and_give_up_past_it():
+    x, out = torch.ones(4, 3), torch.ones(4, 2)   # 48 + 32 bytes a batch
+    t = rec.Targets(limit=2, max_bytes=1000)
+    for i in range(5):
+        t.add(x * i, out * i)
+    assert len(t.pairs) == 2 and torch.equal(t.pairs[1][0], x)
+    assert t.first(2, batches=5)[1][1].eq(1).all() and len(t.first(1, batches=5)) == 1
+    assert t.first(3, batches=2) is not None and t.first(3, batches=5) is None
+    small = rec.Targets(limit=None, max_bytes=200)
+    for i in range(3):
+        small.add(x, out)
+    assert small.overflowed and small.pairs == [] and small.first(1, batches=3) is None
+
+
+class _NoLen(torch.utils.data.IterableDataset):
+    def __init__(self, x):
+        self.x = x
+
+    def __iter__(self):
+        return iter((b, 0) for b in self.x.split(64))
+
+
+@pytest.mark.parametrize("loader_kind", ["ordered", "no len", "small memory bound"])
+def test_the_first_pass_outputs_stand_in_for_the_teacher(loader_kind, monkeypatch):
+    """Reconstruction distils on the float outputs the first calibration pass computed: no float
+    copy is run, and the thresholds equal those of the float teacher run on the loader (the
+    fallback, taken when the outputs would pass the memory bound), bit for bit."""
+    ann = net()
+    copies = []
+    real = cal.float_teacher
+    monkeypatch.setattr(cal, "float_teacher", lambda m: copies.append(1) or real(m))
+    data, kw = loader(n=384), {}
+    if loader_kind == "no len":
+        data = _NoLen(_trained()[1][:384])
+    if loader_kind == "small memory bound":
+        kw = dict(cache_bytes=10_000)  # less than one batch of inputs
+    q = quantize_graph(ann, 2)
+    cal.calibrate(q, data, progress=False, **kw)
+    assert len(copies) == (1 if loader_kind == "small memory bound" else 0)
+    # The reference: calibration without reconstruction, then the teacher on the loader.
+    ref = quantize_graph(ann, 2)
+    cal.calibrate(ref, loader(n=384), progress=False, reconstruct_steps=0)
+    rec.reconstruct(ref, real(quantize_graph(ann, 2)), loader(n=384), rec.default_steps(6),
+                    progress=False)
+    for a, b in zip(thresholds(q), thresholds(ref), strict=True):
+        assert torch.equal(a, b)

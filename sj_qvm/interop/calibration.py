@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..checks import check_bool, check_choice, check_fraction, check_int
 from ..quant import QuantReLU
 from .graph_cache import GraphRunner, live_bytes
-from .reconstruction import default_steps, float_teacher, reconstruct, reconstructable
+from .reconstruction import Targets, default_steps, float_teacher, reconstruct, reconstructable
 from .thresholds import Pool, mse_gamma, percentile_gamma, quantization_error
 
 
@@ -191,8 +191,10 @@ class _Run:
         return forward
 
     def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
-                  stop_at=None, output_pool: Optional[Pool] = None) -> Dict[str, Pool]:
-        """One pass; ``record`` maps site names to how many values to keep (0: means only)."""
+                  stop_at=None, output_pool: Optional[Pool] = None,
+                  targets: Optional[Targets] = None) -> Dict[str, Pool]:
+        """One pass; ``record`` maps site names to how many values to keep (0: means only);
+        ``output_pool`` and ``targets`` get each batch's output (and input)."""
         self.record = {s: Pool(n, self.channel_wise) for s, n in record.items()}
         self.stop_at = stop_at
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
@@ -202,12 +204,15 @@ class _Run:
                                            leave=False)):
                 self.batch, n = i, n + 1
                 self.batches = n
+                x = batch_input(batch).to(device)
                 try:
-                    out = self.model(batch_input(batch).to(device))
+                    out = self.model(x)
                 except _Stop:
                     continue
                 if output_pool is not None and isinstance(out, torch.Tensor):
                     output_pool.add(out, i)
+                    if targets is not None:
+                        targets.add(x, out)
         if n == 0:
             raise ValueError("the calibration dataloader yielded no batch; pass a loader with at "
                              "least one batch of inputs")
@@ -249,6 +254,7 @@ class _Resumable:
 
     def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
                   stop_at=None, output_pool: Optional[Pool] = None,
+                  targets: Optional[Targets] = None,
                   save_for: Optional[str] = None) -> Dict[str, Pool]:
         """As :meth:`_Run.pass_over`; also saves the values live at ``save_for``'s cut."""
         run = self.run
@@ -267,12 +273,18 @@ class _Resumable:
                                disable=not progress, leave=False):
                 run.batch, n = i, n + 1
                 run.batches = n
+                x = env.get(self.graph.placeholder)
                 live, out = self.graph.run(env, start, end, save_at)
                 if saved is not None:
                     size += live_bytes(live)
-                    saved = saved + [(i, live)] if size <= self.budget else None
+                    if size <= self.budget:
+                        saved.append((i, live))
+                    else:
+                        saved = None
                 if output_pool is not None and isinstance(out, torch.Tensor):
                     output_pool.add(out, i)
+                    if targets is not None and x is not None:
+                        targets.add(x, out)
         if n == 0:
             raise ValueError("the calibration dataloader yielded no batch; pass a loader with at "
                              "least one batch of inputs")
@@ -297,7 +309,9 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
     reconstruction (:mod:`~sj_qvm.interop.reconstruction`: the gammas distilled towards the float
     ANN's output); ``None`` (default): a quarter of the calibration batches, wherever the output
     is a ``[B, K, *]`` distribution over dim 1 (none otherwise); 0: none. It keeps a float copy
-    of the model while it runs."""
+    of the model while it runs. The float ANN's outputs it distils towards are those of the first
+    pass, kept with their inputs (up to ``cache_bytes``; over it, a float copy of the model is
+    run again on the loader's batches)."""
     check_calibration_args(method, channel_wise, percentile, bias_correction, sequential,
                            reconstruct_steps)
     check_int(max_samples, "max_samples", minimum=1)
@@ -313,7 +327,16 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
         raise ValueError(f"{type(model).__name__} holds no QuantReLU to calibrate")
     mods = dict(model.named_modules())
     model.eval()
-    teacher = float_teacher(model) if reconstruct_steps != 0 else None
+    targets = None
+    if reconstruct_steps != 0:
+        limit = reconstruct_steps
+        if limit is None:
+            try:
+                limit = default_steps(len(dataloader))
+            except TypeError:  # a loader without len: keep what the memory bound allows
+                pass
+        targets = Targets(limit, cache_bytes)
+    teacher, kept = None, None
     run = _Run(model, sites, max_samples, channel_wise)
     passes = run
     if sequential and cache_bytes > 0 and isinstance(model, fx.GraphModule) and \
@@ -329,7 +352,7 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
                 # The first pass sees the float ANN: it also gives bias correction its targets
                 # (and tells reconstruction what the output is).
                 everything = k == 0 and (bias_correction or not sequential or
-                                         teacher is not None)
+                                         targets is not None)
                 keep = {s: (max_samples if s == name or not sequential else 0)
                         for s in (sites if everything else [name])}
                 out_pool = _OutputPool(out_seen) if everything else None
@@ -337,7 +360,15 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
                     resume["save_for"] = name
                 pools = passes.pass_over(dataloader, f"calibrating {k + 1}/{len(sites)} {name}",
                                          progress, keep, stop_at=None if everything else name,
-                                         output_pool=out_pool, **resume)
+                                         output_pool=out_pool,
+                                         targets=targets if k == 0 else None, **resume)
+                if k == 0 and targets is not None:
+                    # Still the float ANN: no bias is corrected and no threshold chosen yet.
+                    steps = reconstruct_steps or default_steps(run.batches)
+                    kept = targets.first(steps, run.batches)
+                    targets = None
+                    if kept is None and out_seen and all(out_seen):
+                        teacher = float_teacher(model)
                 if out_pool is not None and bias_correction:
                     float_means = {s: p.mean() for s, p in pools.items()}
                     float_means[None] = out_pool.mean()
@@ -359,14 +390,13 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
             _add_bias(layer, float_means[None] - out_pool.mean())
     finally:
         run.close()
-    if teacher is not None:
+    if reconstruct_steps != 0:
         applies = bool(out_seen) and all(out_seen)
         if reconstruct_steps is not None and not applies:
             raise ValueError(f"reconstruct_steps={reconstruct_steps} needs a model whose output is "
                              "a floating [B, K, *] tensor (K >= 2, a distribution over dim 1); "
                              "pass reconstruct_steps=0 or None")
         if applies:
-            steps = default_steps(run.batches) if reconstruct_steps is None else reconstruct_steps
-            reconstruct(model, teacher, dataloader, steps, progress)
+            reconstruct(model, teacher, dataloader, steps, progress, targets=kept)
             chosen = {name: mods[name].threshold.detach().clone() for name in sites}
     return chosen

@@ -19,9 +19,12 @@ It is the threshold half of block reconstruction (BRECQ, QDrop) on the whole net
 LocalThresholdBalancingRecipe at T = 2 (mean over six trained ANNs each; see
 ``benchmarks/RESULTS.md``), and it is neutral at L = 4.
 
-The float teacher is a copy of the model taken before calibration changed any bias, with every
-QuantReLU passing ``relu(x)`` on; it is computed on the same batch as the student, so any loader
-works, shuffling or not.
+The float targets come from calibration's first pass, which runs the float ANN (every QuantReLU
+passing ``relu(x)`` on) over the loader anyway: it keeps the first batches' inputs and outputs
+(:class:`Targets`), and reconstruction distils on those, so it runs no float forward of its own
+and any loader works, shuffling or not. Where they were not kept (over the memory bound), the
+float teacher is a copy of the model taken before calibration changed any bias, run on each
+loader batch as the student is.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ from tqdm.auto import tqdm
 
 from ..quant import QuantReLU
 
-__all__ = ["RECONSTRUCT_LR", "float_teacher", "default_steps", "reconstructable", "reconstruct"]
+__all__ = ["RECONSTRUCT_LR", "Targets", "float_teacher", "default_steps", "reconstructable",
+           "reconstruct"]
 
 RECONSTRUCT_LR = 0.02
 
@@ -63,6 +67,32 @@ def reconstructable(output) -> bool:
         output.ndim >= 2 and output.shape[1] >= 2
 
 
+class Targets:
+    """Inputs and float-ANN outputs of the first calibration batches, for :func:`reconstruct`:
+    at most ``limit`` batches (None: any number), and at most ``max_bytes`` in all. A batch that
+    would pass the byte bound empties it: reconstruction then runs the float teacher instead."""
+
+    def __init__(self, limit: Optional[int], max_bytes: int):
+        self.limit, self.max_bytes = limit, max_bytes
+        self.pairs: List[tuple] = []   # [(input, float output)]
+        self.size = 0
+        self.overflowed = False
+
+    def add(self, x: torch.Tensor, output: torch.Tensor) -> None:
+        if self.overflowed or (self.limit is not None and len(self.pairs) >= self.limit):
+            return
+        self.size += x.numel() * x.element_size() + output.numel() * output.element_size()
+        if self.size > self.max_bytes:
+            self.pairs, self.overflowed = [], True
+            return
+        self.pairs.append((x, output))
+
+    def first(self, steps: int, batches: int) -> Optional[List[tuple]]:
+        """The pairs of the first ``min(steps, batches)`` batches; None if they were not kept."""
+        n = min(steps, batches)
+        return None if self.overflowed or len(self.pairs) < n else self.pairs[:n]
+
+
 def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     t = teacher.float().log_softmax(1)
     s = student.float().log_softmax(1)
@@ -85,14 +115,17 @@ def _cycle(dataloader, steps: int):
                              "least one batch of inputs")
 
 
-def reconstruct(model: nn.Module, teacher: nn.Module, dataloader, steps: int,
-                progress: bool = True, lr: float = RECONSTRUCT_LR) -> List[float]:
+def reconstruct(model: nn.Module, teacher: Optional[nn.Module], dataloader, steps: int,
+                progress: bool = True, lr: float = RECONSTRUCT_LR,
+                targets: Optional[List[tuple]] = None) -> List[float]:
     """Move every QuantReLU threshold of ``model`` (in place) by ``steps`` Adam steps on
     ``log gamma`` towards ``teacher``'s output (see the module docstring); the loss per step.
 
     ``dataloader`` gives its first ``steps`` batches (the input as
     :func:`~sj_qvm.interop.calibration.batch_input` finds it), read again from the start if it has
-    fewer. ``model`` is left in eval mode with every parameter's ``requires_grad`` as it was.
+    fewer. ``targets`` (``[(input, teacher output)]``, e.g. :meth:`Targets.first`) replaces both:
+    step i distils on pair ``i % len(targets)``, and ``teacher`` is not run (it may be None).
+    ``model`` is left in eval mode with every parameter's ``requires_grad`` as it was.
     A loss that is not finite raises ValueError before that step changes any threshold."""
     from .calibration import batch_input  # calibration imports this module
     mods = [m for m in model.modules() if isinstance(m, QuantReLU)]
@@ -110,10 +143,13 @@ def reconstruct(model: nn.Module, teacher: nn.Module, dataloader, steps: int,
         bar = tqdm(total=steps, desc="calibration: output reconstruction", disable=not progress,
                    leave=False)
         with torch.enable_grad():
-            for batch in _cycle(dataloader, steps):
-                x = batch_input(batch).to(device)
-                with torch.no_grad():
-                    target = teacher(x)
+            for batch in _cycle(dataloader if targets is None else targets, steps):
+                if targets is None:
+                    x = batch_input(batch).to(device)
+                    with torch.no_grad():
+                        target = teacher(x)
+                else:
+                    x, target = batch
                 loss = _kl(model(x), target)
                 if not torch.isfinite(loss):
                     raise ValueError(f"output reconstruction: the loss is {loss.item()} at step "
