@@ -308,10 +308,11 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
     ``reconstruct_steps``: after the thresholds are chosen, this many steps of output
     reconstruction (:mod:`~sj_qvm.interop.reconstruction`: the gammas distilled towards the float
     ANN's output); ``None`` (default): a quarter of the calibration batches, wherever the output
-    is a ``[B, K, *]`` distribution over dim 1 (none otherwise); 0: none. It keeps a float copy
-    of the model while it runs. The float ANN's outputs it distils towards are those of the first
-    pass, kept with their inputs (up to ``cache_bytes``; over it, a float copy of the model is
-    run again on the loader's batches)."""
+    is a ``[B, K, *]`` distribution over dim 1 (none otherwise); 0: none. The float ANN's
+    outputs it distils towards are those of the first pass, kept with their inputs for the
+    batches it will use (up to ``cache_bytes`` more; over it, a float copy of the model is kept
+    and run again on the loader's batches: the same thresholds, for a loader that gives the
+    same batches each time)."""
     check_calibration_args(method, channel_wise, percentile, bias_correction, sequential,
                            reconstruct_steps)
     check_int(max_samples, "max_samples", minimum=1)
