@@ -214,3 +214,26 @@ def test_the_first_pass_outputs_stand_in_for_the_teacher(loader_kind, monkeypatc
                     progress=False)
     for a, b in zip(thresholds(q), thresholds(ref), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_loader_that_refills_one_buffer_gives_the_thresholds_of_a_plain_one():
+    """A loader that yields one buffer, refilled for every batch: what calibration keeps of a
+    batch (reconstruction's inputs, the values saved at a cut) must be copies."""
+    x = _trained()[1][:256]
+
+    class Refill:
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            buf = torch.empty(64, *x.shape[1:])
+            for b in x.split(64):
+                buf.copy_(b)
+                yield buf, torch.zeros(64)
+
+    ann = net()
+    got, ref = quantize_graph(ann, 2), quantize_graph(ann, 2)
+    cal.calibrate(got, Refill(), progress=False)
+    cal.calibrate(ref, loader(n=256), progress=False)
+    for a, b in zip(thresholds(got), thresholds(ref), strict=True):
+        assert torch.equal(a, b)

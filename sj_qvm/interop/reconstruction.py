@@ -85,7 +85,8 @@ class Targets:
         if self.size > self.max_bytes:
             self.pairs, self.overflowed = [], True
             return
-        self.pairs.append((x, output))
+        # A copy: a loader may refill the tensor it yielded with the next batch.
+        self.pairs.append((x.detach().clone(), output))
 
     def first(self, steps: int, batches: int) -> Optional[List[tuple]]:
         """The pairs of the first ``min(steps, batches)`` batches; None if they were not kept."""

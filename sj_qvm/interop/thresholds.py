@@ -91,8 +91,15 @@ def sorted_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sort(x.contiguous().numpy(), axis=1))
 
 
-def _level_counts(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str):
-    """``(sum_x M(x) * x, sum_x M(x)^2)`` for sorted ``xs: [C, S]`` and ``gamma: [C, K]``."""
+def _prefix_sums(xs: torch.Tensor) -> torch.Tensor:
+    """``[C, S + 1]``: column j holds the sum of the first j values of each row of ``xs: [C, S]``."""
+    return torch.cat([xs.new_zeros(xs.shape[0], 1), xs.cumsum(1)], 1)
+
+
+def _level_counts(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str,
+                  p1: Optional[torch.Tensor] = None):
+    """``(sum_x M(x) * x, sum_x M(x)^2)`` for sorted ``xs: [C, S]`` and ``gamma: [C, K]``;
+    ``p1`` is ``_prefix_sums(xs)`` where the caller has it."""
     C, S = xs.shape
     delta = (gamma / levels).unsqueeze(-1)                                   # [C, K, 1]
     k = torch.arange(1, levels + 1, dtype=xs.dtype, device=xs.device)        # [L]
@@ -101,16 +108,18 @@ def _level_counts(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: 
     # M(x) = #{k : x >= b_k} (floor, round half-up) or #{k : x > b_k} (ceil).
     below = torch.searchsorted(xs, bounds.reshape(C, -1), right=rounding == "ceil")
     below = below.reshape(bounds.shape)
-    p1 = torch.cat([xs.new_zeros(C, 1), xs.cumsum(1)], 1)                    # [C, S + 1]
+    p1 = _prefix_sums(xs) if p1 is None else p1                              # [C, S + 1]
     tail = p1[:, -1:].unsqueeze(-1) - torch.gather(p1, 1, below.reshape(C, -1)).reshape(below.shape)
     sum_mx = tail.sum(-1)                                                    # [C, K]
     sum_m2 = ((2 * k - 1) * (S - below)).sum(-1)                             # [C, K]
     return sum_mx, sum_m2
 
 
-def quantization_error(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str):
-    """``E(gamma) - sum x^2`` for sorted ``xs: [C, S] >= 0`` and candidate ``gamma: [C, K]``."""
-    sum_mx, sum_m2 = _level_counts(xs, gamma, levels, rounding)
+def quantization_error(xs: torch.Tensor, gamma: torch.Tensor, levels: int, rounding: str,
+                       p1: Optional[torch.Tensor] = None):
+    """``E(gamma) - sum x^2`` for sorted ``xs: [C, S] >= 0`` and candidate ``gamma: [C, K]``
+    (``p1``: the rows' prefix sums, computed here if not given)."""
+    sum_mx, sum_m2 = _level_counts(xs, gamma, levels, rounding, p1)
     delta = gamma / levels
     return delta * delta * sum_m2 - 2 * delta * sum_mx
 
@@ -124,16 +133,16 @@ def mse_gamma(values: torch.Tensor, levels: int, rounding: str) -> torch.Tensor:
     searches ``_REFINE`` points around each.
     """
     xs = sorted_rows(values.to(torch.float32)).to(torch.float64)
-    top = xs[:, -1:]
+    top, p1 = xs[:, -1:], _prefix_sums(xs)
     r = torch.arange(1, _GRID + 1, dtype=xs.dtype) / _GRID
-    err = quantization_error(xs, top * r, levels, rounding)
+    err = quantization_error(xs, top * r, levels, rounding, p1)
     best = err.topk(min(_TOP, _GRID), dim=1, largest=False).indices.to(xs.dtype) + 1  # [C, TOP]
     lo = (best - 1).clamp(min=0.25) / _GRID
     hi = (best + 1).clamp(max=_GRID) / _GRID
     t = torch.linspace(0, 1, _REFINE + 1, dtype=xs.dtype)
     fine = (lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * t).flatten(1)           # [C, TOP*R]
     cand = torch.cat([top * fine, top * best / _GRID], 1)
-    pick = quantization_error(xs, cand, levels, rounding).argmin(1, keepdim=True)
+    pick = quantization_error(xs, cand, levels, rounding, p1).argmin(1, keepdim=True)
     return torch.gather(cand, 1, pick).squeeze(1)
 
 
