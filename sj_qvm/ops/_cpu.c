@@ -22,6 +22,12 @@
  *   reads) unless its address is 0. Same predicate and arithmetic as
  *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
  *
+ * if_backward(h, x, x_tstride, v0, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value,
+ *             th_div, th_mod, n, T, strict, expected, detach, sg_id, p0, p1, dtype, threads)
+ *   BPTT through if_forward's T steps (the rule in _cpu_kernels.h), g_x [T, n] out. h_t comes
+ *   from h [T, n] (if_forward's h), or where h is 0 it is recomputed from x (as if_forward reads
+ *   it) and V_0 (v0 [n]), bit for bit, so that the forward need not write h.
+ *
  * quant_relu_backward(x, g, g_x, g_acc, n, dtype, g_addr, g_value, g_div, g_mod, levels,
  *                     rounding, threads)
  *   QuantReLU's STE backward in one pass: g_x, and dL/dgamma summed per gamma value in double
@@ -256,13 +262,14 @@ static PyObject *if_rate(PyObject *self, PyObject *args)
 
 static PyObject *if_backward(PyObject *self, PyObject *args)
 {
-    unsigned long long h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr;
-    Py_ssize_t th_div, th_mod, n, threads;
+    unsigned long long h, x, v0, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr;
+    Py_ssize_t x_tstride, th_div, th_mod, n, threads;
     int T, strict, expected, detach, sg_id, dtype;
     double th_value, p0, p1;
-    if (!PyArg_ParseTuple(args, "KKKKKKKKdnnniiiiiddin:if_backward", &h, &g_spike, &g_v,
-                          &g_v_seq, &g_x, &g_v0, &g_th, &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict,
-                          &expected, &detach, &sg_id, &p0, &p1, &dtype, &threads))
+    if (!PyArg_ParseTuple(args, "KKnKKKKKKKKdnnniiiiiddin:if_backward", &h, &x, &x_tstride, &v0,
+                          &g_spike, &g_v, &g_v_seq, &g_x, &g_v0, &g_th, &th_addr, &th_value,
+                          &th_div, &th_mod, &n, &T, &strict, &expected, &detach, &sg_id, &p0,
+                          &p1, &dtype, &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
         || dtype > 1 || sg_id < 0 || sg_id > 1) {
@@ -270,8 +277,14 @@ static PyObject *if_backward(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "if_backward: bad size, T, surrogate or dtype");
         return NULL;
     }
+    if (!h && (!x || !v0 || T > RECOMPUTE / 8 || (x_tstride != 0 && x_tstride != n))) {
+        PyErr_SetString(PyExc_ValueError, "if_backward: without h it needs x, a stride of 0 or n, "
+                                          "V_0 and T <= RECOMPUTE_MAX_T");
+        return NULL;
+    }
     task t = {0};
     t.kind = 4;
+    t.x = (uintptr_t)x, t.x_tstride = x_tstride, t.v = (uintptr_t)v0;
     t.h = (uintptr_t)h, t.g_spike = (uintptr_t)g_spike, t.g_v = (uintptr_t)g_v;
     t.g_v_seq = (uintptr_t)g_v_seq;
     t.g_x = (uintptr_t)g_x, t.g_v0 = (uintptr_t)g_v0, t.g_th = (uintptr_t)g_th;
@@ -357,8 +370,8 @@ static PyMethodDef methods[] = {
      "quant_relu_backward(x, g, g_x, g_gamma_acc, n, dtype, g_addr, g_value, g_div, g_mod, "
      "levels, rounding, threads)"},
     {"if_backward", if_backward, METH_VARARGS,
-     "if_backward(h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value, th_div, th_mod, n, T, "
-     "strict, expected, detach, sg_id, p0, p1, dtype, threads)"},
+     "if_backward(h, x, x_tstride, v0, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value, "
+     "th_div, th_mod, n, T, strict, expected, detach, sg_id, p0, p1, dtype, threads)"},
     {"if_rate", if_rate, METH_VARARGS,
      "if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)"},
     {"spike_rate", spike_rate, METH_VARARGS,
@@ -371,12 +384,13 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
 
 /* ABI: the version of these signatures (ops/native.py refuses an extension built from an older
  * source). 2: if_backward takes g_v_seq. 3: quant_relu_backward sums dL/dgamma itself.
- * 4: min_share(). */
+ * 4: min_share(). 5: if_backward takes x, x_tstride and V_0, to recompute h where h is 0. */
 PyMODINIT_FUNC PyInit__cpu(void)
 {
     PyObject *m = PyModule_Create(&module);
     use_avx2 = cpu_has_avx2();
-    if (m && PyModule_AddIntConstant(m, "ABI", 4) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "ABI", 5) < 0
+              || PyModule_AddIntConstant(m, "RECOMPUTE_MAX_T", RECOMPUTE / 8) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -38,6 +38,10 @@ typedef struct {
  * the inner loops over a block vectorize. */
 #define BLK 512
 
+/* The h_t buffer of a recomputing if_backward: T * (neurons per block) <= RECOMPUTE, so
+ * T <= RECOMPUTE / 8 keeps blocks of 8 neurons at least (if_backward refuses a larger T). */
+#define RECOMPUTE 16384
+
 /* The AVX2 builds of the kernels (the same source, 8 floats a vector, SSE4.1 rounding):
  * _cpu.c picks them at run time where the CPU has AVX2. IEEE arithmetic gives the same values
  * at any vector width, and -ffp-contract=off keeps FMA out, so both builds are bit-identical. */
@@ -50,6 +54,24 @@ typedef struct {
 #endif
 
 #include "_cpu_quant.h"
+
+/* The expected current of the [m] neurons from b (functional.expected_current), into qbuf:
+ * q = r + (sum_{t>=0} (x_t - r)) / T with the offset r = x_0, or 0 where x_0 is infinite (rbuf),
+ * summed in time order. Reads x, ts, T, Tf, b, m and q (= x + b); one home for if_forward and
+ * the recomputing if_backward, so that both see the same bits. */
+#define EXPECTED_MEAN(type)                                                                 \
+    for (ptrdiff_t j = 0; j < m; j++) {                                                    \
+        const type d = q[j] - q[j]; /* 0, or NaN for inf and NaN */                        \
+        rbuf[j] = d == d ? q[j] : 0;                                                        \
+        qbuf[j] = q[j] - rbuf[j];                                                           \
+    }                                                                                       \
+    for (int k = 1; k < T; k++) {                                                           \
+        const type *xk = x + (ptrdiff_t)k * ts + b;                                        \
+        for (ptrdiff_t j = 0; j < m; j++)                                                  \
+            qbuf[j] = qbuf[j] + (xk[j] - rbuf[j]);                                          \
+    }                                                                                       \
+    for (ptrdiff_t j = 0; j < m; j++)                                                      \
+        qbuf[j] = rbuf[j] + qbuf[j] / Tf;
 
 #define IF_FORWARD(name, type, ATTR)                                                               \
     ATTR static void if_forward_##name(const task *t)                                            \
@@ -68,19 +90,7 @@ typedef struct {
                 type *vb = v + b;                                                           \
                 const type *q = x + b;                                                      \
                 if (mean) {                                                                 \
-                    /* functional.expected_current: offset x_0, or 0 where x_0 is infinite */ \
-                    for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                        const type d = q[j] - q[j];  /* 0, or NaN for inf and NaN */       \
-                        rbuf[j] = d == d ? q[j] : 0;                                        \
-                        qbuf[j] = q[j] - rbuf[j];                                           \
-                    }                                                                       \
-                    for (int k = 1; k < T; k++) {                                           \
-                        const type *xk = x + (ptrdiff_t)k * ts + b;                        \
-                        for (ptrdiff_t j = 0; j < m; j++)                                  \
-                            qbuf[j] = qbuf[j] + (xk[j] - rbuf[j]);                          \
-                    }                                                                       \
-                    for (ptrdiff_t j = 0; j < m; j++)                                      \
-                        qbuf[j] = rbuf[j] + qbuf[j] / Tf;                                   \
+                    EXPECTED_MEAN(type)                                                     \
                     q = qbuf;                                                               \
                 }                                                                           \
                 for (int k = 0; k < T; k++) {                                               \
@@ -191,7 +201,9 @@ static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
  *   g_V += g_v_seq_t (when given: V_t is v_seq[t] too)
  *   g_s = g_spike_t - theta * g_V  (no reset term if detach);  g_h = sg'(h_t) * g_s
  *   g_theta -= g_h + g_V * s_t;    g_V <- g_V + g_h;   g_x_t = g_V
- * and in expected mode every g_x_t is their mean. g_spike, g_v, g_v_seq may be absent (0); g_v0 and g_th
+ * and in expected mode every g_x_t is their mean. h_t is read from h [T, n], or, where h is
+ * absent (0), recomputed per block by if_forward's loop from x (x_tstride) and V_0 in t->v.
+ * g_spike, g_v, g_v_seq may be absent (0); g_v0 and g_th
  * (per neuron) are written when present. sg' per surrogates.py: id 0 sigmoid (p0 = alpha),
  * id 1 atan (p0 / (1 + (p1 x)^2)), evaluated at -h for the strict rule, as the CUDA kernel.
  * The float builds take the sigmoid from exp_poly (vectorizable, both builds the same bits). */
@@ -224,21 +236,47 @@ static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
         const type *h = (const type *)t->h, *g_spike = (const type *)t->g_spike;            \
         const type *g_v = (const type *)t->g_v, *g_vs = (const type *)t->g_v_seq;           \
         type *g_x = (type *)t->g_x, *g_v0 = (type *)t->g_v0, *g_th = (type *)t->g_th;       \
-        const ptrdiff_t N = t->n;                                                          \
+        const type *x = (const type *)t->x, *v0 = (const type *)t->v;                       \
+        const ptrdiff_t N = t->n, ts = t->x_tstride;                                       \
         const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
+        const int recompute = h == NULL, mean = t->expected && ts != 0;                     \
+        const int constant = t->expected || ts == 0;                                        \
+        const ptrdiff_t step = recompute && RECOMPUTE / T < BLK ? RECOMPUTE / T : BLK;     \
         const type p0 = (type)t->sg_p0, p1 = (type)t->sg_p1, Tf = (type)t->T;              \
-        type gv[BLK], gth[BLK], zeros[BLK], zacc[BLK];                                      \
+        type gv[BLK], gth[BLK], zeros[BLK], zacc[BLK], qbuf[BLK], rbuf[BLK], vv[BLK];       \
+        type hb[RECOMPUTE];                                                                 \
         for (ptrdiff_t j = 0; j < BLK; j++)                                                 \
             zeros[j] = 0; /* g_spike_t when there is none */                                \
         SEGMENTS(type, t, {                                                                 \
-            for (ptrdiff_t b = i0; b < i1; b += BLK) {                                     \
-                const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                           \
+            for (ptrdiff_t b = i0; b < i1; b += step) {                                    \
+                const ptrdiff_t m = i1 - b < step ? i1 - b : step;                         \
+                if (recompute) { /* if_forward's h_t for this block, into hb [T, m] */      \
+                    const type *q = x + b;                                                  \
+                    if (mean) {                                                             \
+                        EXPECTED_MEAN(type)                                                 \
+                        q = qbuf;                                                           \
+                    }                                                                       \
+                    for (ptrdiff_t j = 0; j < m; j++)                                      \
+                        vv[j] = v0[b + j];                                                  \
+                    for (int k = 0; k < T; k++) {                                           \
+                        const type *qk = constant ? q : x + (ptrdiff_t)k * ts + b;         \
+                        type *hk = hb + (ptrdiff_t)k * m;                                  \
+                        for (ptrdiff_t j = 0; j < m; j++) {                                \
+                            const type u = vv[j] + qk[j];                                   \
+                            const type hh = u - p;                                          \
+                            const type s = (type)(strict ? hh > 0 : hh >= 0);               \
+                            hk[j] = hh;                                                     \
+                            vv[j] = u - s * p;                                              \
+                        }                                                                   \
+                    }                                                                       \
+                }                                                                           \
                 for (ptrdiff_t j = 0; j < m; j++) {                                        \
                     gv[j] = g_v ? g_v[b + j] : (type)0;                                     \
                     gth[j] = 0;                                                             \
                 }                                                                           \
                 for (int k = T - 1; k >= 0; k--) {                                          \
-                    const type *hk = h + (ptrdiff_t)k * N + b;                             \
+                    const type *hk = recompute ? hb + (ptrdiff_t)k * m                     \
+                                               : h + (ptrdiff_t)k * N + b;                 \
                     type *xk = g_x + (ptrdiff_t)k * N + b;                                 \
                     if (g_vs) {                                                             \
                         const type *vk = g_vs + (ptrdiff_t)k * N + b;                      \

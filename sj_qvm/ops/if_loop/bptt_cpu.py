@@ -1,8 +1,13 @@
 """The BPTT loop of :mod:`.bptt` in the compiled CPU kernels (:mod:`sj_qvm.ops.native`): one pass
-forward (spikes, V_T and h_t = U_t - theta stored for backward) and one pass backward, for
-SpikingJelly's ``Sigmoid`` and ``ATan`` surrogates (the table of :mod:`.surrogates`, shared with
-the CUDA kernels). Spikes and V are bit-identical to :mod:`.bptt`; gradients equal it up to
-rounding (the surrogate is evaluated in C, as in the CUDA kernel)."""
+forward (spikes and V_T) and one pass backward, for SpikingJelly's ``Sigmoid`` and ``ATan``
+surrogates (the table of :mod:`.surrogates`, shared with the CUDA kernels). Spikes and V are
+bit-identical to :mod:`.bptt`; gradients equal it up to rounding (the surrogate is evaluated in
+C, as in the CUDA kernel).
+
+The backward needs h_t = U_t - theta. Up to ``RECOMPUTE_MAX_T`` steps the forward writes no h:
+it saves the input and V_0, and the backward recomputes h_t block by block with the forward's
+own loop (the same bits), so training writes and holds one ``[T, N, *]`` tensor less per layer
+and reads the input where it read h. Above it, the forward stores h as ``[T, N, *]``."""
 from __future__ import annotations
 
 import math
@@ -20,6 +25,11 @@ def _addr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def recompute_max_t() -> int:
+    """The largest T whose backward recomputes h instead of reading it (the kernel's bound)."""
+    return getattr(native._module, "RECOMPUTE_MAX_T", 0)
+
+
 class _IFLoopCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v_init, v_threshold, strict, expected, sg, detach_reset, store_v_seq,
@@ -27,38 +37,43 @@ class _IFLoopCPU(torch.autograd.Function):
         T, shape = x_seq.shape[0], x_seq.shape[1:]
         n = math.prod(shape)
         keep, th_addr, th_value, th_div, th_mod = theta_param
-        v = torch.empty(shape, dtype=x_seq.dtype)
-        v.copy_(v_init.detach().expand_as(v))
+        recompute = T <= recompute_max_t()
+        v0 = v_init.detach().expand(shape).contiguous()
+        v = v0.clone()
         spike = buffers.empty(x_seq.shape, x_seq.dtype)
-        h = buffers.empty(x_seq.shape, x_seq.dtype)
+        h = None if recompute else buffers.empty(x_seq.shape, x_seq.dtype)
         v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
-        native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
-                    spike.data_ptr(), v.data_ptr(), _addr(v_seq), h.data_ptr(), th_addr,
-                    th_value, th_div, th_mod, n, T, int(strict), int(expected),
-                    native.DTYPES[x_seq.dtype], native.threads())
-        ctx.save_for_backward(h, v_init, v_threshold)
-        ctx.args = (strict, expected, sg, detach_reset, theta_param)
+        x_tstride = x_seq.stride(0) if T > 1 else n
+        native.call("if_forward", x_seq.data_ptr(), x_tstride, spike.data_ptr(), v.data_ptr(),
+                    _addr(v_seq), _addr(h), th_addr, th_value, th_div, th_mod, n, T, int(strict),
+                    int(expected), native.DTYPES[x_seq.dtype], native.threads())
+        if recompute:  # the backward recomputes h from x_seq and V_0
+            ctx.save_for_backward(x_seq, v0, v_init, v_threshold)
+        else:
+            ctx.save_for_backward(h, None, v_init, v_threshold)
+        ctx.args = (strict, expected, sg, detach_reset, theta_param, recompute, x_tstride)
         ctx.set_materialize_grads(False)  # an output nobody reads costs no zero tensor
         return spike, v, v_seq
 
     @staticmethod
     def backward(ctx, g_spike, g_v, g_vseq):
-        h, v_init, theta = ctx.saved_tensors
+        h_or_x, v0, v_init, theta = ctx.saved_tensors
         strict, expected, (sg_id, p0, p1), detach_reset, (_, th_addr, th_value, th_div,
-                                                          th_mod) = ctx.args
-        T, shape = h.shape[0], h.shape[1:]
+                                                          th_mod), recompute, x_tstride = ctx.args
+        T, shape = h_or_x.shape[0], h_or_x.shape[1:]
         n = math.prod(shape)
+        h, x = (None, h_or_x) if recompute else (h_or_x, None)
         g_spike = None if g_spike is None else g_spike.contiguous()
         g_v = None if g_v is None else g_v.contiguous()
         g_vseq = None if g_vseq is None else g_vseq.contiguous()
-        g_x = buffers.empty(h.shape, h.dtype)
-        g_v0 = torch.empty(shape, dtype=h.dtype) if ctx.needs_input_grad[1] else None
-        g_th = torch.empty(shape, dtype=h.dtype) if ctx.needs_input_grad[2] else None
-        native.call("if_backward", h.data_ptr(), _addr(g_spike), _addr(g_v), _addr(g_vseq),
-                    g_x.data_ptr(),
-                    _addr(g_v0), _addr(g_th), th_addr, th_value, th_div, th_mod, n, T,
-                    int(strict), int(expected), int(detach_reset), sg_id, p0, p1,
-                    native.DTYPES[h.dtype], native.threads())
+        dtype = h_or_x.dtype
+        g_x = buffers.empty(h_or_x.shape, dtype)
+        g_v0 = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[1] else None
+        g_th = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[2] else None
+        native.call("if_backward", _addr(h), _addr(x), x_tstride, _addr(v0), _addr(g_spike),
+                    _addr(g_v), _addr(g_vseq), g_x.data_ptr(), _addr(g_v0), _addr(g_th),
+                    th_addr, th_value, th_div, th_mod, n, T, int(strict), int(expected),
+                    int(detach_reset), sg_id, p0, p1, native.DTYPES[dtype], native.threads())
         return (g_x, None if g_v0 is None else _reduce_to(g_v0, v_init),
                 None if g_th is None else _reduce_to(g_th, theta), None, None, None, None, None,
                 None)
