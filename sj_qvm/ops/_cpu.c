@@ -11,9 +11,10 @@
  *   order are those of ops/quant_relu/fused.py, so the results are bit-identical.
  *   (The IF loops reset with V = U - theta * s, s in {0, 1}: branch-free, and exact.)
  *
- * if_forward(x, x_tstride, spike, v, v_seq, h, th_addr, th_value, th_div, th_mod, n, T, strict,
- *            expected, dtype, threads)
- *   T soft-reset IF steps of n neurons, in place on v (V0 in, V_T out):
+ * if_forward(x, x_tstride, spike, v, v0_fill, v0_addr, v0_value, v0_div, v0_mod, v_seq, h,
+ *            th_addr, th_value, th_div, th_mod, n, T, strict, expected, dtype, threads)
+ *   T soft-reset IF steps of n neurons, in place on v (V0 in, V_T out; where v0_fill is 1 the
+ *   kernel writes V0 into v itself, from v0_* in a parameter's index form):
  *       U = V + q_t;  s = U >= theta (U > theta if strict);  V = U - theta * s
  *   q_t = x[t * x_tstride + i]; x_tstride is n (a [T, n] sequence) or 0 (one [n] current
  *   broadcast over T). expected: q_t = x_0 + (sum_{t>=1} (x_t - x_0)) / T, summed in time order
@@ -41,7 +42,8 @@
  *   out[i] = (sum_t spike[t * n + i]) * theta / T: the mean current theta * N / T that a
  *   per-sample layer passes on, in the order of torch's ``spike_seq.sum(0) * theta / T``.
  *
- * if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)
+ * if_rate(q, v, v0_fill, v0_addr, v0_value, v0_div, v0_mod, out, th_addr, th_value, th_div,
+ *         th_mod, n, T, strict, dtype, threads)
  *   The IF loop of if_forward on one constant current q [n] (T steps, V in place) that keeps
  *   only the count N of each neuron and writes out[i] = N * theta / T (spike_rate's order):
  *   for a layer whose spike train nobody reads, nothing of size [T, n] is written.
@@ -181,16 +183,17 @@ static PyObject *quant_relu(PyObject *self, PyObject *args)
 
 static PyObject *if_forward(PyObject *self, PyObject *args)
 {
-    unsigned long long x, spike, v, v_seq, h, th_addr;
-    Py_ssize_t x_tstride, th_div, th_mod, n, threads;
-    int T, strict, expected, dtype;
-    double th_value;
-    if (!PyArg_ParseTuple(args, "KnKKKKKdnnniiiin:if_forward", &x, &x_tstride, &spike, &v, &v_seq,
-                          &h, &th_addr, &th_value, &th_div, &th_mod, &n, &T, &strict, &expected,
-                          &dtype, &threads))
+    unsigned long long x, spike, v, v0_addr, v_seq, h, th_addr;
+    Py_ssize_t x_tstride, v0_div, v0_mod, th_div, th_mod, n, threads;
+    int v0_fill, T, strict, expected, dtype;
+    double v0_value, th_value;
+    if (!PyArg_ParseTuple(args, "KnKKiKdnnKKKdnnniiiin:if_forward", &x, &x_tstride, &spike, &v,
+                          &v0_fill, &v0_addr, &v0_value, &v0_div, &v0_mod, &v_seq, &h, &th_addr,
+                          &th_value, &th_div, &th_mod, &n, &T, &strict, &expected, &dtype,
+                          &threads))
         return NULL;
-    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1
-        || (x_tstride != 0 && x_tstride != n) || dtype < 0 || dtype > 1) {
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || v0_div < 1
+        || v0_mod < 1 || (x_tstride != 0 && x_tstride != n) || dtype < 0 || dtype > 1) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "if_forward: bad size, T, stride or dtype");
         return NULL;
@@ -202,6 +205,8 @@ static PyObject *if_forward(PyObject *self, PyObject *args)
     t.p_value = th_value;
     t.p_div = th_div, t.p_mod = th_mod, t.x_tstride = x_tstride, t.n = n;
     t.T = T, t.strict = strict, t.expected = expected, t.dtype = dtype;
+    t.v0_fill = v0_fill, t.v0_addr = (uintptr_t)v0_addr, t.v0_value = v0_value;
+    t.v0_div = v0_div, t.v0_mod = v0_mod;
     Py_BEGIN_ALLOW_THREADS
     run_split(t, n, threads);
     Py_END_ALLOW_THREADS
@@ -236,15 +241,16 @@ static PyObject *spike_rate(PyObject *self, PyObject *args)
 
 static PyObject *if_rate(PyObject *self, PyObject *args)
 {
-    unsigned long long x, v, out, th_addr;
-    Py_ssize_t n, th_div, th_mod, threads;
-    int T, strict, dtype;
-    double th_value;
-    if (!PyArg_ParseTuple(args, "KKKKdnnniiin:if_rate", &x, &v, &out, &th_addr, &th_value,
-                          &th_div, &th_mod, &n, &T, &strict, &dtype, &threads))
+    unsigned long long x, v, v0_addr, out, th_addr;
+    Py_ssize_t n, v0_div, v0_mod, th_div, th_mod, threads;
+    int v0_fill, T, strict, dtype;
+    double v0_value, th_value;
+    if (!PyArg_ParseTuple(args, "KKiKdnnKKdnnniiin:if_rate", &x, &v, &v0_fill, &v0_addr,
+                          &v0_value, &v0_div, &v0_mod, &out, &th_addr, &th_value, &th_div,
+                          &th_mod, &n, &T, &strict, &dtype, &threads))
         return NULL;
-    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
-        || dtype > 1) {
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || v0_div < 1
+        || v0_mod < 1 || dtype < 0 || dtype > 1) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "if_rate: bad size, T or dtype");
         return NULL;
@@ -254,6 +260,8 @@ static PyObject *if_rate(PyObject *self, PyObject *args)
     t.x = (uintptr_t)x, t.v = (uintptr_t)v, t.out = (uintptr_t)out, t.n = n, t.T = T;
     t.p_addr = (uintptr_t)th_addr, t.p_value = th_value, t.p_div = th_div, t.p_mod = th_mod;
     t.strict = strict, t.dtype = dtype;
+    t.v0_fill = v0_fill, t.v0_addr = (uintptr_t)v0_addr, t.v0_value = v0_value;
+    t.v0_div = v0_div, t.v0_mod = v0_mod;
     Py_BEGIN_ALLOW_THREADS
     run_split(t, n, threads);
     Py_END_ALLOW_THREADS
@@ -364,8 +372,8 @@ static PyMethodDef methods[] = {
     {"quant_relu", quant_relu, METH_VARARGS,
      "quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)"},
     {"if_forward", if_forward, METH_VARARGS,
-     "if_forward(x, x_tstride, spike, v, v_seq, h, th_addr, th_value, th_div, th_mod, n, T, "
-     "strict, expected, dtype, threads)"},
+     "if_forward(x, x_tstride, spike, v, v0_fill, v0_addr, v0_value, v0_div, v0_mod, v_seq, h, "
+     "th_addr, th_value, th_div, th_mod, n, T, strict, expected, dtype, threads)"},
     {"quant_relu_backward", quant_relu_backward, METH_VARARGS,
      "quant_relu_backward(x, g, g_x, g_gamma_acc, n, dtype, g_addr, g_value, g_div, g_mod, "
      "levels, rounding, threads)"},
@@ -373,7 +381,8 @@ static PyMethodDef methods[] = {
      "if_backward(h, x, x_tstride, v0, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value, "
      "th_div, th_mod, n, T, strict, expected, detach, sg_id, p0, p1, dtype, threads)"},
     {"if_rate", if_rate, METH_VARARGS,
-     "if_rate(q, v, out, th_addr, th_value, th_div, th_mod, n, T, strict, dtype, threads)"},
+     "if_rate(q, v, v0_fill, v0_addr, v0_value, v0_div, v0_mod, out, th_addr, th_value, th_div, "
+     "th_mod, n, T, strict, dtype, threads)"},
     {"spike_rate", spike_rate, METH_VARARGS,
      "spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)"},
     {NULL, NULL, 0, NULL},
@@ -384,12 +393,13 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
 
 /* ABI: the version of these signatures (ops/native.py refuses an extension built from an older
  * source). 2: if_backward takes g_v_seq. 3: quant_relu_backward sums dL/dgamma itself.
- * 4: min_share(). 5: if_backward takes x, x_tstride and V_0, to recompute h where h is 0. */
+ * 4: min_share(). 5: if_backward takes x, x_tstride and V_0, to recompute h where h is 0.
+ * 6: if_forward and if_rate take V_0 (v0_fill and its index form) to fill v themselves. */
 PyMODINIT_FUNC PyInit__cpu(void)
 {
     PyObject *m = PyModule_Create(&module);
     use_avx2 = cpu_has_avx2();
-    if (m && (PyModule_AddIntConstant(m, "ABI", 5) < 0
+    if (m && (PyModule_AddIntConstant(m, "ABI", 6) < 0
               || PyModule_AddIntConstant(m, "RECOMPUTE_MAX_T", RECOMPUTE / 8) < 0)) {
         Py_DECREF(m);
         return NULL;

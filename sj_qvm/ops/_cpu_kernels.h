@@ -9,9 +9,10 @@
 #include <string.h>
 
 typedef struct {
-    uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr;
-    double p_value;
-    ptrdiff_t p_div, p_mod, x_tstride, n, begin, end, levels;
+    uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr, v0_addr;
+    double p_value, v0_value;
+    ptrdiff_t p_div, p_mod, x_tstride, n, begin, end, levels, v0_div, v0_mod;
+    int v0_fill;
     int T, rounding, strict, expected, dtype, kind, detach, sg_id, part;
     double sg_p0, sg_p1;
 } task;
@@ -73,6 +74,30 @@ typedef struct {
     for (ptrdiff_t j = 0; j < m; j++)                                                      \
         qbuf[j] = rbuf[j] + qbuf[j] / Tf;
 
+/* Where t->v0_fill is set, the block's V_0 is written into vb [m] here (V_0 in the index form of
+ * a parameter: v0_value, or v0_addr[(i / v0_div) % v0_mod] for neuron i), so that the caller
+ * need not fill v in a pass of its own. Reads t, b, m and N. */
+#define FILL_V0(type)                                                                       \
+    if (t->v0_fill) {                                                                       \
+        const type *v0p = (const type *)t->v0_addr;                                         \
+        if (!v0p) {                                                                         \
+            const type v0s = (type)t->v0_value;                                             \
+            for (ptrdiff_t j = 0; j < m; j++)                                              \
+                vb[j] = v0s;                                                                \
+        } else if (t->v0_div == 1 && t->v0_mod >= N) { /* one value per neuron */           \
+            for (ptrdiff_t j = 0; j < m; j++)                                              \
+                vb[j] = v0p[b + j];                                                         \
+        } else {                                                                            \
+            for (ptrdiff_t j = 0; j < m;) { /* runs of one value */                         \
+                const ptrdiff_t blk = (b + j) / t->v0_div;                                 \
+                const ptrdiff_t end = (blk + 1) * t->v0_div - b;                           \
+                const type val = v0p[blk % t->v0_mod];                                      \
+                for (; j < (end < m ? end : m); j++)                                        \
+                    vb[j] = val;                                                            \
+            }                                                                               \
+        }                                                                                   \
+    }
+
 #define IF_FORWARD(name, type, ATTR)                                                               \
     ATTR static void if_forward_##name(const task *t)                                            \
     {                                                                                       \
@@ -89,6 +114,7 @@ typedef struct {
                 const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                           \
                 type *vb = v + b;                                                           \
                 const type *q = x + b;                                                      \
+                FILL_V0(type)                                                               \
                 if (mean) {                                                                 \
                     EXPECTED_MEAN(type)                                                     \
                     q = qbuf;                                                               \
@@ -332,6 +358,7 @@ IF_BACKWARD(double_avx2, double, sigmoid_of_d, AVX2)
     {                                                                                       \
         const type *x = (const type *)t->x;                                                 \
         type *v = (type *)t->v, *out = (type *)t->out;                                      \
+        const ptrdiff_t N = t->n;                                                          \
         const int T = t->T, strict = t->strict, pow2 = POW2(t->T);                          \
         const type Tf = (type)T, inv = (type)1 / Tf;                                        \
         type cnt[BLK];                                                                      \
@@ -340,6 +367,7 @@ IF_BACKWARD(double_avx2, double, sigmoid_of_d, AVX2)
                 const ptrdiff_t m = i1 - b < BLK ? i1 - b : BLK;                           \
                 type *vb = v + b;                                                           \
                 const type *q = x + b;                                                      \
+                FILL_V0(type)                                                               \
                 for (ptrdiff_t j = 0; j < m; j++)                                          \
                     cnt[j] = 0;                                                             \
                 for (int k = 0; k < T; k++) {                                               \

@@ -23,7 +23,7 @@ except ImportError as e:  # no C compiler at install time: the torch paths run
     IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
 
 #: The signatures this source calls (``ABI`` in _cpu.c); a build from an older source is not used.
-ABI = 5
+ABI = 6
 if _module is not None and getattr(_module, "ABI", 1) != ABI:
     IMPORT_ERROR = (f"sj_qvm.ops._cpu was built from another source (ABI "
                     f"{getattr(_module, 'ABI', 1)}, this source needs {ABI}); rebuild it with "

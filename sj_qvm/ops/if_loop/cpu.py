@@ -42,16 +42,30 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
         th, th_div, th_mod, th_addr, th_value = None, 1, 1, 0, float(v_threshold)
     else:
         return None
-    v = torch.empty(shape, dtype=x_seq.dtype)
-    v.copy_(torch.as_tensor(v_init, dtype=v.dtype).expand_as(v))
+    v, v0 = _state(v_init, shape, x_seq.dtype)
     spike_seq = buffers.empty(x_seq.shape, x_seq.dtype)
     v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
     native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
-                spike_seq.data_ptr(), v.data_ptr(), 0 if v_seq is None else v_seq.data_ptr(), 0,
+                spike_seq.data_ptr(), v.data_ptr(), *v0[1:],
+                0 if v_seq is None else v_seq.data_ptr(), 0,
                 th_addr, th_value, th_div, th_mod, n, T, int(bool(strict)),
                 int(current == "expected"), native.DTYPES[x_seq.dtype], native.threads())
-    del th  # kept alive through the call
+    del th, v0  # kept alive through the call
     return spike_seq, v, v_seq
+
+
+def _state(v_init, shape, dtype):
+    """``(v, v0)``: the ``[N, *]`` state buffer the kernel runs in place, and the kernel's V_0
+    arguments ``(keep-alive, fill, addr, value, div, mod)``. The kernel writes V_0 into each block
+    of v itself (no pass of its own over v) wherever it can read ``v_init`` (a float, or a CPU
+    tensor of ``dtype`` that broadcasts to ``shape``); otherwise v is filled here."""
+    v = torch.empty(shape, dtype=dtype)
+    p = _param(v_init, shape, dtype)
+    if p is None:
+        v.copy_(torch.as_tensor(v_init, dtype=dtype).expand_as(v))
+        return v, (None, 0, 0, 0.0, 1, 1)
+    keep, addr, value, div, mod = p
+    return v, (keep, 1, addr, value, div, mod)
 
 
 def _param(p, shape, dtype):
@@ -102,11 +116,10 @@ def if_rate_cpu(q: torch.Tensor, v_init, v_threshold, strict: bool, time_steps: 
     if p is None:
         return None
     keep, addr, value, div, mod = p
-    v = torch.empty(shape, dtype=q.dtype)
-    v.copy_(torch.as_tensor(v_init, dtype=v.dtype).expand_as(v))
+    v, v0 = _state(v_init, shape, q.dtype)
     out = torch.empty(shape, dtype=q.dtype)
-    native.call("if_rate", q.data_ptr(), v.data_ptr(), out.data_ptr(), addr, value, div, mod,
-                q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
+    native.call("if_rate", q.data_ptr(), v.data_ptr(), *v0[1:], out.data_ptr(), addr, value, div,
+                mod, q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
                 native.threads())
-    del keep
+    del keep, v0
     return out, v
