@@ -92,7 +92,8 @@ def sorted_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _prefix_sums(xs: torch.Tensor) -> torch.Tensor:
-    """``[C, S + 1]``: column j holds the sum of the first j values of each row of ``xs: [C, S]``."""
+    """``[C, S + 1]``: column j holds the sum of the first j values of each row of
+    ``xs: [C, S]``."""
     return torch.cat([xs.new_zeros(xs.shape[0], 1), xs.cumsum(1)], 1)
 
 

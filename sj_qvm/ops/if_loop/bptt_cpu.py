@@ -45,8 +45,9 @@ class _IFLoopCPU(torch.autograd.Function):
         v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
         x_tstride = x_seq.stride(0) if T > 1 else n
         native.call("if_forward", x_seq.data_ptr(), x_tstride, spike.data_ptr(), v.data_ptr(),
-                    0, 0, 0.0, 1, 1, _addr(v_seq), _addr(h), th_addr, th_value, th_div, th_mod, n, T, int(strict),
-                    int(expected), native.DTYPES[x_seq.dtype], native.threads())
+                    0, 0, 0.0, 1, 1,  # v already holds V_0
+                    _addr(v_seq), _addr(h), th_addr, th_value, th_div, th_mod, n, T,
+                    int(strict), int(expected), native.DTYPES[x_seq.dtype], native.threads())
         if recompute:  # the backward recomputes h from x_seq and V_0
             ctx.save_for_backward(x_seq, v0, v_init, v_threshold)
         else:
