@@ -1,5 +1,6 @@
 """examples/imagenet end to end on an ImageFolder of real JPEG files; torchvision models with --init."""
 import json
+import os
 import pickle
 
 import pytest
@@ -61,6 +62,25 @@ def test_torchvision_init_quantize_calibrate_finetune_is_exact(folder, tmp_path,
     assert rc == 0, err
     assert "after epoch 1" in stdout
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+def test_torchvision_vgg16_bn_with_its_full_classifier_is_exact(folder, tmp_path, capsys):
+    """torchvision's vgg16_bn as it ships (138 M parameters: 5 MaxPool2d, a 25088-4096-4096
+    classifier with ReLU and Dropout) through --init, calibration, one QAT epoch and conversion:
+    N == M for every neuron. About 1.5 minutes and 1.5 GB on 2 CPU cores."""
+    init = tmp_path / "vgg16_bn.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.vgg16_bn().state_dict(), init)
+    out = tmp_path / "run"
+    rc, stdout, err = _run(_quick(folder, out, "--arch", "tv_vgg16_bn", "--init", str(init),
+                                  "--calibration-samples", "6"), capsys)
+    assert rc == 0, err
+    assert "classifier.6.weight, classifier.6.bias skipped" in stdout
+    res = json.loads((out / "results.json").read_text())
+    assert res["mismatched_neurons"] == 0 and res["report_neurons"] > 1_000_000
+    assert res["snn_accuracy"]["expected"]["2"] == res["ann_accuracy"]
 
 
 def test_sj_qvm_resnet34_imagenet_variant_is_exact(folder, tmp_path, capsys):
