@@ -94,7 +94,8 @@ def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_onl
             qann = sj_qvm.quantize(ann, L, dataloader=calib, progress=False, **kw)
             variants = [(0, qann)]
             if finetune and tune_too:
-                tuned = sj_qvm.finetune(copy.deepcopy(qann), tune, epochs=1, progress=False)
+                tuned = sj_qvm.finetune(copy.deepcopy(qann), tune, epochs=1, progress=False,
+                                        teacher=ann)  # as Converter does
                 variants.append((1, tuned))
             for ft, q in variants:
                 q_acc = setup.eval_ann(q, x_te, y_te)

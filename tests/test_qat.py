@@ -181,6 +181,56 @@ def test_finetune_goes_through_fit_and_keeps_gamma_positive(monkeypatch):
     assert not model.training
 
 
+def test_finetune_with_a_teacher_is_a_step_on_cross_entropy_plus_the_teachers_kl():
+    """The fast path's loss against a hand-written step (the twin): CE + KL(teacher || model)."""
+    import copy
+
+    import torch.nn.functional as F
+    torch.manual_seed(3)
+    teacher = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).train()
+    t0 = copy.deepcopy(teacher.state_dict())
+    x, y = _data()
+    fast, twin = _tiny(), _tiny()
+    finetune(fast, [(x, y)], epochs=1, lr=0.01, progress=False, teacher=teacher)
+    opt = torch.optim.Adam(twin.parameters(), lr=0.01)
+    twin.train()
+    out = twin(x)
+    with torch.no_grad():
+        target = teacher.eval()(x)
+    kl = F.kl_div(out.log_softmax(1), target.log_softmax(1), log_target=True,
+                  reduction="sum") / len(x)
+    (F.cross_entropy(out, y) + kl).backward()
+    opt.step()
+    clamp_thresholds(twin)
+    for a, b in zip(fast.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    teacher.train()
+    assert all(torch.equal(v, t0[k]) for k, v in teacher.state_dict().items())
+    assert all(p.grad is None for p in teacher.parameters())
+    finetune(_tiny(), [(x, y)], epochs=1, progress=False, teacher=teacher.train())
+    assert teacher.training  # its mode is restored
+    with pytest.raises(TypeError, match="teacher must be an nn.Module"):
+        finetune(_tiny(), [(x, y)], progress=False, teacher=lambda v: v)
+
+
+def test_converter_distils_from_the_ann_it_quantized(monkeypatch):
+    import importlib
+
+    import sj_qvm
+    converter = importlib.import_module("sj_qvm.interop.converter")
+    seen = []
+    real = converter.finetune
+    monkeypatch.setattr(converter, "finetune",
+                        lambda *a, **k: seen.append(k["teacher"]) or real(*a, **k))
+    x, y = _data(n=16)
+    data = [(x[:8], y[:8]), (x[8:], y[8:])]
+    relu_net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    conv = sj_qvm.Converter(dataloader=data, levels=4, finetune_epochs=1, progress=False)
+    conv(relu_net)
+    conv(_tiny())  # a QuantReLU net: no float ANN to distil from
+    assert seen == [relu_net, None]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_amp_is_on_by_default_on_cuda_and_gamma_is_clamped_there():

@@ -114,8 +114,9 @@ class Converter:
         else:
             raise ValueError(f"{type(ann).__name__} has neither ReLUs nor QuantReLUs to convert")
         if self.finetune_epochs:
+            # Distilled from the float ANN where there is one (see finetune).
             finetune(qann, self.dataloader, self.finetune_epochs, self.finetune_lr,
-                     progress=self.progress)
+                     progress=self.progress, teacher=ann if has_relu(ann) else None)
         #: The quantized (and fine-tuned) ANN the SNN was converted from; compare against it.
         self.qann = qann.eval()
         return convert(qann, self.time_steps, self.current)

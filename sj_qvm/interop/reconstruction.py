@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..quant import QuantReLU
 
 __all__ = ["RECONSTRUCT_LR", "Targets", "float_teacher", "default_steps", "reconstructable",
-           "reconstruct"]
+           "output_kl", "reconstruct"]
 
 RECONSTRUCT_LR = 0.02
 
@@ -94,7 +94,9 @@ class Targets:
         return None if self.overflowed or len(self.pairs) < n else self.pairs[:n]
 
 
-def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def output_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(student)) over dim 1 of outputs ``[B, K, *]``, summed and
+    divided by B, in float32; the teacher's side carries no gradient of its own."""
     t = teacher.float().log_softmax(1)
     s = student.float().log_softmax(1)
     return F.kl_div(s, t, log_target=True, reduction="sum") / student.shape[0]
@@ -151,7 +153,7 @@ def reconstruct(model: nn.Module, teacher: Optional[nn.Module], dataloader, step
                         target = teacher(x)
                 else:
                     x, target = batch
-                loss = _kl(model(x), target)
+                loss = output_kl(model(x), target)
                 if not torch.isfinite(loss):
                     raise ValueError(f"output reconstruction: the loss is {loss.item()} at step "
                                      f"{len(losses) + 1}; the float or quantized ANN gives "
