@@ -226,8 +226,9 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
     divergence from its output distribution to ``qann``'s, on each batch (run in eval mode, no
     gradient; its mode is restored after). Labels alone pull a converged net away from what it
     computed (1-epoch fine-tunes lost 0.37 points against PTQ on the benchmark's converged CNN);
-    with the teacher's term it kept within 0.3 points of the float ANN on both CNNs there
-    (``benchmarks/RESULTS.md``). :class:`Converter` passes the ANN it quantized.
+    with the teacher's term the converged CNN came within 0.3 points of its float ANN, and the
+    3-epoch one above its float ANN (``benchmarks/RESULTS.md``). :class:`Converter` passes the
+    ANN it quantized.
 
     Args:
         dataloader: yields ``(input, target)`` batches.

@@ -96,7 +96,7 @@ class Targets:
 
 def output_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """KL(softmax(teacher) || softmax(student)) over dim 1 of outputs ``[B, K, *]``, summed and
-    divided by B, in float32; the teacher's side carries no gradient of its own."""
+    divided by B, in float32; ``teacher`` is an output computed without gradient."""
     t = teacher.float().log_softmax(1)
     s = student.float().log_softmax(1)
     return F.kl_div(s, t, log_target=True, reduction="sum") / student.shape[0]
