@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from ..checks import check_bool, check_choice, check_fraction, check_int
 from ..quant import QuantReLU
+from .bias_correction import add_bias, producer
 from .graph_cache import GraphRunner, live_bytes
 from .reconstruction import Targets, default_steps, float_teacher, reconstruct, reconstructable
 from .thresholds import Pool, mse_gamma, percentile_gamma, quantization_error
@@ -133,37 +134,6 @@ def _quant_sites(model: nn.Module) -> List[str]:
     return [n for n, m in model.named_modules() if isinstance(m, QuantReLU)]
 
 
-def _producer(model: nn.Module, name: Optional[str]) -> Optional[nn.Module]:
-    """The conv / linear / affine BatchNorm feeding QuantReLU ``name`` (or the output if None)
-    and nothing else, whose bias can take a per-channel correction."""
-    if not isinstance(model, fx.GraphModule):
-        return None
-    mods = dict(model.named_modules())
-    for n in model.graph.nodes:
-        if name is None and n.op == "output":
-            src = n.args[0]
-        elif name is not None and n.op == "call_module" and n.target == name:
-            src = n.args[0]
-        else:
-            continue
-        if isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1:
-            m = mods[src.target]
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-                return m
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-                return m
-        return None
-    return None
-
-
-def _add_bias(layer: nn.Module, delta: torch.Tensor) -> None:
-    with torch.no_grad():
-        if layer.bias is None:
-            layer.bias = nn.Parameter(torch.zeros(delta.numel(), dtype=layer.weight.dtype,
-                                                  device=layer.weight.device))
-        layer.bias.add_(delta.to(layer.bias))
-
-
 class _Run:
     """Each QuantReLU's forward, for the duration of calibration: pass ``relu(x)`` on (not yet
     calibrated), quantize (calibrated), and record its input where asked."""
@@ -238,7 +208,7 @@ class _Resumable:
         self.cuts: Dict[str, int] = {}
         for s in sites:
             i = self.graph.site(s)
-            if bias_correction and _producer(model, s) is not None:
+            if bias_correction and producer(model, s) is not None:
                 i = self.graph.index[self.graph.nodes[i].args[0]]
             self.cuts[s] = i
 
@@ -374,21 +344,21 @@ def calibrate(model: nn.Module, dataloader, method: str = "mse", channel_wise: b
                     float_means = {s: p.mean() for s, p in pools.items()}
                     float_means[None] = out_pool.mean()
             shift = None
-            if bias_correction and (layer := _producer(model, name)) is not None:
+            if bias_correction and (layer := producer(model, name)) is not None:
                 shift = float_means[name] - pools[name].mean()
-                _add_bias(layer, shift)
+                add_bias(layer, shift)
             gamma = _choose(pools[name], mods[name], name, method, percentile, shift)
             with torch.no_grad():
                 mods[name].threshold = nn.Parameter(gamma.to(mods[name].threshold))
             chosen[name] = gamma
             run.quantized.add(name)
-        if bias_correction and (layer := _producer(model, None)) is not None:
+        if bias_correction and (layer := producer(model, None)) is not None:
             out_pool = Pool(0, False)
             if resume:
                 resume["save_for"] = None
             passes.pass_over(dataloader, "calibration: output bias", progress, {},
                              output_pool=out_pool, **resume)
-            _add_bias(layer, float_means[None] - out_pool.mean())
+            add_bias(layer, float_means[None] - out_pool.mean())
     finally:
         run.close()
     if reconstruct_steps != 0:
