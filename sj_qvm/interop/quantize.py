@@ -248,7 +248,7 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
     def report(m):
         if progress:
             tqdm.write(f"fine-tune epoch {m['epoch']}/{epochs}: loss {m['train_loss']:.4f}")
-    prepare, loss = None, loss_fn
+    prepare, loss, teacher_mode = None, loss_fn, None
     if teacher is not None:
         base = loss_fn if loss_fn is not None else F.cross_entropy
         batch = {}
@@ -261,13 +261,12 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
             with torch.no_grad():
                 target = teacher(batch["x"])
             return base(out, y) + output_kl(out, target)
-    was_training = teacher.training if teacher is not None else False
+        teacher_mode = teacher.training
+        teacher.eval()
     try:
-        if teacher is not None:
-            teacher.eval()
         fit(qann, torch.optim.Adam(qann.parameters(), lr=lr), dataloader, epochs, loss_fn=loss,
             prepare=prepare, amp=False, on_epoch=report, progress=progress, desc="fine-tune")
     finally:
-        if teacher is not None:
-            teacher.train(was_training)
+        if teacher_mode is not None:
+            teacher.train(teacher_mode)
     return qann.eval()
