@@ -94,6 +94,8 @@ def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_onl
             qann = sj_qvm.quantize(ann, L, dataloader=calib, progress=False, **kw)
             variants = [(0, qann)]
             if finetune and tune_too:
+                # Every fine-tune reads the same shuffle: the order alone moves the accuracy.
+                tune.generator.manual_seed(seed)
                 tuned = sj_qvm.finetune(copy.deepcopy(qann), tune, epochs=1, progress=False,
                                         teacher=ann)  # as Converter does
                 variants.append((1, tuned))
