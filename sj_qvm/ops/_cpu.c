@@ -38,6 +38,12 @@
  * simd(level): -1 tells, 0 or 1 sets whether the AVX2 builds of the kernels run (1 only where
  *   the CPU has AVX2; the default at import). Both builds give the same bits.
  *
+ * pool(mode): -1 tells, 0 or 1 sets whether the threads' shares run on the OpenMP thread pool
+ *   (1 only where the extension was built with OpenMP, module constant OPENMP) instead of on a
+ *   pthread each. Where the pool is torch's own, its workers take the shares at once; a pthread
+ *   competes with them while they spin after torch's last op (1.5-1.8x slower on 2 cores,
+ *   benchmarks/RESULTS.md). The shares, hence the bits, are the same either way.
+ *
  * spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)
  *   out[i] = (sum_t spike[t * n + i]) * theta / T: the mean current theta * N / T that a
  *   per-sample layer passes on, in the order of torch's ``spike_seq.sum(0) * theta / T``.
@@ -56,95 +62,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <math.h>
-#ifndef _WIN32
-#include <pthread.h>
-#endif
-
-#define MAX_THREADS 64
-/* Elements per thread, below which one thread does it all: starting a thread costs about as much
- * as 0.5 M elements of QuantReLU on the benchmark machine. min_share() reads and sets it. */
-static Py_ssize_t min_share = 524288;
-
 #include "_cpu_kernels.h"
-
-typedef void (*kernel)(const task *);
-
-/* [avx2][kind][dtype]; kind 0 quant_relu, 1 if_forward, 2 spike_rate, 3 if_rate,
- * 4 if_backward, 5 quant_relu_backward. */
-static const kernel KERNELS[2][6][2] = {
-    {{quant_relu_float, quant_relu_double}, {if_forward_float, if_forward_double},
-     {spike_rate_float, spike_rate_double}, {if_rate_float, if_rate_double},
-     {if_backward_float, if_backward_double},
-     {quant_relu_backward_float, quant_relu_backward_double}},
-    {{quant_relu_float_avx2, quant_relu_double_avx2},
-     {if_forward_float_avx2, if_forward_double_avx2},
-     {spike_rate_float_avx2, spike_rate_double_avx2}, {if_rate_float_avx2, if_rate_double_avx2},
-     {if_backward_float_avx2, if_backward_double_avx2},
-     {quant_relu_backward_float_avx2, quant_relu_backward_double_avx2}},
-};
-
-/* 1 where the AVX2 builds run (set at import where the CPU has AVX2; simd() switches it). */
-static int use_avx2 = 0;
-
-static int cpu_has_avx2(void)
-{
-#if HAVE_AVX2
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-#else
-    return 0;
-#endif
-}
-
-static void run(const task *t)
-{
-    KERNELS[use_avx2][t->kind][t->dtype](t);
-}
-
-#ifndef _WIN32
-static void *run_thread(void *arg)
-{
-    run((const task *)arg);
-    return NULL;
-}
-#endif
-
-/* Splits [0, n) into equal contiguous shares, runs share 0 here and the rest on threads. */
-static void run_split(task proto, Py_ssize_t n, Py_ssize_t threads)
-{
-    Py_ssize_t parts = threads;
-    if (parts > n / min_share)
-        parts = n / min_share;
-    if (parts < 1)
-        parts = 1;
-#ifdef _WIN32
-    parts = 1;
-#endif
-    task tasks[MAX_THREADS];
-    Py_ssize_t share = (n + parts - 1) / parts;
-    share = (share + 63) / 64 * 64; /* whole cache lines per thread */
-    for (Py_ssize_t k = 0; k < parts; k++) {
-        tasks[k] = proto;
-        tasks[k].part = (int)k;
-        tasks[k].begin = k * share < n ? k * share : n;
-        tasks[k].end = (k + 1) * share < n ? (k + 1) * share : n;
-    }
-#ifndef _WIN32
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (Py_ssize_t k = 1; k < parts; k++)
-        started[k] = pthread_create(&ids[k], NULL, run_thread, &tasks[k]) == 0;
-    run(&tasks[0]);
-    for (Py_ssize_t k = 1; k < parts; k++) {
-        if (started[k])
-            pthread_join(ids[k], NULL);
-        else
-            run(&tasks[k]); /* no thread: do its share here */
-    }
-#else
-    run(&tasks[0]);
-#endif
-}
+#include "_cpu_split.h"
 
 static int check_threads(Py_ssize_t threads)
 {
@@ -348,6 +267,23 @@ static PyObject *simd(PyObject *self, PyObject *args)
     return PyLong_FromLong(use_avx2);
 }
 
+static PyObject *pool(PyObject *self, PyObject *args)
+{
+    int mode;
+    if (!PyArg_ParseTuple(args, "i:pool", &mode))
+        return NULL;
+    if (mode < -1 || mode > 1) {
+        PyErr_Format(PyExc_ValueError, "pool: mode must be -1 (query), 0 (a pthread per share) "
+                     "or 1 (the OpenMP pool, where built with OpenMP), got %d", mode);
+        return NULL;
+    }
+#ifdef _OPENMP
+    if (mode >= 0)
+        use_pool = mode;
+#endif
+    return PyLong_FromLong(use_pool);
+}
+
 static PyObject *min_share_(PyObject *self, PyObject *args)
 {
     Py_ssize_t value;
@@ -366,6 +302,9 @@ static PyObject *min_share_(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"min_share", min_share_, METH_VARARGS,
      "min_share(n) -> elements per thread below which a kernel runs on one thread; -1 queries"},
+    {"pool", pool, METH_VARARGS,
+     "pool(mode) -> the mode in use: -1 queries, 0 runs each thread's share on a pthread, 1 on "
+     "the OpenMP pool (where built with OpenMP)"},
     {"simd", simd, METH_VARARGS,
      "simd(level) -> the level in use: -1 queries, 0 runs the baseline builds, 1 the AVX2 ones "
      "where the CPU has AVX2"},
@@ -394,12 +333,19 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
 /* ABI: the version of these signatures (ops/native.py refuses an extension built from an older
  * source). 2: if_backward takes g_v_seq. 3: quant_relu_backward sums dL/dgamma itself.
  * 4: min_share(). 5: if_backward takes x, x_tstride and V_0, to recompute h where h is 0.
- * 6: if_forward and if_rate take V_0 (v0_fill and its index form) to fill v themselves. */
+ * 6: if_forward and if_rate take V_0 (v0_fill and its index form) to fill v themselves.
+ * 7: pool() and the OPENMP constant. */
 PyMODINIT_FUNC PyInit__cpu(void)
 {
     PyObject *m = PyModule_Create(&module);
     use_avx2 = cpu_has_avx2();
-    if (m && (PyModule_AddIntConstant(m, "ABI", 6) < 0
+#ifdef _OPENMP
+    const int openmp = 1;
+#else
+    const int openmp = 0;
+#endif
+    if (m && (PyModule_AddIntConstant(m, "ABI", 7) < 0
+              || PyModule_AddIntConstant(m, "OPENMP", openmp) < 0
               || PyModule_AddIntConstant(m, "RECOMPUTE_MAX_T", RECOMPUTE / 8) < 0)) {
         Py_DECREF(m);
         return NULL;

@@ -1,6 +1,6 @@
 """The optional compiled CPU kernels (``sj_qvm/ops/_cpu.c``, built by ``setup.py``), one home for
-loading them, switching them off, choosing their vector build (:func:`simd`) and counting
-their calls.
+loading them, switching them off, choosing their vector build (:func:`simd`) and their threads
+(:func:`pool`), and counting their calls.
 
 ``CALLS[name]`` counts each kernel run (tests use it to prove the fast path ran, so that a silent
 fallback to torch cannot pass). ``ENABLED = False`` (or ``SJ_QVM_NO_NATIVE=1`` in the environment)
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections import Counter
 from typing import Optional
 
@@ -23,7 +24,7 @@ except ImportError as e:  # no C compiler at install time: the torch paths run
     IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
 
 #: The signatures this source calls (``ABI`` in _cpu.c); a build from an older source is not used.
-ABI = 6
+ABI = 7
 if _module is not None and getattr(_module, "ABI", 1) != ABI:
     IMPORT_ERROR = (f"sj_qvm.ops._cpu was built from another source (ABI "
                     f"{getattr(_module, 'ABI', 1)}, this source needs {ABI}); rebuild it with "
@@ -75,6 +76,52 @@ def simd(level: Optional[int] = None) -> int:
     if level is not None and level not in (0, 1):
         raise ValueError(f"level must be one of (0, 1, None), got {level!r}")
     return _module.simd(-1 if level is None else level)
+
+
+def pool(mode: Optional[int] = None) -> int:
+    """Where the kernels run their threads' shares: 1 on the OpenMP thread pool, 0 on a pthread
+    each (the same shares, so the same bits). ``mode`` 0 or 1 switches it (1 only takes effect
+    where the extension was built with OpenMP); the mode now in use is returned. At import it
+    is 1 where :func:`shares_torch_pool` holds. Needs the extension."""
+    if _module is None:
+        raise RuntimeError(f"sj_qvm.ops._cpu is not loaded: {IMPORT_ERROR}")
+    if mode is not None and mode not in (0, 1):
+        raise ValueError(f"mode must be one of (0, 1, None), got {mode!r}")
+    return _module.pool(-1 if mode is None else mode)
+
+
+_OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
+
+
+def openmp_runtimes(maps_lines) -> set:
+    """The distinct files of OpenMP runtimes (GNU, Intel, LLVM) among the mapped files of
+    ``maps_lines`` (lines of ``/proc/<pid>/maps``)."""
+    found = set()
+    for line in maps_lines:
+        parts = line.split(None, 5)
+        if len(parts) == 6:
+            path = parts[5].strip()
+            if any(os.path.basename(path).startswith(name) for name in _OPENMP_RUNTIMES):
+                found.add(path)
+    return found
+
+
+def shares_torch_pool() -> bool:
+    """Whether the extension's OpenMP pool is torch's: it was built with OpenMP and the process
+    maps exactly one OpenMP runtime (the dynamic linker gave the extension the ``libgomp.so.1``
+    torch had loaded). Two runtimes would keep two pools that compete for the cores, so then
+    the kernels keep their pthreads. Only Linux is checked (elsewhere: False)."""
+    if _module is None or not getattr(_module, "OPENMP", 0) or not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/maps") as f:
+            return len(openmp_runtimes(f)) == 1
+    except OSError:
+        return False
+
+
+if _module is not None and shares_torch_pool():
+    _module.pool(1)
 
 
 def min_share(value: Optional[int] = None) -> int:
