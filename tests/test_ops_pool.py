@@ -3,6 +3,7 @@ OpenMP pool (torch's own, where the extension shares it) and on a pthread each. 
 same shares, so every output and gradient is the same bit for bit; the choice at import follows
 whether the process maps one OpenMP runtime."""
 import contextlib
+import multiprocessing
 
 import pytest
 import torch
@@ -149,3 +150,34 @@ def test_backward_kernels_agree_on_both_pools():
     pthreads, openmp = both_pools(run)
     for u, w in zip(pthreads, openmp):
         assert torch.equal(u, w)
+
+
+def _child_run(x, queue):
+    # Two threads, as a user's forked process may ask for; torch's own parallel ops would hang
+    # here (its pool is GNU OpenMP's too), so the child sums with numpy.
+    torch.set_num_threads(2)
+    queue.put((native.pool(), float(if_multi_step_cpu(x, 0.0, 1.0)[0].numpy().sum())))
+
+
+@needs_native
+@pytest.mark.usefixtures("two_threads")
+def test_a_forked_child_runs_the_kernels_on_pthreads():
+    """The parent has used the pool; a forked child gets pthreads (the pool's workers are not
+    copied by fork) and finishes with the parent's result."""
+    if not hasattr(multiprocessing, "get_context") or "fork" not in \
+            multiprocessing.get_all_start_methods():
+        pytest.skip("no fork here")
+    x = torch.rand(4, 200_000)
+    with pool_mode(1):
+        expected = float(if_multi_step_cpu(x, 0.0, 1.0)[0].numpy().sum())
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_run, args=(x, queue))
+        child.start()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("the forked child hung in the kernel")
+        assert child.exitcode == 0
+        mode, total = queue.get(timeout=5)
+    assert mode == 0 and total == expected

@@ -82,7 +82,8 @@ def pool(mode: Optional[int] = None) -> int:
     """Where the kernels run their threads' shares: 1 on the OpenMP thread pool, 0 on a pthread
     each (the same shares, so the same bits). ``mode`` 0 or 1 switches it (1 only takes effect
     where the extension was built with OpenMP); the mode now in use is returned. At import it
-    is 1 where :func:`shares_torch_pool` holds. Needs the extension."""
+    is 1 where :func:`shares_torch_pool` holds, and 0 again in a forked child. Needs the
+    extension."""
     if _module is None:
         raise RuntimeError(f"sj_qvm.ops._cpu is not loaded: {IMPORT_ERROR}")
     if mode is not None and mode not in (0, 1):
@@ -120,8 +121,17 @@ def shares_torch_pool() -> bool:
         return False
 
 
+def _pthreads_after_fork() -> None:
+    """In a forked child: back to pthreads. GNU OpenMP's pool does not survive a fork (the
+    child's first parallel region waits for workers that were not copied), so torch itself
+    hangs there with more than one thread; the kernels' pthreads are started afresh."""
+    _module.pool(0)
+
+
 if _module is not None and shares_torch_pool():
     _module.pool(1)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_pthreads_after_fork)
 
 
 def min_share(value: Optional[int] = None) -> int:
