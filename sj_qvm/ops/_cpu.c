@@ -41,8 +41,8 @@
  * pool(mode): -1 tells, 0 or 1 sets whether the threads' shares run on the OpenMP thread pool
  *   (1 only where the extension was built with OpenMP, module constant OPENMP) instead of on a
  *   pthread each. Where the pool is torch's own, its workers take the shares at once; a pthread
- *   competes with them while they spin after torch's last op (1.5-1.8x slower on 2 cores,
- *   benchmarks/RESULTS.md). The shares, hence the bits, are the same either way.
+ *   competes with them while they spin after torch's last op (up to 1.46x slower on 2 cores,
+ *   benchmarks/bench_pool.py). The shares, hence the bits, are the same either way.
  *
  * spike_rate(spike, out, n, T, th_addr, th_value, th_div, th_mod, dtype, threads)
  *   out[i] = (sum_t spike[t * n + i]) * theta / T: the mean current theta * N / T that a
