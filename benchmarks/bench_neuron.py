@@ -11,12 +11,10 @@ twice: a loss on the spikes, and one on the spikes and ``v_seq`` (``store_v_seq=
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -27,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sj_qvm import QVMIFNode  # noqa: E402
 from sj_qvm._compat import SJ_VERSION, IFNode, functional  # noqa: E402
 from sj_qvm.ops import native  # noqa: E402
-from harness import run_children  # noqa: E402
+from harness import neuron_run  # noqa: E402
 
 
 
@@ -118,17 +116,9 @@ def child(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", type=int, nargs="+", default=[4, 32, 64, 32, 32])
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        return child(args)
-    flags = ["--shape", *map(str, args.shape), "--repeats", str(args.repeats), "--threads",
-             str(args.threads)]
-    out = run_children(__file__, flags)
+    out = neuron_run(__doc__, __file__, child)
+    if out is None:  # this was the child
+        return
     for label, rows in out.items():
         print(f"\n=== {label}: {rows['machine']}")
         for case in ("forward (no_grad)", "forward+backward", "forward+backward, loss on v_seq too"):

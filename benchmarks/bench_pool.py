@@ -9,7 +9,6 @@ ms and pthreads / pool (> 1: the pool is faster), once per allocator setting.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sj_qvm import QVMIFNode  # noqa: E402
 from sj_qvm._compat import functional  # noqa: E402
 from sj_qvm.ops import native  # noqa: E402
-from harness import interleaved, run_children  # noqa: E402
+from harness import interleaved, neuron_run  # noqa: E402
 
 
 def child(args) -> None:
@@ -63,16 +62,9 @@ def child(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", type=int, nargs="+", default=[4, 32, 64, 32, 32])
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        return child(args)
-    out = run_children(__file__, ["--shape", *map(str, args.shape), "--repeats",
-                                  str(args.repeats), "--threads", str(args.threads)])
+    out = neuron_run(__doc__, __file__, child)
+    if out is None:  # this was the child
+        return
     for label, rows in out.items():
         if "skipped" in rows:
             print(f"=== {label}: skipped, {rows['skipped']}")

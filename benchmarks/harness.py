@@ -6,6 +6,7 @@ returning memory (:data:`NO_MMAP`), and no claim rests on page faults.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -44,3 +45,20 @@ def run_children(script: str, flags: list) -> dict:
                              check=True).stdout
         out[label] = json.loads(next(l for l in res.splitlines() if l.startswith("JSON "))[5:])
     return out
+
+
+def neuron_run(doc: str, script: str, child):
+    """The neuron benchmarks' command line (``--shape``, ``--repeats``, ``--threads``; ``doc``'s
+    first line describes it): as a child, ``child(args)`` and ``None``; otherwise
+    :func:`run_children` of ``script`` with the same flags, and its result."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--shape", type=int, nargs="+", default=[4, 32, 64, 32, 32])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return None
+    return run_children(script, ["--shape", *map(str, args.shape), "--repeats",
+                                 str(args.repeats), "--threads", str(args.threads)])
