@@ -4,8 +4,9 @@ measured interleaved in one process.
     python benchmarks/bench_pool.py [--shape 4 32 64 32 32] [--repeats 15] [--threads 2]
 
 Each case runs a torch op first (a ``clone`` of the input), as a conv runs before a neuron in a
-network, so that torch's OpenMP workers spin after it; then ``QVMIFNode`` in both currents with the shares on the pool and on pthreads, no grad and with a backward. Prints median
-ms and pthreads / pool (> 1: the pool is faster), once per allocator setting.
+network, so that torch's OpenMP workers spin after it; then ``QVMIFNode`` in both currents, with
+the shares on the pool and on pthreads, no grad and with a backward. Prints median ms and
+pthreads / pool (> 1: the pool is faster), once per allocator setting.
 """
 from __future__ import annotations
 
