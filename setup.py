@@ -55,7 +55,8 @@ setup(
         Extension(
             "sj_qvm.ops._cpu",
             sources=["sj_qvm/ops/_cpu.c"],
-            depends=["sj_qvm/ops/_cpu_kernels.h", "sj_qvm/ops/_cpu_quant.h", "sj_qvm/ops/_cpu_split.h"],
+            depends=["sj_qvm/ops/_cpu_kernels.h", "sj_qvm/ops/_cpu_quant.h",
+                     "sj_qvm/ops/_cpu_split.h"],
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-pthread"] if unix else [],
             extra_link_args=["-pthread"] if unix else [],
             optional=True,
