@@ -2,7 +2,6 @@
 OpenMP pool (torch's own, where the extension shares it) and on a pthread each. Both run the
 same shares, so every output and gradient is the same bit for bit; the choice at import follows
 whether the process maps one OpenMP runtime."""
-import contextlib
 import multiprocessing
 
 import pytest
@@ -14,18 +13,11 @@ from sj_qvm.ops import native
 from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
 from sj_qvm.ops.if_loop.cpu import if_multi_step_cpu, if_rate_cpu, spike_rate
 
+from native_settings import both_ways, switched
+
 needs_native = pytest.mark.skipif(
     not native.available(),
     reason=f"sj_qvm.ops._cpu is not built ({native.IMPORT_ERROR}) or SJ_QVM_NO_NATIVE is set")
-
-
-@contextlib.contextmanager
-def pool_mode(mode):
-    saved = native.pool()
-    try:
-        yield native.pool(mode)
-    finally:
-        native.pool(saved)
 
 
 @pytest.fixture
@@ -41,13 +33,7 @@ def two_threads(small_shares):
 def both_pools(fn):
     """``fn()`` with the shares on pthreads and on the OpenMP pool; skips where the extension
     was built without OpenMP."""
-    out = []
-    for mode in (0, 1):
-        with pool_mode(mode) as got:
-            if got != mode:
-                pytest.skip("the extension was built without OpenMP: only pthreads run")
-            out.append(fn())
-    return out
+    return both_ways(native.pool, fn, "the extension was built without OpenMP: only pthreads run")
 
 
 def test_pool_mode_is_checked():
@@ -105,7 +91,7 @@ def test_if_kernels_agree_on_both_pools(dtype):
     torch.manual_seed(0)
     T = 4
     theta = torch.tensor([0.75, 1.0, 0.5], dtype=dtype).view(1, 3, 1)
-    x_seq = torch.rand(T, 40, 3, 900, dtype=dtype) * 1.4 - 0.2  # 108000 neurons: 3 shares
+    x_seq = torch.rand(T, 40, 3, 900, dtype=dtype) * 1.4 - 0.2  # 108000 neurons, 2 shares
     q = x_seq[0].contiguous()
 
     def run():
@@ -168,7 +154,7 @@ def test_a_forked_child_runs_the_kernels_on_pthreads():
             multiprocessing.get_all_start_methods():
         pytest.skip("no fork here")
     x = torch.rand(4, 200_000)
-    with pool_mode(1):
+    with switched(native.pool, 1):
         expected = float(if_multi_step_cpu(x, 0.0, 1.0)[0].numpy().sum())
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()

@@ -11,6 +11,8 @@ from sj_qvm.ops import native
 from sj_qvm.ops.if_loop.cpu import if_multi_step_cpu, if_rate_cpu, spike_rate
 from sj_qvm.ops.quant_relu import quant_relu, quant_relu_ref
 
+from native_settings import both_ways
+
 needs_native = pytest.mark.skipif(
     not native.available(),
     reason=f"sj_qvm.ops._cpu is not built ({native.IMPORT_ERROR}) or SJ_QVM_NO_NATIVE is set")
@@ -20,27 +22,12 @@ needs_native = pytest.mark.skipif(
 pytestmark = pytest.mark.usefixtures("small_shares")
 
 
-@contextlib.contextmanager
-def simd_level(level):
-    saved = native.simd()
-    try:
-        yield native.simd(level)
-    finally:
-        native.simd(saved)
-
-
 native_off = native.disabled
 
 
 def both_builds(fn):
     """``fn()`` under the baseline and the AVX2 build; skips where the CPU has no AVX2."""
-    out = []
-    for level in (0, 1):
-        with simd_level(level) as got:
-            if got != level:
-                pytest.skip("this CPU has no AVX2: only the baseline build runs")
-            out.append(fn())
-    return out
+    return both_ways(native.simd, fn, "this CPU has no AVX2: only the baseline build runs")
 
 
 def boundary_x(L, gamma, dtype, n_random):

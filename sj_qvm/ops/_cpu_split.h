@@ -7,9 +7,6 @@
 #ifndef _WIN32
 #include <pthread.h>
 #endif
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define MAX_THREADS 64
 /* Elements per thread, below which one thread does it all: starting a thread costs about as much

@@ -128,10 +128,11 @@ def _pthreads_after_fork() -> None:
     _module.pool(0)
 
 
-if _module is not None and shares_torch_pool():
-    _module.pool(1)
-    if hasattr(os, "register_at_fork"):
+if getattr(_module, "OPENMP", 0):
+    if hasattr(os, "register_at_fork"):  # whoever switched the pool on, a child leaves it
         os.register_at_fork(after_in_child=_pthreads_after_fork)
+    if shares_torch_pool():
+        _module.pool(1)
 
 
 def min_share(value: Optional[int] = None) -> int:
