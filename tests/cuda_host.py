@@ -19,18 +19,36 @@ NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
 
 
 class HostRunner:
-    """Calls the host build of a kernel: same name, same arguments, ``threads`` first."""
+    """Calls the host build of a kernel: same name, same arguments, ``threads`` first.
+
+    It refuses what the GPU path refuses, so that the host tests see it: a tensor that requires
+    grad (``cupy.asarray`` reads torch's ``__cuda_array_interface__``, which raises for one), a
+    tensor on another device than the launch's, a non-contiguous tensor (a kernel argument is a
+    bare pointer to a dense row-major array), and, in the host build itself, a vector access
+    through a misaligned pointer (``if_loop_host.cpp``: the GPU faults on one).
+    """
 
     def __init__(self, lib):
         self.lib = lib
         self.launches = []
 
+    @staticmethod
+    def pointer(a: torch.Tensor, i: int, device: torch.device) -> ctypes.c_void_p:
+        if a.requires_grad:  # torch's own words (torch/_tensor.py, __cuda_array_interface__)
+            raise RuntimeError(f"kernel argument {i}: Can't get __cuda_array_interface__ on "
+                               "Variable that requires grad.")
+        if a.device != device:
+            raise RuntimeError(f"kernel argument {i} is on {a.device}, the launch on {device}")
+        if not a.is_contiguous():
+            raise RuntimeError(f"kernel argument {i} is not contiguous (strides {a.stride()})")
+        return ctypes.c_void_p(a.data_ptr())
+
     def launch(self, name, threads, args, device):
         assert device.type == "cpu"
         cargs = [ctypes.c_longlong(threads)]
-        for a in args:
+        for i, a in enumerate(args):
             if isinstance(a, torch.Tensor):
-                cargs.append(ctypes.c_void_p(a.data_ptr()))
+                cargs.append(self.pointer(a, i, device))
             elif a is None:
                 cargs.append(ctypes.c_void_p(None))
             elif isinstance(a, np.float32):
@@ -42,8 +60,13 @@ class HostRunner:
             else:
                 raise TypeError(f"unexpected kernel argument {a!r}")
         fn = getattr(self.lib, name)
-        fn.restype = None
-        fn(*cargs)
+        fn.restype = ctypes.c_int
+        rc = fn(*cargs)
+        if rc == -1:
+            raise RuntimeError(f"{name}: N is not a multiple of the kernel's vector width")
+        if rc:
+            raise RuntimeError(f"{name}: misaligned address (kernel argument {rc - 1} is not "
+                               "aligned to the kernel's vector access)")
         self.launches.append(name)
 
 

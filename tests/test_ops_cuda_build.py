@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
@@ -293,3 +294,33 @@ def test_gradient_only_through_v_without_surrogate(host):
     (ga,) = torch.autograd.grad(got.sum(), x)
     (gb,) = torch.autograd.grad(want.sum(), x)
     assert torch.equal(ga, gb)
+
+
+# ---- the host runner refuses what the GPU path refuses ----------------------------------------
+def _forward_args(x, spike, v):
+    n = x.shape[-1]
+    return (x, spike, v, None, None, None, np.float32(1.0), np.int64(1), np.int64(1), None,
+            np.float32(0.0), np.int64(1), np.int64(1), np.int64(n), np.int32(x.shape[0]),
+            np.int32(0))
+
+
+def test_the_host_runner_refuses_what_the_gpu_path_refuses(host):
+    T, n = 2, 8
+    cpu = torch.device("cpu")
+    x, spike, v = torch.rand(T, n), torch.empty(T, n), torch.empty(n)
+    host.launch("qvm_if_forward_f32_same_v4", n // 4, _forward_args(x, spike, v), cpu)
+    assert torch.equal(spike, if_multi_step_ref(x, 0.0, 1.0)[0])
+    with pytest.raises(RuntimeError, match="argument 0: Can't get __cuda_array_interface__"):
+        host.launch("qvm_if_forward_f32_same_v4", n // 4,
+                    _forward_args(x.clone().requires_grad_(), spike, v), cpu)
+    with pytest.raises(RuntimeError, match="argument 2 is on meta"):
+        host.launch("qvm_if_forward_f32_same_v4", n // 4,
+                    _forward_args(x, spike, torch.empty(n, device="meta")), cpu)
+    with pytest.raises(RuntimeError, match="argument 1 is not contiguous"):
+        host.launch("qvm_if_forward_f32_same_v4", n // 4,
+                    _forward_args(x, torch.empty(n, T).t(), v), cpu)
+    shifted = torch.rand(T * n + 1)[1:].view(T, n)  # 4 bytes past a 16-byte boundary
+    with pytest.raises(RuntimeError, match=r"misaligned address \(kernel argument 0 "):
+        host.launch("qvm_if_forward_f32_same_v4", n // 4, _forward_args(shifted, spike, v), cpu)
+    host.launch("qvm_if_forward_f32_same_v1", n, _forward_args(shifted, spike, v), cpu)
+    assert torch.equal(spike, if_multi_step_ref(shifted, 0.0, 1.0)[0])  # scalar loads: fine
