@@ -93,6 +93,40 @@ def test_node_kernel_path_trains_theta_and_v0(kernels_on_cpu):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_a_training_step_moves_theta_and_v0_like_torch(kernels_on_cpu, current):
+    """theta and V0 as per-channel nn.Parameters: one SGD step under a random upstream gradient
+    through the kernels (host build: forward and backward kernels ran) moves them as the torch
+    path does; then no_grad inference, with the Parameters still requiring grad, agrees too."""
+    gen = torch.Generator().manual_seed(3)
+    x_data = torch.rand(5, 4, 3, 2, 4, generator=gen) * 1.2
+    g = torch.randn(5, 4, 3, 2, 4, generator=gen)
+    result = {}
+    for name in ("cupy", "torch"):
+        theta = torch.nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
+        v0 = torch.nn.Parameter(torch.tensor([0.25, 0.3, 0.35]))
+        node = QVMIFNode(theta, v0, current=current, step_mode="m",
+                         surrogate_function=surrogate.ATan(), backend=name)
+        assert {id(p) for p in node.parameters()} == {id(theta), id(v0)}
+        opt = torch.optim.SGD(node.parameters(), lr=0.5)
+        kernels_on_cpu.launches.clear()
+        x = x_data.clone().requires_grad_()
+        (node(x) * g).sum().backward()
+        opt.step()
+        functional.reset_net(node)
+        with torch.no_grad():
+            after = node(x_data)
+        assert node.last_dispatch[0] == name
+        ran = {n.split("_")[2] for n in kernels_on_cpu.launches}
+        assert ran == ({"forward", "backward"} if name == "cupy" else set())
+        result[name] = (x.grad, theta.grad, v0.grad, theta.detach(), v0.detach(), after)
+    for a, b in zip(result["cupy"][:5], result["torch"][:5]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(result["cupy"][5], result["torch"][5])
+    theta_grad, v0_grad = result["torch"][1:3]
+    assert (theta_grad.abs() > 1e-3).all() and (v0_grad.abs() > 1e-3).all()  # both moved
+
+
 # ---- dispatch without CUDA --------------------------------------------------------------------
 def test_backend_argument_and_fallback(caplog):
     node = QVMIFNode(step_mode="m")

@@ -2,7 +2,7 @@
 
 CuPy is imported on first use, never at ``import sj_qvm``. The source is compiled once per device
 into a cached ``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk cache). Tensors
-reach the kernels through ``__cuda_array_interface__`` (zero-copy; bf16 travels as int16 bits).
+reach the kernels as their ``data_ptr()`` (zero-copy), after :func:`.launch.array` checked them.
 ``LAUNCHES`` counts launches per kernel name, so tests can prove that the kernel ran.
 """
 from __future__ import annotations
@@ -72,11 +72,9 @@ def _stream(cupy, device_index: int, handle: int):
     return s
 
 
-def _arg(cupy, a):
-    if isinstance(a, torch.Tensor):
-        if a.dtype == torch.bfloat16:  # no numpy dtype: pass the bits
-            a = a.view(torch.int16)
-        return cupy.asarray(a)  # __cuda_array_interface__: a view of the same memory
+def _arg(a):
+    if isinstance(a, torch.Tensor):  # checked by launch.array: dense, on the device, detached
+        return np.uint64(a.data_ptr())
     if a is None:
         return np.uint64(0)  # a null pointer, never dereferenced (the flags say so)
     return a  # numpy scalars: np.float32, np.int64, np.int32
@@ -91,5 +89,5 @@ class CupyRunner:
         fn = _function(index, name)
         handle = torch.cuda.current_stream(index).cuda_stream
         with cupy.cuda.Device(index), _stream(cupy, index, handle):
-            fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(cupy, a) for a in args))
+            fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(a) for a in args))
         LAUNCHES[name] += 1
