@@ -87,3 +87,16 @@ def host(tmp_path_factory):
     launch.register_runner("cpu", runner)
     yield runner
     launch._runners.pop("cpu", None)
+
+
+SUBNORMAL = 2.0 ** -149  # the smallest float32 subnormal: sums of its multiples are exact
+
+
+def subnormal_case(T: int, device="cpu"):
+    """``(x [T, 2, K] fp32, theta, z)``: theta = 8 u (u = 2^-149, subnormal) and a constant
+    current q = z theta / T, z = 0, 1/2, ..., T + 1 (exact multiples of u for T = 4), then
+    q = -u and -2u; the second row repeats the first. Any flush to zero moves a spike."""
+    theta = 8 * SUBNORMAL
+    z = torch.arange(0, 2 * T + 3, dtype=torch.float64) / 2
+    q = torch.cat([z * theta / T, torch.tensor([-SUBNORMAL, -2 * SUBNORMAL])]).float()
+    return q.to(device).view(1, 1, -1).expand(T, 2, -1).contiguous(), theta, z.float()

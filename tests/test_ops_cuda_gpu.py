@@ -13,10 +13,12 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 pytest.importorskip("cupy")
 
+from cuda_host import subnormal_case  # noqa: E402
 from sj_qvm import QVMIFNode  # noqa: E402
 from sj_qvm._compat import functional, surrogate  # noqa: E402
 from sj_qvm.functional import if_multi_step_ref, matched_v0  # noqa: E402
 from sj_qvm.ops.if_loop import backend  # noqa: E402
+from sj_qvm.ops.if_loop import if_rate_cupy  # noqa: E402
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy  # noqa: E402
 from sj_qvm.ops.if_loop.cupy import LAUNCHES  # noqa: E402
 
@@ -246,3 +248,28 @@ def test_a_converted_network_counts_on_the_gpu_and_equals_the_quantized_ann():
     assert all(n.last_dispatch == ("cupy", "per-sample layer, spike train unobserved: counts only")
                for n in nodes)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+def test_subnormal_theta_and_x_are_exact(current, v_init):
+    """CuPy compiles with -ftz=true; the forward's PTX keeps subnormals, so subnormal theta, q and
+    states give the CPU reference's spikes, v and v_seq bit for bit (the levels of z, too), and
+    x = 2e-39 under theta = 3e-39 does not fire at step 1 (h_1 = -1e-39, not a flushed -0)."""
+    T = 4
+    x, theta, z = subnormal_case(T, DEV)
+    v0, strict = matched_v0(v_init, theta)
+    got = if_multi_step_cupy(x, v0, theta, strict, current, store_v_seq=True)
+    want = if_multi_step_ref(x.cpu(), v0, theta, strict, current, store_v_seq=True)
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+    level = {"floor": torch.floor(z), "round": torch.floor(z + 0.5), "ceil": torch.ceil(z)}[v_init]
+    counts = got[0].sum(0)[0].cpu()
+    assert torch.equal(counts[:-2], level.clamp(0, T)) and (counts[-2:] == 0).all()
+    tiny = torch.full((T, 1, 8), 2e-39)
+    spikes = if_multi_step_cupy(tiny.to(DEV), 0.0, 3e-39, False, current)[0].cpu()
+    assert torch.equal(spikes, if_multi_step_ref(tiny, 0.0, 3e-39, False, current)[0])
+    assert spikes[:, 0, 0].tolist() == [0, 1, 1, 0]
+    theta_t = torch.full((3, 1), theta, device=DEV)  # a tensor theta, and the count kernel
+    rate, v = if_rate_cupy(x[0], T, v0, theta_t[:1], strict)
+    assert torch.equal((rate * T / theta).round().cpu(), counts.expand(2, -1))

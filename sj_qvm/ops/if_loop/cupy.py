@@ -44,6 +44,19 @@ def compile_options() -> tuple[str, ...]:
     return (f"-I{SOURCE.parent}", f"-DQVM_HEADER_SHA1=0x{digest}")
 
 
+def cupy_nvrtc_options(arch: str) -> tuple[str, ...]:
+    """The NVRTC options ``cupy.RawModule`` compiles ``if_loop.cu`` with, for ``-arch=<arch>``
+    (``sm_90`` for a cubin, as CuPy does where NVRTC knows the GPU, or ``compute_90`` for PTX).
+
+    CuPy 13 and 14 append to :func:`compile_options` (``cupy/cuda/compiler.py``:
+    ``_compile_with_cache_cuda`` adds ``-ftz=true``, ``_compile_using_nvrtc_no_warning`` the arch
+    and ``--device-as-default-execution-space``), besides ``-I`` folders of its own and of the
+    CUDA toolkit that ``if_loop.cu`` does not use. NVRTC keeps the last ``-ftz``, so ours could
+    not undo it: ``if_loop.cuh`` writes the forward's arithmetic in PTX without ``.ftz``.
+    """
+    return compile_options() + ("-ftz=true", f"-arch={arch}", "--device-as-default-execution-space")
+
+
 def module(device_index: int):
     """The compiled ``cupy.RawModule`` for one device, built on first use."""
     mod = _modules.get(device_index)

@@ -9,7 +9,8 @@
 // [N] row that every step reads again (a constant current, as the per-sample schedule passes),
 // so the arithmetic is that of the [T, N] input whose rows all equal it. The membrane state is fp32 whatever
 // the input dtype; for fp32 inputs every operation below is the one sj_qvm.functional does, in the
-// same order, so spikes and v are bit-identical to the reference:
+// same order, so spikes and v are bit-identical to the reference, subnormals included (see
+// "exact fp32 arithmetic" below):
 //
 //     q     = r + (x_0 - r + sum_{t=1}^{T-1} (x_t - r), in time order) / T, r = x_0 or 0 if inf
 //                                                                   (current = expected)
@@ -144,7 +145,8 @@ template <> struct Io<bf16_t> {
     static QVM_HD bf16_t store(float f) { bf16_t b; b.bits = float_to_bf16(f); return b; }
 };
 template <> struct Io<unsigned char> {  // bool / uint8 spikes
-    static QVM_HD unsigned char store(float f) { return (unsigned char)(f != 0.0f); }
+    // f != 0 (-0 included) without a float compare, which -ftz would compile with .ftz
+    static QVM_HD unsigned char store(float f) { return (unsigned char)((float_to_bits(f) << 1) != 0u); }
 };
 
 // V elements moved as one access (16 bytes for V * sizeof(T) == 16).
@@ -172,13 +174,65 @@ QVM_HD void store_lanes(T* __restrict__ p, const float (&in)[V]) {
     *reinterpret_cast<Pack<T, V>*>(p) = pk;
 }
 
-// ---- the per-neuron arithmetic ---------------------------------------------------------------
-QVM_HD bool fires(float h, bool strict) { return strict ? h > 0.0f : h >= 0.0f; }
+// ---- exact fp32 arithmetic, whatever -ftz says ------------------------------------------------
+// CuPy appends -ftz=true to our NVRTC options (NVRTC keeps the last value), which flushes the
+// subnormal inputs and results of f32 add, sub, div and compare to zero: h = -1e-39 would become
+// -0 and fire under h >= 0, where the CPU reference does not fire. So the forward's arithmetic,
+// and the firing rule that the backward recomputes, are PTX without .ftz (IEEE, round to
+// nearest even, subnormals kept), as on the CPU; the gradients' arithmetic follows -ftz.
+QVM_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return a + b;
+#endif
+}
 
+QVM_HD float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return a - b;
+#endif
+}
+
+QVM_HD float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return a / b;
+#endif
+}
+
+QVM_HD bool is_inf(float f) { return (float_to_bits(f) & 0x7fffffffu) == 0x7f800000u; }
+
+// s = h >= 0 (h > 0 when strict); NaN never fires.
+QVM_HD bool fires(float h, bool strict) {
+#if defined(__CUDA_ARCH__)
+    unsigned int r;
+    if (strict)
+        asm("{ .reg .pred p; setp.gt.f32 p, %1, 0f00000000; selp.u32 %0, 1, 0, p; }"
+            : "=r"(r) : "f"(h));
+    else
+        asm("{ .reg .pred p; setp.ge.f32 p, %1, 0f00000000; selp.u32 %0, 1, 0, p; }"
+            : "=r"(r) : "f"(h));
+    return r != 0;
+#else
+    return strict ? h > 0.0f : h >= 0.0f;
+#endif
+}
+
+// ---- the per-neuron arithmetic ---------------------------------------------------------------
 // One soft-reset IF step; returns h = U - theta, updates v, sets the spike.
 QVM_HD float if_step(float& v, float q, float theta, bool strict, bool& spike) {
-    const float u = v + q;
-    const float h = u - theta;
+    const float u = add_rn(v, q);
+    const float h = sub_rn(u, theta);
     spike = fires(h, strict);
     v = spike ? h : u;
     return h;
@@ -268,17 +322,17 @@ QVM_HD void forward_thread(i64 thread,
         // would be NaN), so +inf saturates at T spikes as on the CPU.
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-            ref[i] = isinf(x0[i]) ? 0.0f : x0[i];
-            acc[i] = x0[i] - ref[i];
+            ref[i] = is_inf(x0[i]) ? 0.0f : x0[i];
+            acc[i] = sub_rn(x0[i], ref[i]);
         }
         for (int t = 1; t < T; ++t) {
             float xt[V];
             load_lanes<Tin, V>(x + (i64)t * xs + n0, xt);
 #pragma unroll
-            for (int i = 0; i < V; ++i) acc[i] = acc[i] + (xt[i] - ref[i]);
+            for (int i = 0; i < V; ++i) acc[i] = add_rn(acc[i], sub_rn(xt[i], ref[i]));
         }
 #pragma unroll
-        for (int i = 0; i < V; ++i) q[i] = ref[i] + acc[i] / (float)T;
+        for (int i = 0; i < V; ++i) q[i] = add_rn(ref[i], div_rn(acc[i], (float)T));
         for (int t = 0; t < T; ++t)
             step_lanes<Tspk, V>(v, q, th, strict, spike, v_seq, h_seq, (i64)t * N + n0, flags);
     } else {
