@@ -8,6 +8,7 @@ the GPU does; only CuPy's launch and the fp16 hardware conversions differ.
 """
 import ctypes
 import glob
+import inspect
 import os
 import re
 import subprocess
@@ -377,3 +378,14 @@ def test_subnormal_theta_and_x_are_exact(host, current, v_init):
     spikes = if_multi_step_cupy(tiny, 0.0, 3e-39, False, current)[0]
     assert torch.equal(spikes, if_multi_step_ref(tiny, 0.0, 3e-39, False, current)[0])
     assert spikes[:, 0, 0].tolist() == [0, 1, 1, 0]  # h_1 = -1e-39: no spike at step 1
+
+
+def test_cupy_nvrtc_options_are_what_the_installed_cupy_appends():
+    """``cupy_nvrtc_options`` states CuPy's additions; check them against the installed CuPy's
+    compiler source, where CuPy is installed (it imports without a GPU)."""
+    compiler = pytest.importorskip("cupy.cuda.compiler")
+    src = inspect.getsource(compiler)
+    assert "options += ('-ftz=true',)" in src
+    assert "options += ('--device-as-default-execution-space',)" in src
+    assert {"-ftz=true", "--device-as-default-execution-space"} <= set(
+        cupy_mod.cupy_nvrtc_options("sm_90"))
