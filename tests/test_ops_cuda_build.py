@@ -21,7 +21,7 @@ from cuda_host import NVCC, OPS_DIR, host, subnormal_case  # noqa: F401 -- the f
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops.if_loop import cupy as cupy_mod
-from sj_qvm.ops.if_loop import launch
+from sj_qvm.ops.if_loop import if_rate_cupy, launch
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 KERNELS = sorted(
@@ -389,3 +389,23 @@ def test_cupy_nvrtc_options_are_what_the_installed_cupy_appends():
     assert "options += ('--device-as-default-execution-space',)" in src
     assert {"-ftz=true", "--device-as-default-execution-space"} <= set(
         cupy_mod.cupy_nvrtc_options("sm_90"))
+
+
+# ---- arguments on another device, in another dtype ---------------------------------------------
+def test_theta_or_v0_on_another_device_is_refused(host):
+    x = torch.rand(3, 2, 8)
+    with pytest.raises(ValueError, match="v_threshold is on meta but the input is on cpu"):
+        if_multi_step_cupy(x, 0.0, torch.ones(2, 1, device="meta"))
+    with pytest.raises(ValueError, match="v_init is on meta but the input is on cpu"):
+        if_multi_step_cupy(x, torch.tensor(0.0, device="meta"), 1.0)  # 0-dim, but not CPU
+    with pytest.raises(ValueError, match="v_init is on meta but the input is on cpu"):
+        if_rate_cupy(x[0], 4, torch.zeros(2, 1, device="meta"), 1.0)
+    # The launcher's own checks, for a caller of launch (or the custom ops) itself.
+    with pytest.raises(ValueError, match="theta is on meta, the kernel runs on cpu"):
+        launch.forward(x, torch.ones(2, 1, device="meta"), 0.0, None, 0.0, False, False, False,
+                       False, torch.float32)
+    spike, v, _, h = launch.forward(x, None, 1.0, None, 0.0, False, False, False, True,
+                                    torch.float32)
+    with pytest.raises(TypeError, match="h_seq must be torch.float32 for this kernel"):
+        launch.backward(torch.ones_like(spike), None, None, h.half(), None, 1.0, False, False,
+                        -1, 0.0, 0.0, False, False, False, torch.float32)

@@ -273,3 +273,37 @@ def test_subnormal_theta_and_x_are_exact(current, v_init):
     theta_t = torch.full((3, 1), theta, device=DEV)  # a tensor theta, and the count kernel
     rate, v = if_rate_cupy(x[0], T, v0, theta_t[:1], strict)
     assert torch.equal((rate * T / theta).round().cpu(), counts.expand(2, -1))
+
+
+def test_a_0dim_cpu_theta_is_moved_and_other_devices_are_refused():
+    x = torch.rand(4, 3, 3, 8, device=DEV)
+    got = if_multi_step_cupy(x, torch.tensor(0.25), torch.tensor(0.7))  # as torch's own ops
+    want = if_multi_step_ref(x, 0.25, 0.7)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with pytest.raises(ValueError, match="v_threshold is on cpu but the input is on cuda"):
+        if_multi_step_cupy(x, 0.0, torch.ones(3, 1))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_tensors_on_cuda1_with_cuda0_current():
+    """The module loads on cuda:1 (not on the current cuda:0), the kernels run there on its
+    current stream, forward and backward; theta on cuda:0 is refused."""
+    dev1 = torch.device("cuda:1")
+    torch.cuda.set_device(0)
+    x = (torch.rand(5, 4, 3, 8, device=dev1) * 1.2).requires_grad_()
+    theta = torch.nn.Parameter(torch.tensor([0.5, 0.7, 0.9], device=dev1).view(3, 1))
+    out = if_multi_step_cupy(x, 0.5 * theta, theta, False, "expected", surrogate.ATan(),
+                             store_v_seq=True)
+    g = [torch.randn_like(o) for o in out]
+    grads = torch.autograd.grad(sum((o * gi).sum() for o, gi in zip(out, g)), (x, theta))
+    xc, thc = _cpu(x).requires_grad_(), _cpu(theta).requires_grad_()
+    ref = if_multi_step_ref(xc, 0.5 * thc, thc, False, "expected", surrogate.ATan(),
+                            store_v_seq=True)
+    ref_grads = torch.autograd.grad(sum((o * gi.cpu()).sum() for o, gi in zip(ref, g)), (xc, thc))
+    assert torch.cuda.current_device() == 0 and out[0].device == dev1
+    for a, b in zip(out, ref):
+        assert torch.equal(a.cpu(), b.detach())
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="v_threshold is on cuda:0 but the input is on cuda:1"):
+        if_multi_step_cupy(x.detach(), 0.0, torch.ones(3, 1, device="cuda:0"))

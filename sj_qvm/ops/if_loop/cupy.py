@@ -99,8 +99,9 @@ class CupyRunner:
     def launch(self, name: str, threads: int, args: tuple, device: torch.device) -> None:
         cupy = import_cupy()
         index = device.index if device.index is not None else torch.cuda.current_device()
-        fn = _function(index, name)
         handle = torch.cuda.current_stream(index).cuda_stream
-        with cupy.cuda.Device(index), _stream(cupy, index, handle):
-            fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(a) for a in args))
+        with cupy.cuda.Device(index):
+            fn = _function(index, name)  # CuPy loads the module on the current device
+            with _stream(cupy, index, handle):
+                fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(a) for a in args))
         LAUNCHES[name] += 1
