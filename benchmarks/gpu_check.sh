@@ -41,6 +41,7 @@ export PYTHONPATH="$PWD:$SITE"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, cupy, spikingjelly, importlib.metadata as m; print('torch', torch.__version__, 'cupy', cupy.__version__, 'spikingjelly', m.version('spikingjelly'))"
   nvcc --version | tail -1
+  python3 -c "import cupy; cupy.show_config()"
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 

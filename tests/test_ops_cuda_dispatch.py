@@ -12,7 +12,7 @@ import torch
 from cuda_host import HERE, host  # noqa: F401 -- the fixture
 from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
-from sj_qvm.ops.if_loop import backend, surrogates
+from sj_qvm.ops.if_loop import backend, launch, surrogates
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 
@@ -147,6 +147,72 @@ def test_backend_argument_and_fallback(caplog):
     functional.reset_net(node)
     with pytest.raises(backend.BackendUnavailable, match="cannot run: input is on cpu"):
         node(torch.rand(2, 3))
+
+
+class RaisingRunner:
+    """A launch that raises, as one does on a GPU the module has no binary for."""
+
+    def launch(self, name, threads, args, device):
+        raise RuntimeError("CUDA_ERROR_NO_BINARY_FOR_GPU (injected)")
+
+
+class WrongRunner:
+    """The host build, but the forward's spikes come out zero."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def launch(self, name, threads, args, device):
+        self.host.launch(name, threads, args, device)
+        if name.startswith("qvm_if_forward"):
+            args[1].zero_()
+
+
+@pytest.fixture
+def tried_on_cpu(host, monkeypatch):
+    """The dispatch as on a GPU, for CPU inputs: the input checks pass, and the device's first
+    run goes through whatever runner the test registers for "cpu" (the host build by default)."""
+    monkeypatch.setattr(backend, "input_reason", lambda *a: None)
+    monkeypatch.setattr(backend, "_device_status", {})
+    monkeypatch.setattr(backend, "_logged", set())
+    yield host
+    launch.register_runner("cpu", host)
+
+
+@pytest.mark.parametrize("runner", [RaisingRunner, WrongRunner])
+def test_auto_falls_back_when_the_first_run_fails_and_cupy_raises(tried_on_cpu, caplog, runner):
+    launch.register_runner("cpu", runner(tried_on_cpu) if runner is WrongRunner else runner())
+    x = torch.rand(4, 2, 3, 8) * 1.2
+    want = QVMIFNode(0.7, "round", step_mode="m", backend="torch")(x)
+    node = QVMIFNode(0.7, "round", step_mode="m")
+    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
+        for _ in range(2):
+            functional.reset_net(node)
+            assert torch.equal(node(x), want)
+    why = ("RuntimeError: CUDA_ERROR_NO_BINARY_FOR_GPU (injected)" if runner is RaisingRunner
+           else "RuntimeError: the training step's spikes differs from the reference on cpu")
+    assert node.last_dispatch == ("torch", f"backend='auto' fell back: the kernels' first run "
+                                           f"on cpu failed: {why}")
+    fallbacks = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
+    assert len(fallbacks) == 1 and why in fallbacks[0]  # one logged reason
+    node.backend = "cupy"
+    functional.reset_net(node)
+    with pytest.raises(backend.BackendUnavailable, match="first run on cpu failed: RuntimeError"):
+        node(x)
+
+
+def test_auto_takes_the_kernels_after_their_first_run_agrees(tried_on_cpu):
+    """The converse: with the host build as the runner, the first run (a training step and an
+    inference) passes, once; then the node runs the kernels."""
+    tried_on_cpu.launches.clear()
+    node = QVMIFNode(0.7, "round", step_mode="m")
+    x = torch.rand(4, 2, 3, 8) * 1.2
+    out = node(x)
+    assert node.last_dispatch[0] == "cupy"
+    first_run = ["qvm_if_forward_f32_same_v4", "qvm_if_backward_f32_v4", "qvm_if_forward_f32_u8_v4"]
+    assert tried_on_cpu.launches == first_run + ["qvm_if_forward_f32_same_v4"]
+    functional.reset_net(node)
+    assert torch.equal(node(x), out) and len(tried_on_cpu.launches) == 5  # tried once only
 
 
 def test_unsupported_surrogate_is_a_reason():

@@ -39,6 +39,7 @@ def test_kernels_are_available_here():
     assert ok, why
     x = torch.rand(2, 4, device=DEV)
     assert backend.unavailable_reason(x, surrogate.Sigmoid(), True) is None
+    assert backend.device_reason(DEV) is None  # the first run (a training step) agreed
 
 
 @pytest.mark.parametrize("current", ["instant", "expected"])
@@ -123,6 +124,7 @@ def test_node_batch_size_changes_and_sentinel():
     node.to(DEV)
     ref = QVMIFNode(torch.tensor([0.5, 0.7, 0.9]), "round", step_mode="m", backend="torch")
     ref.to(DEV)
+    assert backend.device_reason(DEV) is None  # the device's first run, before counting
     for batch in (8, 3, 5):
         functional.reset_net(node)
         functional.reset_net(ref)
