@@ -24,12 +24,12 @@ def _same(what: str, got: torch.Tensor, want: torch.Tensor, exact: bool) -> None
 
 def run(device: torch.device) -> None:
     """One training step and one inference on ``device``; raises on a failure (see above)."""
-    g = torch.Generator().manual_seed(0)  # a CPU generator: the device's RNG is left alone
-    x0 = (torch.rand(5, 2, 3, 8, generator=g) * 1.4 - 0.2).to(device)
-    up = torch.randn(5, 2, 3, 8, generator=g).to(device)
-    theta0 = torch.tensor([0.4, 0.9, 1.3]).view(3, 1).to(device)
     sg = surrogate.Sigmoid()
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # whatever mode the caller is in
+        g = torch.Generator().manual_seed(0)  # a CPU generator: the device's RNG is left alone
+        x0 = (torch.rand(5, 2, 3, 8, generator=g) * 1.4 - 0.2).to(device)
+        up = torch.randn(5, 2, 3, 8, generator=g).to(device)
+        theta0 = torch.tensor([0.4, 0.9, 1.3]).view(3, 1).to(device)
         results = []
         for fn in (if_multi_step_cupy, if_multi_step_ref):
             x = x0.clone().requires_grad_()
