@@ -217,6 +217,16 @@ def test_auto_takes_the_kernels_after_their_first_run_agrees(tried_on_cpu):
         trial.run(torch.device("cpu"))
 
 
+def test_nothing_is_tried_inside_cuda_graph_capture(monkeypatch):
+    """An untried device during capture: the reason says to warm up, and is not kept (the
+    first call after the capture tries the device)."""
+    monkeypatch.setattr(backend, "_device_status", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    reason = backend.device_reason(torch.device("cuda", 0))
+    assert "CUDA graph is being captured; run one call before capture" in reason
+    assert backend._device_status == {}
+
+
 def test_unsupported_surrogate_is_a_reason():
     assert surrogates.snippet(surrogate.Sigmoid(alpha=5.0)) == (surrogates.SG_SIGMOID, 5.0, 0.0)
     sid, p0, p1 = surrogates.snippet(surrogate.ATan(alpha=2.0))
