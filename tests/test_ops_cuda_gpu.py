@@ -356,3 +356,76 @@ def test_cuda_graph_capture_and_replay():
         ref = if_multi_step_ref(xr, 0.1, 0.7, False, "instant", sg)[0]
         (want_gx,) = torch.autograd.grad((ref * static_g).sum(), xr)
         torch.testing.assert_close(static_gx, want_gx, rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_theta_and_v0_in_no_grad_inference():
+    """theta and V0 as nn.Parameters (they require grad) under no_grad: the kernels run on the
+    Parameters' memory, as the node holds them, and equal the reference."""
+    theta = torch.nn.Parameter(torch.tensor([0.5, 0.7, 0.9], device=DEV).view(3, 1, 1))
+    v0 = torch.nn.Parameter(0.5 * theta.detach().clone())
+    x = torch.rand(4, 8, 3, 7, 7, device=DEV)
+    with torch.no_grad():
+        got = if_multi_step_cupy(x, v0, theta, False, "expected", store_v_seq=True)
+        want = if_multi_step_ref(x, v0, theta, False, "expected", store_v_seq=True)
+        node = QVMIFNode(torch.nn.Parameter(theta.detach().view(3).clone()), "round",
+                         step_mode="m", backend="cupy")
+        out = node(x)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert torch.equal(out, if_multi_step_ref(x, v0, theta, False, "instant")[0])
+
+
+WIDTH = {torch.float32: 4, torch.float16: 8, torch.bfloat16: 8}
+
+
+@pytest.mark.parametrize("dtype", list(WIDTH), ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("offset", [0, 1, WIDTH[torch.float32] * 8])
+def test_offset_views_pick_the_kernel_width_that_fits(dtype, offset):
+    """x a contiguous view at ``offset`` elements into its storage: the vector kernel where the
+    rows stay 32-byte aligned, the scalar one otherwise; both equal the reference, forward and
+    backward (which kernels ran is asserted, by name)."""
+    T, N = 4, 3 * 8 * 16
+    base = (torch.rand(T * N + offset, device=DEV) * 1.4 - 0.2).to(dtype)
+    x = base[offset:].view(T, 3, 8, 16)
+    aligned = x.data_ptr() % 32 == 0
+    tag = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
+    fwd = f"qvm_if_forward_{tag}_same_v{WIDTH[dtype] if aligned else 1}"
+    bwd = f"qvm_if_backward_{tag}_v4"  # its arrays are all fresh (x is not among them)
+    theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1, 1)
+    before = LAUNCHES.copy()
+    xg = x.detach().requires_grad_()
+    spike, v, _ = if_multi_step_cupy(xg, 0.5 * theta, theta, False, "instant", surrogate.ATan())
+    g = torch.randn_like(spike)
+    (gx,) = torch.autograd.grad((spike * g).sum(), xg)
+    assert LAUNCHES[fwd] == before[fwd] + 1 and LAUNCHES[bwd] == before[bwd] + 1
+    assert aligned == (offset != 1)  # an allocation is 512-byte aligned
+    xr = x.float().detach().requires_grad_()
+    ref = if_multi_step_ref(xr, 0.5 * theta, theta, False, "instant", surrogate.ATan())
+    (gr,) = torch.autograd.grad((ref[0] * g.float()).sum(), xr)
+    assert torch.equal(spike.float(), ref[0].detach()) and torch.equal(v, ref[1].detach())
+    tol = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+    torch.testing.assert_close(gx.float(), gr, rtol=tol, atol=tol)
+
+
+def test_offsets_past_2_to_the_31():
+    """T * N > 2^31 elements (bf16 input, bool spikes: about 13 GB): the rows past element 2^31
+    are read and written where they belong; the last 2^20 neurons of every step, against the
+    reference on their slice (the neurons are independent)."""
+    T, N = 3, (1 << 30) + 8
+    free, _ = torch.cuda.mem_get_info()
+    if free < 16 << 30:
+        pytest.skip(f"needs about 16 GB of free GPU memory, {free >> 30} GB free")
+    x = torch.rand(T, N, device=DEV, dtype=torch.bfloat16)
+    assert x.numel() > 1 << 31
+    before = LAUNCHES["qvm_if_forward_bf16_u8_v8"]
+    with torch.no_grad():
+        spike, v, _ = if_multi_step_cupy(x, 0.25, 0.6, spike_dtype=torch.bool)
+    assert LAUNCHES["qvm_if_forward_bf16_u8_v8"] == before + 1
+    tail = x[:, -(1 << 20):].float()
+    want = if_multi_step_ref(tail, 0.25, 0.6)
+    assert torch.equal(spike[:, -(1 << 20):], want[0].bool())
+    assert torch.equal(v[-(1 << 20):], want[1])
+    head = if_multi_step_ref(x[:, :4096].float(), 0.25, 0.6)
+    assert torch.equal(spike[:, :4096], head[0].bool())
+    del x, spike, v
+    torch.cuda.empty_cache()
