@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA kernels: one prepared script for a short GPU session (about five
 # minutes), in three phases, each reported on its own:
-#   1. tests    the GPU suite (tests/test_ops_cuda_gpu.py: training step, Parameter theta,
-#               offset views in f32/f16/bf16 with the kernel width that ran, T*N > 2^31,
-#               CUDA-graph capture and replay, subnormal theta and x, cuda:1 where there are two
-#               GPUs) and the build tests (nvcc, NVRTC with CuPy's options, the host build);
+#   1. tests    the GPU suite (tests/test_ops_cuda_gpu.py, and test_ops_cuda_gpu_edges.py:
+#               training step, Parameter theta, offset views in f32/f16/bf16 with the kernel
+#               width that ran, T*N > 2^31, CUDA-graph capture and replay, subnormal theta and x,
+#               cuda:1 where there are two GPUs) and the build tests (nvcc, NVRTC with CuPy's
+#               options, the host build);
 #   2. memcheck compute-sanitizer --tool memcheck on a small run of every kernel (each dtype and
 #               vector width, forward, byte spikes, count) and the backward; skipped where
 #               compute-sanitizer or a GPU is missing;
@@ -61,7 +62,7 @@ has_gpu=$(python3 -c "import torch; print(int(torch.cuda.is_available()))")
 
 echo "=== phase 1: tests"
 timeout -k 10 "${GPU_CHECK_TESTS_S:-180}" python3 -m pytest -q -rA -p no:cacheprovider \
-  tests/test_ops_cuda_gpu.py tests/test_ops_cuda_build.py
+  tests/test_ops_cuda_gpu.py tests/test_ops_cuda_gpu_edges.py tests/test_ops_cuda_build.py
 tests_rc=$?
 
 echo "=== phase 2: compute-sanitizer memcheck"

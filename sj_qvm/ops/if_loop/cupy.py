@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 SOURCE = Path(__file__).with_name("if_loop.cu")
-HEADER = Path(__file__).with_name("if_loop.cuh")
-HEADERS = (HEADER, Path(__file__).with_name("if_rate.cuh"))  # what if_loop.cu includes
+# What if_loop.cu includes:
+HEADERS = tuple(SOURCE.with_name(h) for h in ("if_loop.cuh", "if_float.cuh", "if_rate.cuh"))
 BLOCK = 256
 
 #: kernel name -> number of launches in this process (the sentinel for tests).
@@ -54,7 +54,7 @@ def cupy_nvrtc_options(arch: str) -> tuple[str, ...]:
     ``_compile_with_cache_cuda`` adds ``-ftz=true``, ``_compile_using_nvrtc_no_warning`` the arch
     and ``--device-as-default-execution-space``), besides ``-I`` folders of its own and of the
     CUDA toolkit that ``if_loop.cu`` does not use. NVRTC keeps the last ``-ftz``, so ours could
-    not undo it: ``if_loop.cuh`` writes the forward's arithmetic in PTX without ``.ftz``.
+    not undo it: ``if_float.cuh`` writes the forward's arithmetic in PTX without ``.ftz``.
     """
     return compile_options() + ("-ftz=true", f"-arch={arch}", "--device-as-default-execution-space")
 
