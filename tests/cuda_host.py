@@ -1,6 +1,7 @@
 """The host build of the CUDA kernels (tests/if_loop_host.cpp, g++), registered as the CPU runner
 of ``sj_qvm.ops.if_loop.launch``: the fixture ``host`` that the CUDA-without-a-GPU tests share."""
 import ctypes
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,6 +14,11 @@ from sj_qvm.ops.if_loop import cupy as cupy_mod
 from sj_qvm.ops.if_loop import launch
 
 HERE = os.path.dirname(__file__)
+#: The marks of a GPU test module: ``pytestmark = GPU_ONLY`` (skipped without CUDA and CuPy).
+GPU_ONLY = [pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            pytest.mark.skipif(importlib.util.find_spec("cupy") is None,
+                               reason="CuPy is not installed")]
 OPS_DIR = os.path.dirname(cupy_mod.SOURCE)
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
                                 if os.path.exists("/usr/local/cuda/bin/nvcc") else None)

@@ -8,18 +8,15 @@ kernel would turn into a multiplication by 1/T).
 import pytest
 import torch
 
-pytestmark = pytest.mark.gpu
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-pytest.importorskip("cupy")
+from cuda_host import GPU_ONLY
+from sj_qvm import QVMIFNode
+from sj_qvm._compat import functional, surrogate
+from sj_qvm.functional import if_multi_step_ref, matched_v0
+from sj_qvm.ops.if_loop import backend
+from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
-from sj_qvm import QVMIFNode  # noqa: E402
-from sj_qvm._compat import functional, surrogate  # noqa: E402
-from sj_qvm.functional import if_multi_step_ref, matched_v0  # noqa: E402
-from sj_qvm.ops.if_loop import backend  # noqa: E402
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy  # noqa: E402
-from sj_qvm.ops.if_loop.cupy import LAUNCHES  # noqa: E402
-
+pytestmark = GPU_ONLY
 DEV = torch.device("cuda")
 ROUNDINGS = ("floor", "round", "ceil")
 

@@ -141,35 +141,22 @@ QVM_HD void store_lanes(T* __restrict__ p, const float (&in)[V]) {
 // -0 and fire under h >= 0, where the CPU reference does not fire. So the forward's arithmetic,
 // and the firing rule that the backward recomputes, are PTX without .ftz (IEEE, round to
 // nearest even, subnormals kept), as on the CPU; the gradients' arithmetic follows -ftz.
-QVM_HD float add_rn(float a, float b) {
+// add_rn, sub_rn, div_rn: a op b, rounded to nearest even, subnormals kept.
 #if defined(__CUDA_ARCH__)
-    float r;
-    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
+#define QVM_EXACT(NAME, PTX, OP)                                                                  \
+    QVM_HD float NAME(float a, float b) {                                                         \
+        float r;                                                                                  \
+        asm(PTX " %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));                                       \
+        return r;                                                                                 \
+    }
 #else
-    return a + b;
+#define QVM_EXACT(NAME, PTX, OP) \
+    QVM_HD float NAME(float a, float b) { return a OP b; }
 #endif
-}
-
-QVM_HD float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-    float r;
-    asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-#else
-    return a - b;
-#endif
-}
-
-QVM_HD float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-    float r;
-    asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-#else
-    return a / b;
-#endif
-}
+QVM_EXACT(add_rn, "add.rn.f32", +)
+QVM_EXACT(sub_rn, "sub.rn.f32", -)
+QVM_EXACT(div_rn, "div.rn.f32", /)
+#undef QVM_EXACT
 
 QVM_HD bool is_inf(float f) { return (float_to_bits(f) & 0x7fffffffu) == 0x7f800000u; }
 
