@@ -55,7 +55,12 @@ exec > >(tee "$RESULTS") 2>&1
 echo "=== environment ($(date -u +%FT%TZ), device: ${device:-none})"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv \
   2>/dev/null || echo "nvidia-smi: not found or no GPU"
-python3 -c "import torch, spikingjelly, importlib.metadata as m; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'GPUs', torch.cuda.device_count(), 'spikingjelly', m.version('spikingjelly'))"
+python3 - <<'EOF'
+import importlib.metadata as m
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "GPUs", torch.cuda.device_count(),
+      "spikingjelly", m.version("spikingjelly"))
+EOF
 nvcc --version 2>/dev/null | tail -1 || echo "nvcc: not found"
 python3 -c "import cupy; cupy.show_config()" || echo "cupy.show_config() failed (above)"
 has_gpu=$(python3 -c "import torch; print(int(torch.cuda.is_available()))")

@@ -1,6 +1,6 @@
-"""What the kernels' launch refuses, without a GPU: the host runner refuses what the GPU path does (a
-tensor that requires grad, on another device, not contiguous, a misaligned vector pointer), and
-the launcher checks device, dtype and layout once, naming the argument."""
+"""What the kernels' launch refuses, without a GPU: the host runner refuses what the GPU path does
+(a tensor that requires grad, on another device, not contiguous, a misaligned vector pointer),
+and the launcher checks device, dtype and layout once, naming the argument."""
 import numpy as np
 import pytest
 import torch

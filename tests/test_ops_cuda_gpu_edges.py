@@ -1,6 +1,6 @@
-"""The CUDA kernels' edges on a GPU (skipped without CUDA and CuPy): training with Parameter theta and
-V0, devices (a CPU 0-dim theta, cuda:1), CUDA-graph capture and replay, offset views and the
-kernel width they get, offsets past 2^31 elements, and subnormal theta and x under CuPy's -ftz.
+"""The CUDA kernels' edges on a GPU (skipped without CUDA and CuPy): Parameter theta and V0,
+devices (a CPU 0-dim theta, cuda:1), CUDA-graph capture and replay, offset views and the kernel
+width they get, offsets past 2^31 elements, and subnormal theta and x under CuPy's -ftz.
 """
 import pytest
 import torch

@@ -56,7 +56,8 @@ def cupy_nvrtc_options(arch: str) -> tuple[str, ...]:
     CUDA toolkit that ``if_loop.cu`` does not use. NVRTC keeps the last ``-ftz``, so ours could
     not undo it: ``if_float.cuh`` writes the forward's arithmetic in PTX without ``.ftz``.
     """
-    return compile_options() + ("-ftz=true", f"-arch={arch}", "--device-as-default-execution-space")
+    return compile_options() + ("-ftz=true", f"-arch={arch}",
+                                "--device-as-default-execution-space")
 
 
 def module(device_index: int):

@@ -107,7 +107,9 @@ template <> struct Io<bf16_t> {
 };
 template <> struct Io<unsigned char> {  // bool / uint8 spikes
     // f != 0 (-0 included) without a float compare, which -ftz would compile with .ftz
-    static QVM_HD unsigned char store(float f) { return (unsigned char)((float_to_bits(f) << 1) != 0u); }
+    static QVM_HD unsigned char store(float f) {
+        return (unsigned char)((float_to_bits(f) << 1) != 0u);
+    }
 };
 
 // V elements moved as one access (16 bytes for V * sizeof(T) == 16).

@@ -1,10 +1,11 @@
 """Prepare the kernels' arguments, allocate their outputs and pick the kernel; a runner launches it.
 
-The runner for CUDA tensors is :class:`.cupy.CupyRunner`. A runner gets each array as a detached,
-dense tensor on the launch's device, in the dtype the kernel's name says (:func:`array` checks
-that once, here), and passes its ``data_ptr()``: no autograd state crosses into a kernel. Other device types have none, except
+The runner for CUDA tensors is :class:`.cupy.CupyRunner`. Other device types have none, except
 what tests register with :func:`register_runner` (the host build of the same arithmetic), which
 lets the custom ops, their autograd and ``torch.compile`` be tested on a machine without a GPU.
+A runner gets each array as a detached, dense tensor on the launch's device, in the dtype the
+kernel's name says (:func:`array` checks that once, here), and passes its ``data_ptr()``: no
+autograd state crosses into a kernel.
 
 Shapes: ``x_seq: [T, *S]`` with N = prod(S) neurons per step. A constant current broadcast over T
 (``q.unsqueeze(0).expand(T, *S)``: step stride 0, as the per-sample schedule passes it) is
@@ -213,5 +214,5 @@ def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
     return grad_x, g_v0, g_th
 
 
-__all__ = ["array", "forward", "backward", "count", "index_form", "is_constant", "lanes", "register_runner",
-           "runner_for"]
+__all__ = ["array", "forward", "backward", "count", "index_form", "is_constant", "lanes",
+           "register_runner", "runner_for"]
