@@ -4,8 +4,8 @@ CuPy is imported on first use, never at ``import sj_qvm``. The source is compile
 into a cached ``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk cache). Tensors
 reach the kernels as their ``data_ptr()`` (zero-copy), after :func:`.launch.array` checked them.
 ``LAUNCHES`` counts launches per kernel name, so tests can prove that the kernel ran. A launch
-can be captured in a CUDA graph once the module is loaded on that device (one call before
-capture: a warm-up); the first load inside a capture is refused.
+can be captured in a CUDA graph once that kernel has run on that device (one call before capture:
+a warm-up, which compiles and loads the module); a first run inside a capture is refused.
 """
 from __future__ import annotations
 
@@ -102,9 +102,9 @@ class CupyRunner:
     def launch(self, name: str, threads: int, args: tuple, device: torch.device) -> None:
         cupy = import_cupy()
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if index not in _modules and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(f"the if_loop kernels are not loaded on cuda:{index} yet and a CUDA "
-                               "graph is being captured; run one call before capture (a warm-up)")
+        if (index, name) not in _functions and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"{name} has not run on cuda:{index} yet and a CUDA graph is being "
+                               "captured; run one call before capture (a warm-up)")
         handle = torch.cuda.current_stream(index).cuda_stream
         with cupy.cuda.Device(index):
             fn = _function(index, name)  # CuPy loads the module on the current device
