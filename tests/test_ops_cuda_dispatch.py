@@ -219,12 +219,16 @@ def test_auto_takes_the_kernels_after_their_first_run_agrees(tried_on_cpu):
 
 def test_nothing_is_tried_inside_cuda_graph_capture(monkeypatch):
     """An untried device during capture: the reason says to warm up, and is not kept (the
-    first call after the capture tries the device)."""
+    first call after the capture tries the device); a kernel's first launch is refused."""
     monkeypatch.setattr(backend, "_device_status", {})
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     reason = backend.device_reason(torch.device("cuda", 0))
     assert "CUDA graph is being captured; run one call before capture" in reason
     assert backend._device_status == {}
+    from sj_qvm.ops.if_loop.cupy import CupyRunner  # noqa: PLC0415 -- imports no CuPy
+    with pytest.raises(RuntimeError, match="qvm_if_count_f32_v1 has not run on cuda:0 yet and "
+                                           "a CUDA graph is being captured"):
+        CupyRunner().launch("qvm_if_count_f32_v1", 1, (), torch.device("cuda", 0))
 
 
 def test_unsupported_surrogate_is_a_reason():

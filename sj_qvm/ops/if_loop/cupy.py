@@ -100,11 +100,11 @@ class CupyRunner:
     """Launch ``name`` over ``threads`` threads with kernel arguments ``args``."""
 
     def launch(self, name: str, threads: int, args: tuple, device: torch.device) -> None:
-        cupy = import_cupy()
         index = device.index if device.index is not None else torch.cuda.current_device()
         if (index, name) not in _functions and torch.cuda.is_current_stream_capturing():
             raise RuntimeError(f"{name} has not run on cuda:{index} yet and a CUDA graph is being "
                                "captured; run one call before capture (a warm-up)")
+        cupy = import_cupy()
         handle = torch.cuda.current_stream(index).cuda_stream
         with cupy.cuda.Device(index):
             fn = _function(index, name)  # CuPy loads the module on the current device
