@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# GPU check of the CuPy kernels: the GPU tests, then bench_cuda.py's figures, in one run.
-#
-# Run it in the repo root on a CUDA machine that has torch, cupy (the `cuda12`/`cuda13` extra),
+# The GPU check of the CUDA kernels: one prepared script for a short GPU session (about five
+# minutes), in three phases, each reported on its own:
+#   1. tests    the GPU suite (tests/test_ops_cuda_gpu.py, and test_ops_cuda_gpu_edges.py:
+#               training step, Parameter theta, offset views in f32/f16/bf16 with the kernel
+#               width that ran, T*N > 2^31, CUDA-graph capture and replay, subnormal theta and x,
+#               cuda:1 where there are two GPUs) and the build tests (nvcc, NVRTC with CuPy's
+#               options, the host build);
+#   2. memcheck compute-sanitizer --tool memcheck on a small run of every kernel (each dtype and
+#               vector width, forward, byte spikes, count) and the backward; skipped where
+#               compute-sanitizer or a GPU is missing;
+#   3. bench    benchmarks/bench_cuda.py (one JSON line per row; a row that fails says why).
+# Run it in the repo root on a CUDA machine with torch, cupy (the `cuda12`/`cuda13` extra),
 # pytest and nvcc:
 #        bash benchmarks/gpu_check.sh                 # results in $OUT (default: a new temp folder)
-# It needs spikingjelly 2.0.0 (the benchmark's reference). Where it is not installed and the GPU
-# machine is offline, first run on a networked machine, in the repo root,
+# It writes $OUT/gpu_check-<device name>.txt (environment with cupy.show_config(), each phase's
+# output and a summary), and $OUT/bench.jsonl. Without a GPU the phases skip cleanly (a dry run).
+# Caps (seconds): GPU_CHECK_TESTS_S=180, GPU_CHECK_MEMCHECK_S=90, GPU_CHECK_BENCH_S=90; the
+# benchmark's arguments: GPU_CHECK_BENCH_ARGS (default "--n 1M 16M 128M --repeats 5").
+# It needs spikingjelly (sj_qvm's host, and the benchmark's reference). Where it is not installed
+# and the GPU machine is offline, first run on a networked machine, in the repo root,
 #        bash benchmarks/gpu_check.sh fetch
 # which downloads spikingjelly 2.0.0 and its two pure-Python requirements that a plain CUDA image
 # tends to lack (loguru, scienceplots) into .whl/ (git-ignored, about 1.2 MB); copy .whl/ along
 # with the tree, and the check installs them into $GPU_CHECK_SITE (default /tmp/site).
-# The phases are capped at 240 s (tests) + 150 s (benchmark); GPU_CHECK_BENCH_N="1M 16M"
-# shortens the benchmark.
-# Writes $OUT/env.txt, $OUT/gpu_tests.log, $OUT/bench.jsonl and $OUT/bench.log; prints a summary.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 if [[ "${1:-}" == "fetch" ]]; then
   mkdir -p .whl
@@ -25,6 +35,7 @@ if [[ "${1:-}" == "fetch" ]]; then
 fi
 
 OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
 SITE="${GPU_CHECK_SITE:-/tmp/site}"
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import spikingjelly" 2>/dev/null; then
@@ -36,25 +47,76 @@ if ! python3 -c "import spikingjelly" 2>/dev/null; then
 fi
 export PYTHONPATH="$PWD:$SITE"
 
-{
-  date -u +%FT%TZ
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
-  python3 -c "import torch, cupy, spikingjelly, importlib.metadata as m; print('torch', torch.__version__, 'cupy', cupy.__version__, 'spikingjelly', m.version('spikingjelly'))"
-  nvcc --version | tail -1
-} >"$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
+device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+slug=$(printf '%s' "${device:-no GPU}" | tr -c 'A-Za-z0-9.-' '_')
+RESULTS="$OUT/gpu_check-$slug.txt"
+exec > >(tee "$RESULTS") 2>&1
 
-echo "=== tests (GPU, and the CPU kernel tests on this machine's nvcc/NVRTC)"
-timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_ops_cuda_gpu.py \
-  tests/test_ops_cuda_build.py 2>&1 | tee "$OUT/gpu_tests.log"
-tests_rc=${PIPESTATUS[0]}
+echo "=== environment ($(date -u +%FT%TZ), device: ${device:-none})"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv \
+  2>/dev/null || echo "nvidia-smi: not found or no GPU"
+python3 - <<'EOF'
+import importlib.metadata as m
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "GPUs", torch.cuda.device_count(),
+      "spikingjelly", m.version("spikingjelly"))
+EOF
+nvcc --version 2>/dev/null | tail -1 || echo "nvcc: not found"
+python3 -c "import cupy; cupy.show_config()" || echo "cupy.show_config() failed (above)"
+has_gpu=$(python3 -c "import torch; print(int(torch.cuda.is_available()))")
 
-echo "=== benchmark"
+echo "=== phase 1: tests"
+timeout -k 10 "${GPU_CHECK_TESTS_S:-180}" python3 -m pytest -q -rA -p no:cacheprovider \
+  tests/test_ops_cuda_gpu.py tests/test_ops_cuda_gpu_edges.py tests/test_ops_cuda_build.py
+tests_rc=$?
+
+echo "=== phase 2: compute-sanitizer memcheck"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if [[ "$has_gpu" != 1 || -z "$sanitizer" ]]; then
+  echo "skipped: ${sanitizer:+no GPU}${sanitizer:-compute-sanitizer not found}"
+  memcheck_rc=skipped
+else
+  cat >"$OUT/memcheck_small.py" <<'EOF'
+"""Every kernel once on a small input (rows of 64 neurons: vector widths; 63: scalar)."""
+import torch
+
+from sj_qvm._compat import surrogate
+from sj_qvm.ops.if_loop import if_rate_cupy
+from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import LAUNCHES
+
+dev = torch.device("cuda")
+theta = torch.tensor([0.4, 0.9, 1.3], device=dev).view(3, 1).requires_grad_()
+for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    for n in (64, 63):
+        x = ((torch.rand(3, 2, 3, n, device=dev) * 1.4 - 0.2).to(dtype)).requires_grad_()
+        spike, v, v_seq = if_multi_step_cupy(x, 0.5 * theta, theta, False, "expected",
+                                             surrogate.Sigmoid(), store_v_seq=True)
+        torch.autograd.grad((spike.float() * 0.5).sum() + v.sum() + v_seq.sum(), (x, theta))
+        with torch.no_grad():
+            if_multi_step_cupy(x, 0.0, theta, True, "instant", spike_dtype=torch.uint8)
+            if_rate_cupy(x[0], 4, 0.5 * theta, theta)
+torch.cuda.synchronize()
+want = {f"qvm_if_forward_{d}_{s}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8))
+        for s in ("same", "u8") for v in (1, w)}
+want |= {f"qvm_if_backward_{d}_v{v}" for d in ("f32", "f16", "bf16") for v in (1, 4)}
+want |= {f"qvm_if_count_{d}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8)) for v in (1, w)}
+print("kernels run under memcheck:", ", ".join(f"{k} x{n}" for k, n in sorted(LAUNCHES.items())))
+missing = sorted(want - set(LAUNCHES))
+print("missing:", missing or "none")
+raise SystemExit(1 if missing else 0)
+EOF
+  timeout -k 10 "${GPU_CHECK_MEMCHECK_S:-90}" "$sanitizer" --tool memcheck --error-exitcode 9 \
+    --print-limit 20 python3 "$OUT/memcheck_small.py"
+  memcheck_rc=$?
+fi
+
+echo "=== phase 3: benchmark"
+# The arguments are meant to split:
 # shellcheck disable=SC2086
-timeout 150 python3 benchmarks/bench_cuda.py --n ${GPU_CHECK_BENCH_N:-1M 4M 16M 64M 256M} \
-  >"$OUT/bench.jsonl" 2>"$OUT/bench.log"
+timeout -k 10 "${GPU_CHECK_BENCH_S:-90}" python3 benchmarks/bench_cuda.py \
+  ${GPU_CHECK_BENCH_ARGS:---n 1M 16M 128M --repeats 5} >"$OUT/bench.jsonl"
 bench_rc=$?
-tail -5 "$OUT/bench.log"
 python3 - "$OUT/bench.jsonl" <<'EOF'
 import json, sys
 fmt = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
@@ -66,6 +128,14 @@ for line in open(sys.argv[1]):
     print(f"{r['case']:<17}{r['dtype']:<9}{r['T']:>2}{r['N']:>11}{fmt(r.get('ms'), 3):>9}"
           f"{fmt(r.get('gbps'), 0):>8}{fmt(r.get('ratio_copy')):>7}{fmt(r.get('ratio_torch')):>8}"
           f"{fmt(r.get('ratio_sj')):>7}")
+    for what, err in r.get("errors", {}).items():
+        print(f"    {what}: {err}")
 EOF
-echo "tests rc=$tests_rc bench rc=$bench_rc"
-exit $(( tests_rc != 0 || bench_rc != 0 ))
+cat "$OUT/bench.jsonl"
+
+echo "=== summary (device: ${device:-none}; 124 = the phase ran past its cap)"
+echo "phase 1 tests:    rc=$tests_rc"
+echo "phase 2 memcheck: rc=$memcheck_rc"
+echo "phase 3 bench:    rc=$bench_rc"
+echo "results: $RESULTS"
+[[ $tests_rc == 0 && ($memcheck_rc == 0 || $memcheck_rc == skipped) && $bench_rc == 0 ]]

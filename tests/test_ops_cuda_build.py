@@ -8,6 +8,7 @@ the GPU does; only CuPy's launch and the fp16 hardware conversions differ.
 """
 import ctypes
 import glob
+import inspect
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ import subprocess
 import pytest
 import torch
 
-from cuda_host import NVCC, OPS_DIR, host  # noqa: F401 -- the fixture
+from cuda_host import NVCC, OPS_DIR, host, subnormal_case  # noqa: F401 -- the fixture
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops.if_loop import cupy as cupy_mod
@@ -53,14 +54,14 @@ def _libnvrtc():
     return cands[0] if cands else None
 
 
-@pytest.mark.skipif(_libnvrtc() is None, reason="libnvrtc not found")
-def test_nvrtc_compiles_the_source_with_the_options_cupy_gets():
-    """What cupy.RawModule does on the GPU machine: NVRTC, no CUDA headers, our options."""
+def _nvrtc_ptx(options, src=None):
+    """PTX of ``src`` (default: ``if_loop.cu``) compiled by NVRTC with ``options`` (asserts that
+    it compiles)."""
     nvrtc = ctypes.CDLL(_libnvrtc())
     prog = ctypes.c_void_p()
-    src = cupy_mod.SOURCE.read_bytes()
+    src = cupy_mod.SOURCE.read_bytes() if src is None else src
     assert nvrtc.nvrtcCreateProgram(ctypes.byref(prog), src, b"if_loop.cu", 0, None, None) == 0
-    opts = [o.encode() for o in cupy_mod.compile_options()] + [b"-arch=compute_90"]
+    opts = [o.encode() for o in options]
     rc = nvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
     size = ctypes.c_size_t()
     nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
@@ -71,9 +72,39 @@ def test_nvrtc_compiles_the_source_with_the_options_cupy_gets():
     ptx = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetPTX(prog, ptx)
     nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
-    entries = sorted(re.findall(r"\.entry (\w+)\(", ptx.value.decode()))
-    assert entries == KERNELS
-    assert "div.rn.f32" in ptx.value.decode()  # the mean divides exactly, as torch on the CPU
+    return ptx.value.decode()
+
+
+def _entries(ptx):
+    """``{kernel name: its PTX body}``."""
+    parts = re.split(r"\.visible \.entry (\w+)\(", ptx)[1:]
+    return dict(zip(parts[::2], parts[1::2]))
+
+
+@pytest.mark.skipif(_libnvrtc() is None, reason="libnvrtc not found")
+def test_nvrtc_compiles_the_source_with_the_options_cupy_gives_it():
+    """What cupy.RawModule does on the GPU machine: NVRTC, no CUDA headers, our options and then
+    CuPy's, -ftz=true among them. The forward and count kernels still compute exactly (no .ftz
+    instruction: subnormals are kept, as on the CPU), and the expected current's mean divides
+    IEEE-exactly (div.rn.f32); the backward's arithmetic is CuPy's -ftz (div.rn.ftz.f32)."""
+    entries = _entries(_nvrtc_ptx(cupy_mod.cupy_nvrtc_options("compute_90")))
+    assert sorted(entries) == KERNELS
+    for name, body in entries.items():
+        if "backward" in name:
+            assert "setp.ge.f32" in body and "setp.gt.f32" in body  # the firing rule, exact
+            assert ".ftz.f32" in body  # the rest as CuPy compiles it
+        else:
+            assert "div.rn.f32" in body and "add.rn.f32" in body and "sub.rn.f32" in body
+            assert not re.search(r"\.ftz\b", body), name
+
+
+@pytest.mark.skipif(_libnvrtc() is None, reason="libnvrtc not found")
+def test_cupy_ftz_wins_over_ours():
+    """The converse: plain C arithmetic under CuPy's options flushes, even after our own
+    -ftz=false (NVRTC keeps the last value), which is why if_float.cuh writes PTX."""
+    plain = b'extern "C" __global__ void k(float* a) { a[0] = (a[1] - a[2]) / a[3]; }'
+    ptx = _nvrtc_ptx(("-ftz=false",) + cupy_mod.cupy_nvrtc_options("compute_90"), plain)
+    assert "sub.ftz.f32" in ptx and "div.rn.ftz.f32" in ptx
 
 
 # ---- 16-bit conversions -----------------------------------------------------------------------
@@ -293,3 +324,37 @@ def test_gradient_only_through_v_without_surrogate(host):
     (ga,) = torch.autograd.grad(got.sum(), x)
     (gb,) = torch.autograd.grad(want.sum(), x)
     assert torch.equal(ga, gb)
+
+
+# ---- subnormal currents, states and thresholds ------------------------------------------------
+@pytest.mark.parametrize("current", ["instant", "expected"])
+@pytest.mark.parametrize("v_init", ROUNDINGS)
+def test_subnormal_theta_and_x_are_exact(host, current, v_init):
+    """theta and q subnormal: spikes, v and v_seq bit-identical to the reference, and the counts
+    the levels of z (floor / round / ceil); x = 2e-39 under theta = 3e-39 does not fire at the
+    first step (h_1 = -1e-39, which a flush to -0 would make fire)."""
+    T = 4
+    x, theta, z = subnormal_case(T)
+    v0, strict = matched_v0(v_init, theta)
+    got = if_multi_step_cupy(x, v0, theta, strict, current, store_v_seq=True)
+    want = if_multi_step_ref(x, v0, theta, strict, current, store_v_seq=True)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    level = {"floor": torch.floor(z), "round": torch.floor(z + 0.5), "ceil": torch.ceil(z)}[v_init]
+    counts = got[0].sum(0)[0]
+    assert torch.equal(counts[:-2], level.clamp(0, T)) and (counts[-2:] == 0).all()
+    tiny = torch.full((T, 1, 8), 2e-39)
+    spikes = if_multi_step_cupy(tiny, 0.0, 3e-39, False, current)[0]
+    assert torch.equal(spikes, if_multi_step_ref(tiny, 0.0, 3e-39, False, current)[0])
+    assert spikes[:, 0, 0].tolist() == [0, 1, 1, 0]  # h_1 = -1e-39: no spike at step 1
+
+
+def test_cupy_nvrtc_options_are_what_the_installed_cupy_appends():
+    """``cupy_nvrtc_options`` states CuPy's additions; check them against the installed CuPy's
+    compiler source, where CuPy is installed (it imports without a GPU)."""
+    compiler = pytest.importorskip("cupy.cuda.compiler")
+    src = inspect.getsource(compiler)
+    assert "options += ('-ftz=true',)" in src
+    assert "options += ('--device-as-default-execution-space',)" in src
+    assert {"-ftz=true", "--device-as-default-execution-space"} <= set(
+        cupy_mod.cupy_nvrtc_options("sm_90"))

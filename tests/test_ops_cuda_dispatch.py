@@ -12,7 +12,7 @@ import torch
 from cuda_host import HERE, host  # noqa: F401 -- the fixture
 from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
-from sj_qvm.ops.if_loop import backend, surrogates
+from sj_qvm.ops.if_loop import backend, launch, surrogates, trial
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 
@@ -93,6 +93,40 @@ def test_node_kernel_path_trains_theta_and_v0(kernels_on_cpu):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_a_training_step_moves_theta_and_v0_like_torch(kernels_on_cpu, current):
+    """theta and V0 as per-channel nn.Parameters: one SGD step under a random upstream gradient
+    through the kernels (host build: forward and backward kernels ran) moves them as the torch
+    path does; then no_grad inference, with the Parameters still requiring grad, agrees too."""
+    gen = torch.Generator().manual_seed(3)
+    x_data = torch.rand(5, 4, 3, 2, 4, generator=gen) * 1.2
+    g = torch.randn(5, 4, 3, 2, 4, generator=gen)
+    result = {}
+    for name in ("cupy", "torch"):
+        theta = torch.nn.Parameter(torch.tensor([0.5, 0.6, 0.7]))
+        v0 = torch.nn.Parameter(torch.tensor([0.25, 0.3, 0.35]))
+        node = QVMIFNode(theta, v0, current=current, step_mode="m",
+                         surrogate_function=surrogate.ATan(), backend=name)
+        assert {id(p) for p in node.parameters()} == {id(theta), id(v0)}
+        opt = torch.optim.SGD(node.parameters(), lr=0.5)
+        kernels_on_cpu.launches.clear()
+        x = x_data.clone().requires_grad_()
+        (node(x) * g).sum().backward()
+        opt.step()
+        functional.reset_net(node)
+        with torch.no_grad():
+            after = node(x_data)
+        assert node.last_dispatch[0] == name
+        ran = {n.split("_")[2] for n in kernels_on_cpu.launches}
+        assert ran == ({"forward", "backward"} if name == "cupy" else set())
+        result[name] = (x.grad, theta.grad, v0.grad, theta.detach(), v0.detach(), after)
+    for a, b in zip(result["cupy"][:5], result["torch"][:5]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(result["cupy"][5], result["torch"][5])
+    theta_grad, v0_grad = result["torch"][1:3]
+    assert (theta_grad.abs() > 1e-3).all() and (v0_grad.abs() > 1e-3).all()  # both moved
+
+
 # ---- dispatch without CUDA --------------------------------------------------------------------
 def test_backend_argument_and_fallback(caplog):
     node = QVMIFNode(step_mode="m")
@@ -113,6 +147,88 @@ def test_backend_argument_and_fallback(caplog):
     functional.reset_net(node)
     with pytest.raises(backend.BackendUnavailable, match="cannot run: input is on cpu"):
         node(torch.rand(2, 3))
+
+
+class RaisingRunner:
+    """A launch that raises, as one does on a GPU the module has no binary for."""
+
+    def launch(self, name, threads, args, device):
+        raise RuntimeError("CUDA_ERROR_NO_BINARY_FOR_GPU (injected)")
+
+
+class WrongRunner:
+    """The host build, but the forward's spikes come out zero."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def launch(self, name, threads, args, device):
+        self.host.launch(name, threads, args, device)
+        if name.startswith("qvm_if_forward"):
+            args[1].zero_()
+
+
+@pytest.fixture
+def tried_on_cpu(host, monkeypatch):
+    """The dispatch as on a GPU, for CPU inputs: the input checks pass, and the device's first
+    run goes through whatever runner the test registers for "cpu" (the host build by default)."""
+    monkeypatch.setattr(backend, "input_reason", lambda *a: None)
+    monkeypatch.setattr(backend, "_device_status", {})
+    monkeypatch.setattr(backend, "_logged", set())
+    yield host
+    launch.register_runner("cpu", host)
+
+
+@pytest.mark.parametrize("runner", [RaisingRunner, WrongRunner])
+def test_auto_falls_back_when_the_first_run_fails_and_cupy_raises(tried_on_cpu, caplog, runner):
+    launch.register_runner("cpu", runner(tried_on_cpu) if runner is WrongRunner else runner())
+    x = torch.rand(4, 2, 3, 8) * 1.2
+    want = QVMIFNode(0.7, "round", step_mode="m", backend="torch")(x)
+    node = QVMIFNode(0.7, "round", step_mode="m")
+    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
+        for _ in range(2):
+            functional.reset_net(node)
+            assert torch.equal(node(x), want)
+    why = ("RuntimeError: CUDA_ERROR_NO_BINARY_FOR_GPU (injected)" if runner is RaisingRunner
+           else "RuntimeError: the training step's spikes differs from the reference on cpu")
+    assert node.last_dispatch == ("torch", f"backend='auto' fell back: the kernels' first run "
+                                           f"on cpu failed: {why}")
+    fallbacks = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
+    assert len(fallbacks) == 1 and why in fallbacks[0]  # one logged reason
+    node.backend = "cupy"
+    functional.reset_net(node)
+    with pytest.raises(backend.BackendUnavailable, match="first run on cpu failed: RuntimeError"):
+        node(x)
+
+
+def test_auto_takes_the_kernels_after_their_first_run_agrees(tried_on_cpu):
+    """The converse: with the host build as the runner, the first run (a training step and an
+    inference) passes, once; then the node runs the kernels."""
+    tried_on_cpu.launches.clear()
+    node = QVMIFNode(0.7, "round", step_mode="m")
+    x = torch.rand(4, 2, 3, 8) * 1.2
+    out = node(x)
+    assert node.last_dispatch[0] == "cupy"
+    first_run = ["qvm_if_forward_f32_same_v4", "qvm_if_backward_f32_v4", "qvm_if_forward_f32_u8_v4"]
+    assert tried_on_cpu.launches == first_run + ["qvm_if_forward_f32_same_v4"]
+    functional.reset_net(node)
+    assert torch.equal(node(x), out) and len(tried_on_cpu.launches) == 5  # tried once only
+    with torch.inference_mode():  # the first run works whatever mode the call comes in
+        trial.run(torch.device("cpu"))
+
+
+def test_nothing_is_tried_inside_cuda_graph_capture(monkeypatch):
+    """An untried device during capture: the reason says to warm up, and is not kept (the
+    first call after the capture tries the device); a kernel's first launch is refused."""
+    monkeypatch.setattr(backend, "_device_status", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    reason = backend.device_reason(torch.device("cuda", 0))
+    assert "CUDA graph is being captured; run one call before capture" in reason
+    assert backend._device_status == {}
+    from sj_qvm.ops.if_loop.cupy import CupyRunner  # noqa: PLC0415 -- imports no CuPy
+    with pytest.raises(RuntimeError, match="qvm_if_count_f32_v1 has not run on cuda:0 yet and "
+                                           "a CUDA graph is being captured"):
+        CupyRunner().launch("qvm_if_count_f32_v1", 1, (), torch.device("cuda", 0))
 
 
 def test_unsupported_surrogate_is_a_reason():

@@ -8,18 +8,15 @@ kernel would turn into a multiplication by 1/T).
 import pytest
 import torch
 
-pytestmark = pytest.mark.gpu
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-pytest.importorskip("cupy")
+from cuda_host import GPU_ONLY
+from sj_qvm import QVMIFNode
+from sj_qvm._compat import functional, surrogate
+from sj_qvm.functional import if_multi_step_ref, matched_v0
+from sj_qvm.ops.if_loop import backend
+from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
-from sj_qvm import QVMIFNode  # noqa: E402
-from sj_qvm._compat import functional, surrogate  # noqa: E402
-from sj_qvm.functional import if_multi_step_ref, matched_v0  # noqa: E402
-from sj_qvm.ops.if_loop import backend  # noqa: E402
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy  # noqa: E402
-from sj_qvm.ops.if_loop.cupy import LAUNCHES  # noqa: E402
-
+pytestmark = GPU_ONLY
 DEV = torch.device("cuda")
 ROUNDINGS = ("floor", "round", "ceil")
 
@@ -37,6 +34,7 @@ def test_kernels_are_available_here():
     assert ok, why
     x = torch.rand(2, 4, device=DEV)
     assert backend.unavailable_reason(x, surrogate.Sigmoid(), True) is None
+    assert backend.device_reason(DEV) is None  # the first run (a training step) agreed
 
 
 @pytest.mark.parametrize("current", ["instant", "expected"])
@@ -121,6 +119,7 @@ def test_node_batch_size_changes_and_sentinel():
     node.to(DEV)
     ref = QVMIFNode(torch.tensor([0.5, 0.7, 0.9]), "round", step_mode="m", backend="torch")
     ref.to(DEV)
+    assert backend.device_reason(DEV) is None  # the device's first run, before counting
     for batch in (8, 3, 5):
         functional.reset_net(node)
         functional.reset_net(ref)

@@ -105,9 +105,16 @@ if HAS_CUSTOM_OP:
                                     setup_context=_setup_context)
 
 
-def _split(p, name: str):
-    """A float or fp32 tensor argument pair ``(tensor or None, value)``."""
+def _split(p, name: str, device: torch.device):
+    """A float or fp32 tensor argument pair ``(tensor or None, value)``, the tensor on ``device``
+    (the input's). As in torch's own ops, a 0-dim CPU tensor is moved there; a tensor on another
+    device is refused (the kernels would get a pointer into another device's memory)."""
     if isinstance(p, Tensor):
+        if p.device != device:
+            if p.ndim != 0 or p.device.type != "cpu":
+                raise ValueError(f"{name} is on {p.device} but the input is on {device}; move "
+                                 f"it there (only a 0-dim CPU tensor is moved for you)")
+            p = p.to(device)
         return p.to(torch.float32), 0.0
     if isinstance(p, Real) and not isinstance(p, bool) and math.isfinite(p):
         return None, float(p)
@@ -122,8 +129,9 @@ def if_multi_step_cupy(x_seq: Tensor, v_init, v_threshold, strict: bool = False,
 
     Args:
         x_seq: input currents ``[T, N, *]`` on a CUDA device, fp32, fp16 or bf16.
-        v_init: V0, a float or a tensor broadcastable to ``[N, *]`` (a previous state, too).
-        v_threshold: theta, a float or a tensor broadcastable to ``[N, *]``.
+        v_init: V0, a float or a tensor broadcastable to ``[N, *]`` (a previous state, too),
+            on ``x_seq``'s device (a 0-dim CPU tensor is moved there).
+        v_threshold: theta, a float or a tensor broadcastable to ``[N, *]``, likewise.
         surrogate_function: SJ ``Sigmoid`` or ``ATan`` (see :mod:`.surrogates`), or ``None``.
         spike_dtype: ``None`` (the input dtype), ``torch.bool`` or ``torch.uint8``; the
             latter two only without autograd.
@@ -134,8 +142,8 @@ def if_multi_step_cupy(x_seq: Tensor, v_init, v_threshold, strict: bool = False,
         raise RuntimeError(f"the CuPy path needs torch.library.custom_op (torch >= 2.4), "
                            f"this is torch {torch.__version__}")
     check_current(current)
-    theta, theta_value = _split(v_threshold, "v_threshold")
-    v0, v0_value = _split(v_init, "v_init")
+    theta, theta_value = _split(v_threshold, "v_threshold", x_seq.device)
+    v0, v0_value = _split(v_init, "v_init", x_seq.device)
     expected = current == "expected"
     tensors = [t for t in (x_seq, theta, v0) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

@@ -5,6 +5,10 @@
   cannot run this input.
 * ``"auto"``: the kernels when they can run, else torch, logging each distinct reason once
   (logger ``sj_qvm``; WARNING for a CUDA input, DEBUG for a CPU input, where torch is the plan).
+  "Can run" includes the kernels' first run on the device (:func:`device_reason`): a build or
+  launch that raises there, or a result that differs from the reference, makes ``"auto"`` fall
+  back and ``"cupy"`` raise, with that error as the reason. Run one call before capturing a
+  CUDA graph.
 
 :func:`diagnose` says which path a node took last and why, and whether CuPy works here.
 """
@@ -24,7 +28,7 @@ logger = logging.getLogger("sj_qvm")
 
 _logged: set = set()
 _cupy_status: Optional[tuple[bool, str]] = None
-_device_status: dict = {}  # device index -> reason the kernels cannot load there, or None
+_device_status: dict = {}  # (device type, index) -> why the kernels cannot run there, or None
 
 
 class BackendUnavailable(RuntimeError):
@@ -48,20 +52,40 @@ def cupy_status() -> tuple[bool, str]:
     return _cupy_status
 
 
-def _kernels_load(device: torch.device) -> Optional[str]:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _device_status:
+def device_reason(device: torch.device) -> Optional[str]:
+    """Why the kernels cannot run on ``device`` (``None``: they can). The first call per device
+    builds and loads ``if_loop.cu`` there and runs :func:`.trial.run` (a training step and an
+    inference against the reference); a build error, a launch that raises or a result that
+    differs is the reason, kept for the process. Inside CUDA graph capture nothing is tried (a
+    build or a synchronizing comparison would break the capture): warm up before capturing."""
+    index = device.index
+    if index is None and device.type == "cuda":
+        index = torch.cuda.current_device()
+    key = (device.type, index)
+    if key not in _device_status:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return (f"the kernels are untried on {device} and a CUDA graph is being captured; "
+                    "run one call before capture (a warm-up)")
         try:
-            from .cupy import module  # noqa: PLC0415
-            module(index)
-            _device_status[index] = None
+            if device.type == "cuda":
+                from .cupy import module  # noqa: PLC0415
+                module(index)
         except Exception as e:  # noqa: BLE001 -- compile errors, driver errors
-            _device_status[index] = f"if_loop.cu failed to build on cuda:{index}: {e}"
-    return _device_status[index]
+            _device_status[key] = f"if_loop.cu failed to build on {device}: {e}"
+            return _device_status[key]
+        try:
+            from . import trial  # noqa: PLC0415
+            trial.run(torch.device(device.type, index))
+            _device_status[key] = None
+        except Exception as e:  # noqa: BLE001 -- a launch error has many faces
+            _device_status[key] = (f"the kernels' first run on {device} failed: "
+                                   f"{type(e).__name__}: {e}")
+    return _device_status[key]
 
 
-def unavailable_reason(x_seq: torch.Tensor, surrogate_function, needs_grad: bool) -> Optional[str]:
-    """Why the kernels cannot run this call (``None``: they can)."""
+def input_reason(x_seq: torch.Tensor, surrogate_function, needs_grad: bool) -> Optional[str]:
+    """Why the kernels cannot take this input here, before any device is tried (``None``:
+    they can)."""
     if not x_seq.is_cuda:
         return f"input is on {x_seq.device.type}, the kernels need a CUDA tensor"
     if x_seq.dtype not in DTYPE_TAGS:
@@ -73,9 +97,14 @@ def unavailable_reason(x_seq: torch.Tensor, surrogate_function, needs_grad: bool
         if reason is not None:
             return reason
     ok, why = cupy_status()
-    if not ok:
-        return why
-    return _kernels_load(x_seq.device)
+    return None if ok else why
+
+
+def unavailable_reason(x_seq: torch.Tensor, surrogate_function, needs_grad: bool) -> Optional[str]:
+    """Why the kernels cannot run this call (``None``: they can): :func:`input_reason`, then
+    :func:`device_reason`."""
+    return (input_reason(x_seq, surrogate_function, needs_grad)
+            or device_reason(x_seq.device))
 
 
 def select(requested: str, x_seq: torch.Tensor, surrogate_function,

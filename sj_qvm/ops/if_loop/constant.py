@@ -52,8 +52,8 @@ def if_count_cupy(q: Tensor, time_steps: int, v_init, v_threshold, strict: bool 
     the final membrane potential, without the spike train. No gradient: raises when autograd
     would need one."""
     T = _check(q, time_steps)
-    theta, theta_value = _split(v_threshold, "v_threshold")
-    v0, v0_value = _split(v_init, "v_init")
+    theta, theta_value = _split(v_threshold, "v_threshold", q.device)
+    v0, v0_value = _split(v_init, "v_init", q.device)
     tensors = [t for t in (q, theta, v0) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         raise ValueError(f"{name} has no backward; use if_constant_cupy under autograd")

@@ -2,8 +2,10 @@
 
 CuPy is imported on first use, never at ``import sj_qvm``. The source is compiled once per device
 into a cached ``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk cache). Tensors
-reach the kernels through ``__cuda_array_interface__`` (zero-copy; bf16 travels as int16 bits).
-``LAUNCHES`` counts launches per kernel name, so tests can prove that the kernel ran.
+reach the kernels as their ``data_ptr()`` (zero-copy), after :func:`.launch.array` checked them.
+``LAUNCHES`` counts launches per kernel name, so tests can prove that the kernel ran. A launch
+can be captured in a CUDA graph once that kernel has run on that device (one call before capture:
+a warm-up, which compiles and loads the module); a first run inside a capture is refused.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ import numpy as np
 import torch
 
 SOURCE = Path(__file__).with_name("if_loop.cu")
-HEADER = Path(__file__).with_name("if_loop.cuh")
-HEADERS = (HEADER, Path(__file__).with_name("if_rate.cuh"))  # what if_loop.cu includes
+# What if_loop.cu includes:
+HEADERS = tuple(SOURCE.with_name(h) for h in ("if_loop.cuh", "if_float.cuh", "if_rate.cuh"))
 BLOCK = 256
 
 #: kernel name -> number of launches in this process (the sentinel for tests).
@@ -42,6 +44,20 @@ def compile_options() -> tuple[str, ...]:
     """
     digest = hashlib.sha1(b"".join(h.read_bytes() for h in HEADERS)).hexdigest()[:12]
     return (f"-I{SOURCE.parent}", f"-DQVM_HEADER_SHA1=0x{digest}")
+
+
+def cupy_nvrtc_options(arch: str) -> tuple[str, ...]:
+    """The NVRTC options ``cupy.RawModule`` compiles ``if_loop.cu`` with, for ``-arch=<arch>``
+    (``sm_90`` for a cubin, as CuPy does where NVRTC knows the GPU, or ``compute_90`` for PTX).
+
+    CuPy 13 and 14 append to :func:`compile_options` (``cupy/cuda/compiler.py``:
+    ``_compile_with_cache_cuda`` adds ``-ftz=true``, ``_compile_using_nvrtc_no_warning`` the arch
+    and ``--device-as-default-execution-space``), besides ``-I`` folders of its own and of the
+    CUDA toolkit that ``if_loop.cu`` does not use. NVRTC keeps the last ``-ftz``, so ours could
+    not undo it: ``if_float.cuh`` writes the forward's arithmetic in PTX without ``.ftz``.
+    """
+    return compile_options() + ("-ftz=true", f"-arch={arch}",
+                                "--device-as-default-execution-space")
 
 
 def module(device_index: int):
@@ -72,11 +88,9 @@ def _stream(cupy, device_index: int, handle: int):
     return s
 
 
-def _arg(cupy, a):
-    if isinstance(a, torch.Tensor):
-        if a.dtype == torch.bfloat16:  # no numpy dtype: pass the bits
-            a = a.view(torch.int16)
-        return cupy.asarray(a)  # __cuda_array_interface__: a view of the same memory
+def _arg(a):
+    if isinstance(a, torch.Tensor):  # checked by launch.array: dense, on the device, detached
+        return np.uint64(a.data_ptr())
     if a is None:
         return np.uint64(0)  # a null pointer, never dereferenced (the flags say so)
     return a  # numpy scalars: np.float32, np.int64, np.int32
@@ -86,10 +100,14 @@ class CupyRunner:
     """Launch ``name`` over ``threads`` threads with kernel arguments ``args``."""
 
     def launch(self, name: str, threads: int, args: tuple, device: torch.device) -> None:
-        cupy = import_cupy()
         index = device.index if device.index is not None else torch.cuda.current_device()
-        fn = _function(index, name)
+        if (index, name) not in _functions and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"{name} has not run on cuda:{index} yet and a CUDA graph is being "
+                               "captured; run one call before capture (a warm-up)")
+        cupy = import_cupy()
         handle = torch.cuda.current_stream(index).cuda_stream
-        with cupy.cuda.Device(index), _stream(cupy, index, handle):
-            fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(cupy, a) for a in args))
+        with cupy.cuda.Device(index):
+            fn = _function(index, name)  # CuPy loads the module on the current device
+            with _stream(cupy, index, handle):
+                fn((math.ceil(threads / BLOCK),), (BLOCK,), tuple(_arg(a) for a in args))
         LAUNCHES[name] += 1

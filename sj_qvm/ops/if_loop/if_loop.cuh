@@ -9,7 +9,8 @@
 // [N] row that every step reads again (a constant current, as the per-sample schedule passes),
 // so the arithmetic is that of the [T, N] input whose rows all equal it. The membrane state is fp32 whatever
 // the input dtype; for fp32 inputs every operation below is the one sj_qvm.functional does, in the
-// same order, so spikes and v are bit-identical to the reference:
+// same order, so spikes and v are bit-identical to the reference, subnormals included (the
+// "exact fp32 arithmetic" of if_float.cuh):
 //
 //     q     = r + (x_0 - r + sum_{t=1}^{T-1} (x_t - r), in time order) / T, r = x_0 or 0 if inf
 //                                                                   (current = expected)
@@ -19,16 +20,7 @@
 //     V_t   = s_t ? h_t : U_t            (== U_t - theta * s_t exactly, with s_t in {0, 1})
 #pragma once
 
-#if defined(__CUDACC__)
-#define QVM_HD __host__ __device__ __forceinline__
-#else
-#define QVM_HD inline
-#endif
-
-#if !defined(__CUDACC_RTC__)
-#include <math.h>
-#include <string.h>
-#endif
+#include "if_float.cuh"
 
 namespace qvm {
 
@@ -55,130 +47,11 @@ enum {
 // Surrogate ids (read by sj_qvm/ops/if_loop/enums.py for surrogates.py).
 enum { SG_NONE = -1, SG_SIGMOID = 0, SG_ATAN = 1 };  // SG_NONE: spikes carry no gradient
 
-// ---- storage types: 16-bit floats are raw bits; no CUDA headers are needed --------------------
-struct half_t { unsigned short bits; };
-struct bf16_t { unsigned short bits; };
-
-QVM_HD float bits_to_float(unsigned int u) {
-#if defined(__CUDA_ARCH__)
-    return __uint_as_float(u);
-#else
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-#endif
-}
-
-QVM_HD unsigned int float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-    return __float_as_uint(f);
-#else
-    unsigned int u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-#endif
-}
-
-// IEEE binary16 <-> binary32. The device uses the hardware conversion; the host twin is exact
-// too (round to nearest even), and tests compare it with torch over all 65536 half values.
-QVM_HD float half_to_float(unsigned short h) {
-#if defined(__CUDA_ARCH__)
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#else
-    const unsigned int sign = (unsigned int)(h & 0x8000u) << 16;
-    unsigned int exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-    if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (mant << 13));  // inf, nan
-    if (exp == 0) {
-        if (mant == 0) return bits_to_float(sign);
-        exp = 113;  // subnormal: normalize (127 - 15 + 1)
-        while (!(mant & 0x400u)) { mant <<= 1; --exp; }
-        return bits_to_float(sign | (exp << 23) | ((mant & 0x3ffu) << 13));
-    }
-    return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
-#endif
-}
-
-QVM_HD unsigned short float_to_half(float f) {
-#if defined(__CUDA_ARCH__)
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-#else
-    const unsigned int u = float_to_bits(f);
-    const unsigned short sign = (unsigned short)((u >> 16) & 0x8000u);
-    const unsigned int a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u);  // nan
-    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds to inf
-    if (a < 0x38800000u) {  // half subnormal or zero: scale by 2^24 and round once
-        const float scaled = bits_to_float(a) * 16777216.0f;  // exact
-        // nearest-even to an integer: adding 2^23 rounds a value < 2^23 to an integer
-        const float r = (scaled + 8388608.0f) - 8388608.0f;
-        return (unsigned short)(sign | (unsigned short)r);
-    }
-    const unsigned int rounded = a + 0xfffu + ((a >> 13) & 1u);  // nearest even at bit 13
-    return (unsigned short)(sign | ((rounded - 0x38000000u) >> 13));
-#endif
-}
-
-QVM_HD float bf16_to_float(unsigned short b) { return bits_to_float((unsigned int)b << 16); }
-
-QVM_HD unsigned short float_to_bf16(float f) {
-    const unsigned int u = float_to_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // quiet nan
-    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-template <class T> struct Io;
-template <> struct Io<float> {
-    static QVM_HD float load(float x) { return x; }
-    static QVM_HD float store(float f) { return f; }
-};
-template <> struct Io<half_t> {
-    static QVM_HD float load(half_t x) { return half_to_float(x.bits); }
-    static QVM_HD half_t store(float f) { half_t h; h.bits = float_to_half(f); return h; }
-};
-template <> struct Io<bf16_t> {
-    static QVM_HD float load(bf16_t x) { return bf16_to_float(x.bits); }
-    static QVM_HD bf16_t store(float f) { bf16_t b; b.bits = float_to_bf16(f); return b; }
-};
-template <> struct Io<unsigned char> {  // bool / uint8 spikes
-    static QVM_HD unsigned char store(float f) { return (unsigned char)(f != 0.0f); }
-};
-
-// V elements moved as one access (16 bytes for V * sizeof(T) == 16).
-template <class T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
-
-template <class T, int V>
-QVM_HD void load_lanes(const T* __restrict__ p, float (&out)[V]) {
-    const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = Io<T>::load(pk.v[i]);
-}
-
-template <int V>
-QVM_HD void load_lanes_f32(const float* __restrict__ p, float (&out)[V]) {
-    const Pack<float, V> pk = *reinterpret_cast<const Pack<float, V>*>(p);
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = pk.v[i];
-}
-
-template <class T, int V>
-QVM_HD void store_lanes(T* __restrict__ p, const float (&in)[V]) {
-    Pack<T, V> pk;
-#pragma unroll
-    for (int i = 0; i < V; ++i) pk.v[i] = Io<T>::store(in[i]);
-    *reinterpret_cast<Pack<T, V>*>(p) = pk;
-}
-
 // ---- the per-neuron arithmetic ---------------------------------------------------------------
-QVM_HD bool fires(float h, bool strict) { return strict ? h > 0.0f : h >= 0.0f; }
-
 // One soft-reset IF step; returns h = U - theta, updates v, sets the spike.
 QVM_HD float if_step(float& v, float q, float theta, bool strict, bool& spike) {
-    const float u = v + q;
-    const float h = u - theta;
+    const float u = add_rn(v, q);
+    const float h = sub_rn(u, theta);
     spike = fires(h, strict);
     v = spike ? h : u;
     return h;
@@ -268,17 +141,17 @@ QVM_HD void forward_thread(i64 thread,
         // would be NaN), so +inf saturates at T spikes as on the CPU.
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-            ref[i] = isinf(x0[i]) ? 0.0f : x0[i];
-            acc[i] = x0[i] - ref[i];
+            ref[i] = is_inf(x0[i]) ? 0.0f : x0[i];
+            acc[i] = sub_rn(x0[i], ref[i]);
         }
         for (int t = 1; t < T; ++t) {
             float xt[V];
             load_lanes<Tin, V>(x + (i64)t * xs + n0, xt);
 #pragma unroll
-            for (int i = 0; i < V; ++i) acc[i] = acc[i] + (xt[i] - ref[i]);
+            for (int i = 0; i < V; ++i) acc[i] = add_rn(acc[i], sub_rn(xt[i], ref[i]));
         }
 #pragma unroll
-        for (int i = 0; i < V; ++i) q[i] = ref[i] + acc[i] / (float)T;
+        for (int i = 0; i < V; ++i) q[i] = add_rn(ref[i], div_rn(acc[i], (float)T));
         for (int t = 0; t < T; ++t)
             step_lanes<Tspk, V>(v, q, th, strict, spike, v_seq, h_seq, (i64)t * N + n0, flags);
     } else {

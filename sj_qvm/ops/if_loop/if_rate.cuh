@@ -29,22 +29,25 @@ QVM_HD void count_thread(i64 thread, const Tin* __restrict__ x, float* __restric
     if (flags & F_EXPECTED) {
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-            const float ref = isinf(q[i]) ? 0.0f : q[i];
-            float acc = q[i] - ref;
-            for (int t = 1; t < T; ++t) acc = acc + (q[i] - ref);
-            q[i] = ref + acc / (float)T;
+            const float ref = is_inf(q[i]) ? 0.0f : q[i];
+            float acc = sub_rn(q[i], ref);
+            for (int t = 1; t < T; ++t) acc = add_rn(acc, sub_rn(q[i], ref));
+            q[i] = add_rn(ref, div_rn(acc, (float)T));
         }
     }
+    int n[V];
 #pragma unroll
-    for (int i = 0; i < V; ++i) c[i] = 0.0f;
+    for (int i = 0; i < V; ++i) n[i] = 0;
     for (int t = 0; t < T; ++t) {
 #pragma unroll
         for (int i = 0; i < V; ++i) {
             bool fired;
             if_step(v[i], q[i], th[i], strict, fired);
-            c[i] += fired ? 1.0f : 0.0f;
+            n[i] += fired ? 1 : 0;
         }
     }
+#pragma unroll
+    for (int i = 0; i < V; ++i) c[i] = (float)n[i];
     store_lanes<float, V>(count + n0, c);
     store_lanes<float, V>(v_out + n0, v);
 }

@@ -3,6 +3,9 @@
 The runner for CUDA tensors is :class:`.cupy.CupyRunner`. Other device types have none, except
 what tests register with :func:`register_runner` (the host build of the same arithmetic), which
 lets the custom ops, their autograd and ``torch.compile`` be tested on a machine without a GPU.
+A runner gets each array as a detached, dense tensor on the launch's device, in the dtype the
+kernel's name says (:func:`array` checks that once, here), and passes its ``data_ptr()``: no
+autograd state crosses into a kernel.
 
 Shapes: ``x_seq: [T, *S]`` with N = prod(S) neurons per step. A constant current broadcast over T
 (``q.unsqueeze(0).expand(T, *S)``: step stride 0, as the per-sample schedule passes it) is
@@ -74,6 +77,21 @@ def lanes(dtype: torch.dtype, n: int, *tensors) -> int:
     return v
 
 
+def array(t: Optional[torch.Tensor], dtype: torch.dtype, device: torch.device,
+          what: str) -> Optional[torch.Tensor]:
+    """``t`` as a kernel takes an array: detached (a bare pointer carries no autograd), after
+    checking that it is on ``device``, in ``dtype`` and dense; ``None`` (a null pointer) stays."""
+    if t is None:
+        return None
+    if t.device != device:
+        raise ValueError(f"{what} is on {t.device}, the kernel runs on {device}")
+    if t.dtype != dtype:
+        raise TypeError(f"{what} must be {dtype} for this kernel, got {t.dtype}")
+    if not t.is_contiguous():
+        raise ValueError(f"{what} must be contiguous for the kernel, got strides {t.stride()}")
+    return t.detach()
+
+
 def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,), dtype=torch.float32)
 
@@ -114,9 +132,11 @@ def forward(x_seq: torch.Tensor, theta: Optional[torch.Tensor], theta_value: flo
     vec = lanes(x.dtype, n, x, spike, v, v_seq, h_seq)
     kind = "u8" if spike_dtype in BYTE_SPIKES else "same"
     name = f"qvm_if_forward_{DTYPE_TAGS[x.dtype]}_{kind}_v{vec}"
-    args = (x, spike, v, v_seq if store_v_seq else None, h_seq if store_h else None,
-            th, np.float32(theta_value), np.int64(th_div), np.int64(th_mod),
-            vi, np.float32(v0_value), np.int64(v0_div), np.int64(v0_mod),
+    dev, f32 = x.device, torch.float32
+    args = (array(x, x.dtype, dev, "x_seq"), spike, v, v_seq if store_v_seq else None,
+            h_seq if store_h else None, array(th, f32, dev, "theta"), np.float32(theta_value),
+            np.int64(th_div), np.int64(th_mod), array(vi, f32, dev, "v_init"),
+            np.float32(v0_value), np.int64(v0_div), np.int64(v0_mod),
             np.int64(n), np.int32(T), np.int32(flags))
     runner_for(x.device).launch(name, n // vec, args, x.device)
     return spike, v, v_seq, h_seq
@@ -141,9 +161,11 @@ def count(q: torch.Tensor, theta: Optional[torch.Tensor], theta_value: float,
     flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
              | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0))
     vec = lanes(x.dtype, n, x, counts, v)
-    args = (x, counts, v, th, np.float32(theta_value), np.int64(th_div), np.int64(th_mod),
-            vi, np.float32(v0_value), np.int64(v0_div), np.int64(v0_mod), np.int64(n),
-            np.int32(time_steps), np.int32(flags))
+    dev, f32 = x.device, torch.float32
+    args = (array(x, x.dtype, dev, "q"), counts, v, array(th, f32, dev, "theta"),
+            np.float32(theta_value), np.int64(th_div), np.int64(th_mod),
+            array(vi, f32, dev, "v_init"), np.float32(v0_value), np.int64(v0_div),
+            np.int64(v0_mod), np.int64(n), np.int32(time_steps), np.int32(flags))
     runner_for(x.device).launch(f"qvm_if_count_{DTYPE_TAGS[x.dtype]}_v{vec}", n // vec, args,
                                 x.device)
     return counts, v
@@ -181,13 +203,16 @@ def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
     # 4 lanes for every dtype: 16-byte loads of the fp32 h_seq, and no spills on sm_80 with 8.
     vec = lanes(torch.float32, n, grad_spike, grad_v, grad_v_seq, h, grad_x, g_v0, g_th)
     name = f"qvm_if_backward_{DTYPE_TAGS[x_dtype]}_v{vec}"
-    args = (grad_spike, grad_v, grad_v_seq, h, grad_x, g_v0 if need_v0 else None,
-            g_th if need_theta else None, th, np.float32(theta_value), np.int64(th_div),
+    f32 = torch.float32
+    args = (array(grad_spike, x_dtype, dev, "grad_spike"), array(grad_v, f32, dev, "grad_v"),
+            array(grad_v_seq, f32, dev, "grad_v_seq"), array(h, f32, dev, "h_seq"), grad_x,
+            g_v0 if need_v0 else None, g_th if need_theta else None,
+            array(th, f32, dev, "theta"), np.float32(theta_value), np.int64(th_div),
             np.int64(th_mod), np.int64(n), np.int32(T), np.int32(flags),
             np.int32(surrogate_id), np.float32(sg_p0), np.float32(sg_p1))
     runner_for(dev).launch(name, n // vec, args, dev)
     return grad_x, g_v0, g_th
 
 
-__all__ = ["forward", "backward", "count", "index_form", "is_constant", "lanes", "register_runner",
-           "runner_for"]
+__all__ = ["array", "forward", "backward", "count", "index_form", "is_constant", "lanes",
+           "register_runner", "runner_for"]
