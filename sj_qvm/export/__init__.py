@@ -1,0 +1,5 @@
+"""Ways out of a converted QVM network to neuromorphic toolchains: sinabs (Speck / DYNAP-CNN),
+a check of the DYNAP-CNN constraints, and what NIR 1.0.x can (not) state."""
+from .sinabs_net import to_sinabs
+
+__all__ = ["to_sinabs"]
