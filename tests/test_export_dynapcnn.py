@@ -68,3 +68,4 @@ def test_the_integer_sinabs_network_fires_what_its_ann_twin_converts_to(rounding
     bad, same_out, s = mismatches(convert(r.ann, current=current, schedule="per_step"),
                                   r.sinabs, x_seq)
     assert bad == 0 and same_out and 0 < float(s[0].mean()) < 1
+
