@@ -204,3 +204,25 @@ def test_unsupported_layers_raise_naming_the_users_line():
                         nn.Flatten(), nn.Linear(2, 2)).eval()
     with pytest.raises(ConversionError, match=r"AvgPool2d.*no exact sum-pooling"):
         to_sinabs(convert(ann, schedule="per_step"))
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("current", ["instant", "expected"])
+def test_spike_for_spike_on_the_dvs_demo_net(rounding, current):
+    """The DVS demo's VGG (per-channel thresholds, not powers of two, kept as the thresholds)."""
+    from sj_qvm.models import vgg
+    torch.manual_seed(3)
+    ann = vgg(levels=4, rounding=rounding, width=4).double().eval()
+    g = torch.Generator().manual_seed(4)
+    for m in ann.modules():
+        if isinstance(m, QuantReLU):
+            m.threshold.data.copy_(torch.rand(m.threshold.shape, generator=g,
+                                              dtype=torch.float64) * 0.2 + 0.05)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+    snn = convert(ann, current=current, schedule="per_step")
+    net = to_sinabs(snn, input_shape=(2, 32, 32))
+    x_seq = torch.randint(0, 3, (4, 4, 2, 32, 32), generator=g).double()  # event frames
+    bad, same_out, s = mismatches(snn, net, x_seq)
+    assert bad == 0 and same_out and all(0 < float(t.mean()) < 1 for t in s)
