@@ -77,13 +77,9 @@ def _check_same_channels(theta, v0) -> None:
 class QVMIFNode(_compat.BaseNode):
     """Integrate-and-fire neuron with soft reset and a Quantization-Voltage-Matched V0.
 
-    A ``neuron.BaseNode`` of the host (``isinstance(node, neuron.BaseNode)`` holds on SJ
-    0.0.0.0.14 and 2.x), so SJ code that finds neurons by class finds it: ``monitor``\\ s,
-    ``op_counter``'s neuron-state and energy counters, ``functional.reset_net`` /
-    ``set_step_mode`` / ``detach_net``; on 2.x also ``base.to_functional_forward`` (through
-    :meth:`single_step_functional_forward` / :meth:`multi_step_functional_forward`, which start
-    from V0, not from 0). ``BaseNode.__init__`` is not run: it asserts a float threshold and
-    fixes ``v_reset`` (see the README's "A SpikingJelly neuron" for what that costs).
+    A host ``neuron.BaseNode`` (SJ 0.0.0.0.14 and 2.x), so SJ's tools that find neurons by class
+    find it; SJ 2.x's functional transitions start from V0. ``BaseNode.__init__`` is not run (it
+    asserts a float threshold): README, "A SpikingJelly neuron", says what that costs.
 
     A drop-in for ``neuron.IFNode(v_reset=None)``: it takes IFNode's keywords (``v_threshold``,
     ``v_reset``, ``surrogate_function``, ``detach_reset``, ``step_mode``, ``store_v_seq``, and SJ
