@@ -226,3 +226,12 @@ def test_spike_for_spike_on_the_dvs_demo_net(rounding, current):
     x_seq = torch.randint(0, 3, (4, 4, 2, 32, 32), generator=g).double()  # event frames
     bad, same_out, s = mismatches(snn, net, x_seq)
     assert bad == 0 and same_out and all(0 < float(t.mean()) < 1 for t in s)
+
+
+def test_a_per_sample_network_exports_its_per_step_twin():
+    """convert's default (per-sample schedule, θ not folded) exports the per-step form."""
+    ann, x = build("cnn", 4, "round", threshold=0.5)
+    x = x[:8]
+    net = to_sinabs(convert(ann), input_shape=(3, 8, 8))
+    bad, same_out, _ = mismatches(convert(ann, schedule="per_step"), net, repeat(x, 4))
+    assert bad == 0 and same_out

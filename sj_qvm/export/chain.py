@@ -107,7 +107,8 @@ def _pool_size(m: nn.Module, in_shape) -> Optional[int]:
     if isinstance(m, nn.AvgPool2d):
         k, s = _square(m.kernel_size), _square(m.stride if m.stride is not None else m.kernel_size)
         pad = m.padding if isinstance(m.padding, int) else max(m.padding)
-        return k if k is not None and k == s and pad == 0 and not m.ceil_mode else None
+        return k if (k is not None and k == s and pad == 0 and not m.ceil_mode
+                     and m.divisor_override is None) else None
     if isinstance(m, nn.AdaptiveAvgPool2d) and in_shape is not None:
         out = _square(tuple(o if o is not None else i for o, i in
                             zip((m.output_size,) * 2 if isinstance(m.output_size, int)
@@ -172,7 +173,9 @@ def layer_chain(snn: QVMNetwork, time_steps: int, input_shape: Optional[Tuple[in
             mode = n._v_init_mode
             v0 = matched_v0(mode, th)[0] if mode is not None else n._v0
             v0 = v0.detach().to(dtype) if isinstance(v0, torch.Tensor) else float(v0)
-            sample_ndim = 1 if isinstance(last_synapse, nn.Linear) else \
+            meta = node.args[0].meta.get("tensor_meta")
+            sample_ndim = len(meta.shape) - 1 if meta is not None else \
+                1 if isinstance(last_synapse, nn.Linear) else \
                 (last_synapse.weight.ndim - 1 if last_synapse is not None else 1)
             if since_synapse and is_power_of_two(th):
                 _scale_rows(last_synapse, 1.0 / th)
