@@ -26,7 +26,8 @@ with warnings.catch_warnings():
 
 __all__ = [
     "SJ_VERSION", "SJ_MAJOR", "base", "functional", "layer", "monitor", "neuron", "surrogate",
-    "MemoryModule", "StepModule", "BaseNode", "IFNode", "reset_net", "set_step_mode", "invalidate_reset_cache",
+    "MemoryModule", "StepModule", "BaseNode", "IFNode", "reset_net", "set_step_mode",
+    "invalidate_reset_cache",
     "SeqToANNContainer", "default_surrogate", "is_spikingjelly_module",
 ]
 

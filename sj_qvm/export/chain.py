@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -50,7 +49,8 @@ def is_power_of_two(t) -> bool:
 @dataclass
 class Spiking:
     """One soft-reset IF layer: ``threshold`` and ``v_init`` (V0) are tensors in the network's
-    dtype, scalars or shaped to broadcast over one sample ``[C, *]``; ``strict``: fire on ``U > threshold`` (ceil);
+    dtype, scalars or shaped to broadcast over one sample ``[C, *]``; ``strict``: fire on
+    ``U > threshold`` (ceil);
     ``where``: the converted layer's graph node (for messages)."""
 
     threshold: torch.Tensor

@@ -61,7 +61,9 @@ def _problems(chain: list, input_shape, integer_input: bool) -> List[str]:
                    f"{DYNAPCNN['input_pixels']}")
     wb, sb = DYNAPCNN["weight_bits"], DYNAPCNN["state_bits"]
     for k, c in enumerate(chain):
-        name = f"layer {k} ({c.where if isinstance(c, Spiking) else type(c).__name__ if not isinstance(c, tuple) else c[0]})"
+        what = c.where if isinstance(c, Spiking) else c[0] if isinstance(c, tuple) else \
+            type(c).__name__
+        name = f"layer {k} ({what})"
         if isinstance(c, (nn.Conv2d, nn.Linear)):
             params = [c.weight] + ([c.bias] if c.bias is not None else [])
             if not all(_is_int(p.detach(), wb) for p in params):
