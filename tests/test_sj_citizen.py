@@ -135,11 +135,15 @@ def _report_and_counts(arch, current):
 @needs_op_counter
 @pytest.mark.parametrize("current", ["instant", "expected"])
 def test_op_counter_synops_equal_conversion_report_on_an_mlp(current):
-    """Every spike of a linear layer reaches all its out_features: SJ's SynOpCounter and the
-    report's spikes x fan-out agree exactly; the energy profiler sees every QVM node's state."""
+    """Every spike of a linear layer reaches all its out_features: SJ's SynOp and AC counters
+    and the report's spikes x fan-out agree exactly; the energy profiler sees every QVM node's
+    state."""
     rep, prof, B, snn = _report_and_counts("mlp", current)
     sops = sum(r.sops for r in rep.rows_by_current[current]) * B
     assert prof.counts["synop"] == pytest.approx(sops, rel=1e-12) and sops > 0
+    assert prof.counts["ac"] == prof.counts["synop"]  # ACCounter: the same accumulates
+    # the analog first layer: its MACs on each of the T = 4 steps (the report: once)
+    assert prof.counts["mac"] == 4 * B * rep.first_layer_macs
     # each node's V [B, *] (float64) read and written once per step, T = 4
     state = sum(r.neurons_per_sample for r in rep.rows_by_current[current]) * B * 8 * 4
     assert prof.counts["neuron_state_read_bytes"] == state > 0
