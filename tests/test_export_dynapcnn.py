@@ -1,6 +1,8 @@
 """sj_qvm.export.check_dynapcnn: one line per broken DYNAP-CNN constraint; with quantize_weights
 an integer network that keeps them and its exact ANN twin (the spike equality part runs where
 sinabs is installed)."""
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -69,3 +71,10 @@ def test_the_integer_sinabs_network_fires_what_its_ann_twin_converts_to(rounding
                                   r.sinabs, x_seq)
     assert bad == 0 and same_out and 0 < float(s[0].mean()) < 1
 
+
+
+def test_without_sinabs_the_import_error_says_what_to_install(monkeypatch):
+    from sj_qvm.export import to_sinabs
+    monkeypatch.setitem(sys.modules, "sinabs", None)
+    with pytest.raises(ImportError, match=r"pip install 'sj-qvm\[sinabs\]'"):
+        to_sinabs(convert(build("mlp", 2, "round")[0]))

@@ -1,9 +1,8 @@
 """sj_qvm.export.to_sinabs: the sinabs network fires the QVM SNN's spikes, spike for spike, in the
 per-step schedule (instant and expected current), float64; and the converse: without V0, with a
 hard reset, several spikes a step or the non-strict rule for ceil, it does not. Runs where sinabs
-is installed (pip install 'sj-qvm[sinabs]'); the ImportError test runs everywhere."""
-import sys
-
+is installed (pip install 'sj-qvm[sinabs]'); test_export_dynapcnn checks the ImportError without
+it."""
 import pytest
 import torch
 import torch.nn as nn
@@ -12,13 +11,6 @@ from nets import build
 from sj_qvm import QuantReLU, convert
 from sj_qvm._compat import functional
 from sj_qvm.graph import ConversionError
-
-
-def test_without_sinabs_the_import_error_says_what_to_install(monkeypatch):
-    from sj_qvm.export.sinabs_net import require_sinabs
-    monkeypatch.setitem(sys.modules, "sinabs", None)
-    with pytest.raises(ImportError, match=r"pip install 'sj-qvm\[sinabs\]'"):
-        require_sinabs()
 
 
 sinabs = pytest.importorskip("sinabs")
