@@ -22,11 +22,12 @@ with warnings.catch_warnings():
     # user of sj-qvm can act on.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
                             category=FutureWarning)
-    from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
+    from spikingjelly.activation_based import base, functional, layer, monitor, neuron, surrogate
 
 __all__ = [
-    "SJ_VERSION", "SJ_MAJOR", "base", "functional", "layer", "neuron", "surrogate",
-    "MemoryModule", "StepModule", "IFNode", "reset_net", "set_step_mode", "invalidate_reset_cache",
+    "SJ_VERSION", "SJ_MAJOR", "base", "functional", "layer", "monitor", "neuron", "surrogate",
+    "MemoryModule", "StepModule", "BaseNode", "IFNode", "reset_net", "set_step_mode",
+    "invalidate_reset_cache",
     "SeqToANNContainer", "default_surrogate", "is_spikingjelly_module",
 ]
 
@@ -40,6 +41,8 @@ SJ_MAJOR: int = int(SJ_VERSION.split(".")[0])
 MemoryModule = base.MemoryModule
 StepModule = base.StepModule
 IFNode = neuron.IFNode
+#: The host's neuron base class; SJ's monitors, op counters and exchange code find neurons by it.
+BaseNode = neuron.BaseNode
 #: 2.x's IF node that starts at V0 = theta/2 (its channel-wise and LTB recipes use it); None on 0.14.
 HalfThresholdIFNode = getattr(neuron, "HalfThresholdIFNode", None)
 SeqToANNContainer = layer.SeqToANNContainer
@@ -178,6 +181,8 @@ else:
     _cfg = _op_counter.SimpleEnergyCostConfig.fp32()
     E_MAC_PJ, E_AC_PJ = float(_cfg.e_mac_pj), float(_cfg.e_ac_pj)
 HAS_OP_COUNTER: bool = _op_counter is not None
+#: SJ 2.x's ``op_counter`` package (SynOp/AC/MAC counters, energy profilers); None on 0.14.
+op_counter = _op_counter
 
 
 def op_counter_macs(module: nn.Module, x) -> "int | None":

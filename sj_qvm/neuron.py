@@ -1,4 +1,5 @@
-"""QVMIFNode: a thin SpikingJelly ``MemoryModule`` over :mod:`sj_qvm.functional` and :mod:`sj_qvm.ops`."""
+"""QVMIFNode: a thin SpikingJelly neuron (a ``neuron.BaseNode``) over :mod:`sj_qvm.functional`
+and :mod:`sj_qvm.ops`."""
 from __future__ import annotations
 
 import math
@@ -73,8 +74,12 @@ def _check_same_channels(theta, v0) -> None:
                          f"has {sizes[1]}; both must have the input's channel count C")
 
 
-class QVMIFNode(_compat.MemoryModule):
+class QVMIFNode(_compat.BaseNode):
     """Integrate-and-fire neuron with soft reset and a Quantization-Voltage-Matched V0.
+
+    A host ``neuron.BaseNode`` (SJ 0.0.0.0.14 and 2.x), so SJ's tools that find neurons by class
+    find it; SJ 2.x's functional transitions start from V0. ``BaseNode.__init__`` is not run (it
+    asserts a float threshold): README, "A SpikingJelly neuron", says what that costs.
 
     A drop-in for ``neuron.IFNode(v_reset=None)``: it takes IFNode's keywords (``v_threshold``,
     ``v_reset``, ``surrogate_function``, ``detach_reset``, ``step_mode``, ``store_v_seq``, and SJ
@@ -138,7 +143,9 @@ class QVMIFNode(_compat.MemoryModule):
                  surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
                  store_v_seq: bool = False, backend: str = "auto", *, v_reset=None,
                  cupy_fp32_inference: bool = False):
-        super().__init__()
+        # BaseNode.__init__ asserts a float v_threshold and sets v_reset; MemoryModule's is all
+        # this node needs from the host (its memories and step mode).
+        _compat.MemoryModule.__init__(self)
         check_current(current)
         check_step_mode(step_mode)
         if current == "expected" and step_mode == "s":
@@ -161,14 +168,12 @@ class QVMIFNode(_compat.MemoryModule):
         self.surrogate_function = (_compat.default_surrogate() if surrogate_function is None
                                    else surrogate_function)
         self.detach_reset = detach_reset
-        self.store_v_seq = store_v_seq
         self.step_mode = step_mode
         self.backend = backend
         self.last_dispatch = None
         # A float sentinel: the next forward materializes V0 at the input's shape.
         self.register_memory("v", 0.0)
-        if self.store_v_seq:
-            self.register_memory("v_seq", None)
+        self.store_v_seq = store_v_seq  # after v: SJ reads the state tuple as (v, v_seq)
 
     # -- parameters -------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -216,6 +221,20 @@ class QVMIFNode(_compat.MemoryModule):
                 raise ValueError(f"{name} must be > 0, got {value!r}")
             self._clear(slot)
             object.__setattr__(self, slot, float(value))
+
+    @property
+    def store_v_seq(self) -> bool:
+        """Keep ``self.v_seq: [T, N, *]`` in multi-step mode (a memory, reset to None); overrides
+        the host BaseNode's property, which differs between 0.0.0.0.14 and 2.x."""
+        return self._store_v_seq
+
+    @store_v_seq.setter
+    def store_v_seq(self, value: bool):
+        check_bool(value, "store_v_seq")
+        object.__setattr__(self, "_store_v_seq", value)
+        if value and "v_seq" not in self._memories:
+            self.__dict__.pop("v_seq", None)
+            self.register_memory("v_seq", None)
 
     @property
     def supported_backends(self):
@@ -276,8 +295,10 @@ class QVMIFNode(_compat.MemoryModule):
         return torch.zeros_like(x) + self._v0_for(x)
 
     # -- forward ----------------------------------------------------------------------------
-    def _fresh_v(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.v
+    def _fresh_v(self, x: torch.Tensor, v=None) -> torch.Tensor:
+        """The state ``v`` (default ``self.v``) at ``x``'s shape ``[N, *]``: V0 for the float
+        sentinel a reset leaves."""
+        v = self.v if v is None else v
         if not isinstance(v, torch.Tensor) or v.shape != x.shape:
             if isinstance(v, torch.Tensor):
                 raise ValueError(f"input shape {tuple(x.shape)} differs from the state's "
@@ -286,60 +307,79 @@ class QVMIFNode(_compat.MemoryModule):
             v = self.initial_v(x)
         return v
 
-    def _needs_grad(self, x: torch.Tensor) -> bool:
+    def _needs_grad(self, x: torch.Tensor, v=None) -> bool:
+        v = self.v if v is None else v
         return torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters(recurse=False))
-            or (isinstance(self.v, torch.Tensor) and self.v.requires_grad))
+            or (isinstance(v, torch.Tensor) and v.requires_grad))
 
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _single_step(self, x: torch.Tensor, v):
+        """One step from state ``v``: ``x: [N, *]`` -> ``(spike [N, *], V_t [N, *])``."""
         if self.current == "expected":
             raise ValueError("current='expected' needs step_mode='m'; this node is in "
                              "step_mode='s'")
         if not isinstance(x, torch.Tensor) or x.ndim < 1:
             got = f"a {x.ndim}-d tensor" if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"single-step input must be a tensor [N, *], got {got}")
-        v = self._fresh_v(x)
-        surrogate = self.surrogate_function if self._needs_grad(x) else None
-        spike, self.v = if_step(x, v, self._theta_for(x), self.strict, surrogate,
-                                self.detach_reset)
+        v = self._fresh_v(x, v)
+        surrogate = self.surrogate_function if self._needs_grad(x, v) else None
+        return if_step(x, v, self._theta_for(x), self.strict, surrogate, self.detach_reset)
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        spike, self.v = self._single_step(x, self.v)
         return spike
 
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _multi_step(self, x_seq: torch.Tensor, v):
+        """T steps from state ``v`` on the path :mod:`~sj_qvm.ops.if_loop.backend` selects:
+        ``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], V_T [N, *], v_seq [T, N, *] or None)``."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
             got = (f"shape {tuple(x_seq.shape)}" if isinstance(x_seq, torch.Tensor)
                    else type(x_seq).__name__)
             raise ValueError("multi-step input must be x_seq: [T, N, *] (time-steps first, T >= 1, "
                              f"at least 2 dims), got {got}")
-        needs_grad = self._needs_grad(x_seq)
+        needs_grad = self._needs_grad(x_seq, v)
         path, reason = _backend.select(self.backend, x_seq, self.surrogate_function, needs_grad)
         self.last_dispatch = (path, reason)
+        x0 = x_seq[0]
         if path == "cupy":
-            x0 = x_seq[0]
             # The kernels read V0 in its compact form (float, per-channel, per-neuron).
-            v = self._fresh_v(x0) if isinstance(self.v, torch.Tensor) else \
+            v = self._fresh_v(x0, v) if isinstance(v, torch.Tensor) else \
                 self._v0_for(x0, torch.float32)
-            spike_seq, self.v, v_seq = if_multi_step_cupy(
+            return if_multi_step_cupy(
                 x_seq, v, self._theta_for(x0, torch.float32), self.strict, self.current,
                 self.surrogate_function if needs_grad else None, self.detach_reset,
                 self.store_v_seq)
-            if self.store_v_seq:
-                self.v_seq = v_seq
-            return spike_seq
         # V0 in its compact form (float, per-channel view) unless a state is carried over: the
         # loops broadcast it, so no [N, *] tensor of V0 is built first.
-        v = self._fresh_v(x_seq[0]) if isinstance(self.v, torch.Tensor) else \
-            self._v0_for(x_seq[0])
-        th = self._theta_for(x_seq[0])
+        v = self._fresh_v(x0, v) if isinstance(v, torch.Tensor) else self._v0_for(x0)
+        th = self._theta_for(x0)
         if needs_grad:
-            spike_seq, self.v, v_seq = if_multi_step_bptt(
-                x_seq, v, th, self.strict, self.current, self.surrogate_function,
-                self.detach_reset, self.store_v_seq)
-        else:
-            spike_seq, self.v, v_seq = if_multi_step_inference(
-                x_seq, v, th, self.strict, self.current, store_v_seq=self.store_v_seq)
+            return if_multi_step_bptt(x_seq, v, th, self.strict, self.current,
+                                      self.surrogate_function, self.detach_reset,
+                                      self.store_v_seq)
+        return if_multi_step_inference(x_seq, v, th, self.strict, self.current,
+                                       store_v_seq=self.store_v_seq)
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        spike_seq, self.v, v_seq = self._multi_step(x_seq, self.v)
         if self.store_v_seq:
             self.v_seq = v_seq
         return spike_seq
+
+    # SJ 2.x's explicit-state transitions; ``states`` is ``(v,)`` or ``(v, v_seq)``, the order of
+    # this node's memories, and is never written to.
+    def materialize_states(self, inputs, states, step_mode: str):
+        """``states`` with v at the input's shape: the reset sentinel becomes V0 (not 0)."""
+        x = inputs[0][0] if step_mode == "m" else inputs[0]
+        return (self._fresh_v(x, states[0]), *states[1:])
+
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        spike, v = self._single_step(inputs[0], states[0])
+        return (spike,), (v, *states[1:])
+
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
+        spike_seq, v, v_seq = self._multi_step(inputs[0], states[0])
+        return (spike_seq,), (v, *((v_seq,) if len(states) > 1 else ()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return step_forward(self, x)
