@@ -104,7 +104,9 @@ def expand_runs(runs):
     address, start, step, count = runs
     offsets = np.cumsum(count) - count
     index = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(offsets, count)
-    return np.repeat(address, count), np.repeat(start, count) + index * np.repeat(step, count)
+    t = index * np.repeat(step, count)  # j * step with j counted within the run: exact spacing
+    t += np.repeat(start, count)
+    return np.repeat(address, count), t
 
 
 def crossings_ref(state: PixelState, log_i: np.ndarray, times_us: np.ndarray, c_on: np.ndarray,
