@@ -25,9 +25,10 @@ from .image_sources import load_digit_images, read_image_folder
 __all__ = ["EMULATED_RELEASE_VERSION", "write_emulated_release", "arrange", "write_digits_release",
            "write_folder_release"]
 
-EMULATED_RELEASE_VERSION = 1
+EMULATED_RELEASE_VERSION = 2
 """Bumped whenever the same arguments write different events, so a cache of emulated releases can
-tell an outdated one from a current one."""
+tell an outdated one from a current one (2: the pixels that never see the screen are no longer
+rendered, so their log intensity is exact)."""
 _CLASS_NAME = re.compile(r"[a-z]+")
 
 

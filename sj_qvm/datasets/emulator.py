@@ -85,8 +85,10 @@ class DVSSettings:
     ``threshold_off`` (log intensity) with per-pixel Gaussian mismatch ``threshold_sigma``,
     ``refractory_us``. Noise: leak events (``leak_rate_hz`` ON events per second in a static
     pixel, from a reference that drifts down), shot noise (``shot_noise_rate_hz`` per pixel,
-    either polarity) and Gaussian timestamp jitter ``jitter_us``. ``max_events`` bounds the
-    output; more raises ``ValueError`` before the events are allocated.
+    either polarity; the refractory period applies to it too) and Gaussian timestamp jitter
+    ``jitter_us``, added last (so with jitter two events of a pixel may come a little closer than
+    ``refractory_us``). ``max_events`` bounds the output; more raises ``ValueError`` before the
+    events are allocated.
     """
     duration_us: int = 1_300_000
     time_step_us: int = 20_000
