@@ -65,10 +65,11 @@ def crossing_runs(state: PixelState, log_i: np.ndarray, times_us: np.ndarray, c_
     prev, t_prev = state.sample, state.time_us
     runs = []
     total = 0
+    below = -c_off
     for k in range(log_i.shape[0]):
         cur, t_cur = log_i[k], float(times_us[k])
         d = cur - ref
-        fire = np.flatnonzero((d >= c_on) | (d <= -c_off))
+        fire = np.flatnonzero((d >= c_on) | (d <= below))
         if fire.size:
             dk = d[fire]
             on = dk > 0

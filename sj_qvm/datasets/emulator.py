@@ -49,7 +49,7 @@ _MIN_THRESHOLD = 0.01  # a mismatched threshold is clipped here, so none is <= 0
 _CHUNK_STEPS = 32      # sub-steps rendered at once: [32, 128, 128] float32 is 2 MiB
 _REFERENCE_MARGIN = 1e-3  # the initial reference lies strictly inside (L - C_on, L + C_off)
 
-# (lower, upper, integer?) of every setting; None: unbounded on that side.
+# (lower, upper, integer?) of every setting, both bounds included.
 _RANGES = {
     "duration_us": (1_000, 60_000_000, True),
     "time_step_us": (10, 1_000_000, True),
