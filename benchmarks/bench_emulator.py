@@ -103,7 +103,8 @@ def release(root: Path, workers: int) -> None:
     files = list(root.rglob("*.aedat"))
     size = sum(f.stat().st_size for f in files)
     start = time.perf_counter()
-    lengths = [len(CIFAR10DVS(root, train=train, frames_number=4, num_workers=workers)) for train in (True, False)]
+    lengths = [len(CIFAR10DVS(root, train=train, frames_number=4, num_workers=workers))
+               for train in (True, False)]
     framed = time.perf_counter() - start
     print(f"emulated digits release: {len(files)} recordings ({lengths[0]} train, {lengths[1]} test), "
           f"{(size - 0) / 8 / len(files):,.0f} events each on average (8 bytes per event), "

@@ -1,4 +1,6 @@
 """The DVS emulator: pixel physics, determinism, the fast pixel model against its twin, bad input."""
+import os
+
 import numpy as np
 import pytest
 
@@ -109,7 +111,8 @@ def test_same_seed_same_events_other_seed_other_events():
     assert np.array_equal(a, b)
     c = emulate_dvs(_image(), seed=4, **FAST)
     assert len(a) != len(c) or not np.array_equal(a, c)
-    assert np.array_equal(emulate_dvs(_image(), seed=(1, 2), **FAST), emulate_dvs(_image(), seed=(1, 2), **FAST))
+    pair = [emulate_dvs(_image(), seed=(1, 2), **FAST) for _ in range(2)]
+    assert np.array_equal(*pair)
 
 
 def test_uint8_and_float_images_agree():
@@ -207,7 +210,7 @@ def test_memory_sizes_are_bounded_up_front():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("os").environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
 def test_readme_quotes_the_emulator_statistics():
     """``examples/cifar10_dvs/README.md``'s table of emulated statistics is what this code gives
     (the 20 images of ``benchmarks/bench_emulator.py`` per column)."""
