@@ -161,7 +161,7 @@ sys.path.insert(0, {str(REPO)!r})
 import numpy as np
 from sj_qvm import atomic
 from sj_qvm.datasets.aedat import write_aedat2
-def die(path, write, clean=True):
+def die(path, write, clean=True, fsync=True):
     with open(atomic.temp_path(path), "wb") as f:
         f.write(b"half")
     os._exit(9)  # as SIGKILL: no cleanup

@@ -59,13 +59,14 @@ def test_arrangement_tests_on_unseen_images(tmp_path):
              np.arange(50) % 10)                                   # 5 per class
     test = ((np.arange(30, dtype=np.float64)[:, None, None] + 50) * np.ones((1, 2, 2)) / 100,
             np.arange(30) % 10)                                    # 3 per class
-    images, labels, ids = arrange(train, test, per_class=20, num_classes=10, seed=1)
-    assert len(images) == 200 and np.bincount(labels).tolist() == [20] * 10
+    images, labels, ids = arrange(train, test, per_class=10, num_classes=10, seed=1)
+    assert len(images) == 100 and np.bincount(labels).tolist() == [10] * 10
     write_emulated_release(images, labels, tmp_path, ids=ids, num_workers=0, duration_us=1_000,
                            time_step_us=1_000)
     identity = {(int(label), int(i)): float(image[0, 0]) for image, label, i in zip(images, labels, ids)}
     test_set = CIFAR10DVS(tmp_path, train=False)
-    assert len(test_set) == 20  # 20 - ceil(0.9 * 20) = 2 per class
+    assert len(test_set) == 10  # 10 - ceil(0.9 * 10) = 1 per class: id 9 (ids sort as strings)
+    assert all(relative.endswith("_9.aedat") for relative, _ in test_set.samples)
     shown = []
     for relative, label in test_set.samples:
         file_id = int(relative.rsplit("_", 1)[1].split(".")[0])
@@ -73,20 +74,13 @@ def test_arrangement_tests_on_unseen_images(tmp_path):
     assert min(shown) >= 0.5 and len(set(shown)) == len(shown)  # test images, each once
     train_shown = [identity[(lab, int(r.rsplit("_", 1)[1].split(".")[0]))]
                    for r, lab in CIFAR10DVS(tmp_path, train=True).samples]
-    assert max(train_shown) < 0.5 and len(train_shown) == 180
+    assert max(train_shown) < 0.5 and len(train_shown) == 90 and len(set(train_shown)) == 50
     with pytest.raises(ValueError, match="class 0 has 1 test images; 2 distinct are needed"):
         arrange(train, (test[0][:1], test[1][:1]), per_class=20, num_classes=10)
 
 
 def test_digits_release_and_registry_entry(tmp_path):
     root = tmp_path / "digits"
-    calls = []
-    real = registry._write_once
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
     registry.EMULATED_DIGITS.write_synthetic(root, True, 0)
     marker = (root / ".sj_qvm_complete").read_text()
     assert f"emulated v{EMULATED_RELEASE_VERSION}" in marker and "10 per class" in marker
@@ -98,8 +92,12 @@ def test_digits_release_and_registry_entry(tmp_path):
     test = registry.EMULATED_DIGITS.make(root, False, 4)
     assert (len(train), len(test)) == (90, 10)
     assert not registry.EMULATED_DIGITS.flip and registry.EMULATED_DIGITS.num_classes == 10
-    assert registry.EMULATED_PER_CLASS[False] - -(-registry.EMULATED_PER_CLASS[False] * 9 // 10) == 20
-    del calls, counting
+    # The full release tests on 200 recordings: one sample is 0.5 points.
+    assert 10 * (registry.EMULATED_PER_CLASS[False] - -(-registry.EMULATED_PER_CLASS[False] * 9 // 10)) == 200
+    (root / ".sj_qvm_complete").write_text("complete emulated v0\n")  # an older release
+    registry.EMULATED_DIGITS.write_synthetic(root, True, 0)
+    assert (root / ".sj_qvm_complete").read_text() == marker
+    assert any(p.stat().st_mtime_ns != stamp[p] for p in stamp)  # written again
 
 
 def test_release_arguments_are_checked(tmp_path):
@@ -129,7 +127,8 @@ def test_custom_class_names_are_the_folders(tmp_path):
     images, _ = _images(4)
     write_emulated_release(images, [0, 1, 1, 0], tmp_path, class_names=["zero", "one"],
                            num_workers=0, **LIGHT)
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["cifar10_one_0.aedat", "cifar10_one_1.aedat"]
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == ["cifar10_one_0.aedat", "cifar10_one_1.aedat"]
 
 
 # ---- image folders -----------------------------------------------------------------------------
@@ -168,7 +167,8 @@ def test_truncated_or_wrong_idx_files_name_the_file(tmp_path):
     images = raw / "train-images-idx3-ubyte"
     data = images.read_bytes()
     images.write_bytes(data[:-100])
-    with pytest.raises(ValueError, match=rf"{images}: truncated or corrupt: the data ends at byte offset {len(data) - 100}"):
+    end = len(data) - 100
+    with pytest.raises(ValueError, match=rf"{images}: truncated or corrupt: the data ends at byte offset {end}"):
         read_mnist(tmp_path)
     images.write_bytes(data[:10])
     with pytest.raises(ValueError, match=rf"{images}: truncated idx header at byte offset 10"):
@@ -221,6 +221,7 @@ def test_images_spec_writes_a_folder_release(tmp_path):
     spec = registry.emulated_images_spec(tmp_path / "images")
     assert spec.name == "emulated_mnist" and not spec.flip
     spec.write_synthetic(tmp_path / "release", True, 0)
-    assert len(spec.make(tmp_path / "release", False, None)) + len(spec.make(tmp_path / "release", True, None)) == 100
+    sizes = [len(spec.make(tmp_path / "release", train, None)) for train in (True, False)]
+    assert sizes == [90, 10]
     with pytest.raises(ImagesNotFound, match="Expected one of"):
         registry.emulated_images_spec(tmp_path / "nothing")

@@ -1,4 +1,6 @@
 """The DVS emulator: pixel physics, determinism, the fast pixel model against its twin, bad input."""
+import os
+
 import numpy as np
 import pytest
 
@@ -109,7 +111,8 @@ def test_same_seed_same_events_other_seed_other_events():
     assert np.array_equal(a, b)
     c = emulate_dvs(_image(), seed=4, **FAST)
     assert len(a) != len(c) or not np.array_equal(a, c)
-    assert np.array_equal(emulate_dvs(_image(), seed=(1, 2), **FAST), emulate_dvs(_image(), seed=(1, 2), **FAST))
+    pair = [emulate_dvs(_image(), seed=(1, 2), **FAST) for _ in range(2)]
+    assert np.array_equal(*pair)
 
 
 def test_uint8_and_float_images_agree():
@@ -204,3 +207,24 @@ def test_memory_sizes_are_bounded_up_front():
         emulate_dvs(_image(), threshold=0.2)
     with pytest.raises(TypeError, match="seed must be an int >= 0"):
         emulate_dvs(_image(), seed=-1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+def test_readme_quotes_the_emulator_statistics():
+    """``examples/cifar10_dvs/README.md``'s table of emulated statistics is what this code gives
+    (the 20 images of ``benchmarks/bench_emulator.py`` per column)."""
+    import re
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from bench_emulator import digit_images, photo_crops
+    readme = (root / "examples" / "cifar10_dvs" / "README.md").read_text()
+    events = re.search(r"^\| events \(mean\) \| [^|]+ \| ([\d,]+) \| ([\d,]+) \|$", readme, re.M)
+    on = re.search(r"^\| ON fraction \| [^|]+ \| ([\d.]+) \| ([\d.]+) \|$", readme, re.M)
+    for column, images in enumerate((photo_crops(20), digit_images(20)), start=1):
+        runs = [emulate_dvs(image, seed=i) for i, image in enumerate(images)]
+        n = sum(len(e) for e in runs)
+        assert f"{n / len(runs):,.0f}" == events.group(column)
+        assert f"{sum(int(e['p'].sum()) for e in runs) / n:.3f}" == on.group(column)

@@ -91,23 +91,28 @@ EMULATED_PER_CLASS = {False: 200, True: 10}
 """Recordings per class of the emulated releases (by ``tiny``): with CIFAR10-DVS's "first900"
 split, 200 give 180 training and 20 test recordings per class, 200 test recordings in all, so one
 test sample is 0.5 points; the tiny release (for tests) has 9 and 1."""
-EMULATED_SETTINGS = dict(threshold_on=0.4, threshold_off=0.4, amplitude_px=2.0)
+EMULATED_SETTINGS = dict(threshold_on=0.4, threshold_off=0.4, amplitude_px=2.0, time_step_us=40_000)
 """The emulator settings of the pipeline's emulated releases: the defaults (fitted to CIFAR10-DVS's
-205,071 events per recording), but with contrast thresholds 0.4 and 2-pixel strokes, which give
-about 20,000 events per digit (10x fewer), so that 2,000 recordings are written and framed in
-seconds."""
+205,071 events per recording), but with contrast thresholds 0.4, 2-pixel strokes and 40 ms
+sub-steps, which give about 20,000 events per digit (10x fewer), so that 2,000 recordings are
+written and framed in seconds. The tiny releases (for tests) take 65 ms sub-steps."""
+
+
+def _emulated_settings(tiny: bool) -> dict:
+    return dict(EMULATED_SETTINGS, time_step_us=65_000) if tiny else EMULATED_SETTINGS
 
 
 def _emulated_stamp(source: str, tiny: bool, seed: int) -> str:
     from ..datasets.emulated_release import EMULATED_RELEASE_VERSION
-    settings = ", ".join(f"{k}={v}" for k, v in sorted(EMULATED_SETTINGS.items()))
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(_emulated_settings(tiny).items()))
     return (f"emulated v{EMULATED_RELEASE_VERSION} from {source}, {EMULATED_PER_CLASS[tiny]} per "
             f"class, seed {seed}, {settings}")
 
 
 def _digits_emulated(root, tiny, seed):
     from ..datasets.emulated_release import write_digits_release
-    _write_once(root, lambda: write_digits_release(root, EMULATED_PER_CLASS[tiny], seed, **EMULATED_SETTINGS),
+    _write_once(root, lambda: write_digits_release(root, EMULATED_PER_CLASS[tiny], seed,
+                                                   **_emulated_settings(tiny)),
                 _emulated_stamp("sklearn digits", tiny, seed))
 
 
@@ -138,7 +143,7 @@ def emulated_images_spec(images_dir) -> DatasetSpec:
 
     def write(root, tiny, seed):
         _write_once(root, lambda: write_folder_release(root, folder, EMULATED_PER_CLASS[tiny], seed,
-                                                       **EMULATED_SETTINGS),
+                                                       **_emulated_settings(tiny)),
                     _emulated_stamp(f"{kind} in {folder.resolve()}", tiny, seed))
 
     return DatasetSpec(

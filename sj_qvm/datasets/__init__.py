@@ -11,5 +11,6 @@ from .emulated_release import EMULATED_RELEASE_VERSION, write_emulated_release
 from .emulator import DVSSettings, emulate_dvs
 from .frames import events_to_frames
 
-__all__ = ["EVENT_DTYPE", "DVS128_SENSOR_SIZE", "read_aedat31", "read_aedat2", "events_to_frames", "DVSGesture", "CIFAR10DVS",
-           "emulate_dvs", "DVSSettings", "write_emulated_release", "EMULATED_RELEASE_VERSION"]
+__all__ = ["EVENT_DTYPE", "DVS128_SENSOR_SIZE", "read_aedat31", "read_aedat2", "events_to_frames",
+           "DVSGesture", "CIFAR10DVS", "emulate_dvs", "DVSSettings", "write_emulated_release",
+           "EMULATED_RELEASE_VERSION"]

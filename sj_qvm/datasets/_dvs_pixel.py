@@ -65,10 +65,11 @@ def crossing_runs(state: PixelState, log_i: np.ndarray, times_us: np.ndarray, c_
     prev, t_prev = state.sample, state.time_us
     runs = []
     total = 0
+    below = -c_off
     for k in range(log_i.shape[0]):
         cur, t_cur = log_i[k], float(times_us[k])
         d = cur - ref
-        fire = np.flatnonzero((d >= c_on) | (d <= -c_off))
+        fire = np.flatnonzero((d >= c_on) | (d <= below))
         if fire.size:
             dk = d[fire]
             on = dk > 0
@@ -104,7 +105,9 @@ def expand_runs(runs):
     address, start, step, count = runs
     offsets = np.cumsum(count) - count
     index = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(offsets, count)
-    return np.repeat(address, count), np.repeat(start, count) + index * np.repeat(step, count)
+    t = index * np.repeat(step, count)  # j * step with j counted within the run: exact spacing
+    t += np.repeat(start, count)
+    return np.repeat(address, count), t
 
 
 def crossings_ref(state: PixelState, log_i: np.ndarray, times_us: np.ndarray, c_on: np.ndarray,

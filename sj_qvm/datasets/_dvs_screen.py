@@ -51,12 +51,16 @@ class Canvas:
     """The luminance the sensor can see, padded by ``margin`` pixels on every side.
 
     ``luminance``: float32 ``[128 + 2 margin, 128 + 2 margin]``, indexed ``[y, x]``; sensor pixel
-    ``(x, y)`` at displacement 0 sees ``luminance[y + margin, x + margin]``.
+    ``(x, y)`` at displacement 0 sees ``luminance[y + margin, x + margin]``. Only the sensor
+    pixels in ``box = (slice of y, slice of x)`` ever see the screen (at displacements up to
+    ``margin - 2``); the others see ``surround`` at every displacement.
     """
 
-    def __init__(self, luminance: np.ndarray, margin: int):
+    def __init__(self, luminance: np.ndarray, margin: int, box: tuple[slice, slice], surround: float):
         self.luminance = luminance
         self.margin = margin
+        self.box = box
+        self.surround = surround
 
 
 def make_canvas(image: np.ndarray, screen_px: int, black_level: float, gamma: float,
@@ -70,7 +74,11 @@ def make_canvas(image: np.ndarray, screen_px: int, black_level: float, gamma: fl
     canvas = np.full((_HEIGHT + 2 * margin, _WIDTH + 2 * margin), float(background))
     top, left = margin + (_HEIGHT - hs) // 2, margin + (_WIDTH - ws) // 2
     canvas[top:top + hs, left:left + ws] = np.clip(shown, 0.0, 1.0)
-    return Canvas((black_level + (1.0 - black_level) * canvas ** gamma).astype(np.float32), margin)
+    reach = margin  # a bilinear sample one pixel past the farthest displacement, and one more
+    box = (slice(max(0, top - margin - reach), min(_HEIGHT, top - margin + hs + reach)),
+           slice(max(0, left - margin - reach), min(_WIDTH, left - margin + ws + reach)))
+    luminance = lambda v: black_level + (1.0 - black_level) * v ** gamma  # noqa: E731
+    return Canvas(luminance(canvas).astype(np.float32), margin, box, float(luminance(float(background))))
 
 
 def rcls_path(times_us: np.ndarray, duration_us: int, amplitude_px: float, directions: int,
@@ -92,14 +100,17 @@ def rcls_path(times_us: np.ndarray, duration_us: int, amplitude_px: float, direc
 
 
 def render(canvas: Canvas, dx: float, dy: float, out: np.ndarray) -> np.ndarray:
-    """Write into ``out`` ``[128, 128]`` (indexed ``[y, x]``) the luminance each sensor pixel sees
-    with the screen displaced by ``(dx, dy)``: the canvas at ``(x - dx, y - dy)``, bilinearly."""
-    ox, oy = canvas.margin - dx, canvas.margin - dy
+    """Write into ``out`` (float32, the shape of ``canvas.box``, indexed ``[y, x]``) the luminance
+    the sensor pixels of the box see with the screen displaced by ``(dx, dy)``: the canvas at
+    ``(x - dx, y - dy)``, bilinearly."""
+    ys, xs = canvas.box
+    ox, oy = canvas.margin - dx + xs.start, canvas.margin - dy + ys.start
     ix, iy = math.floor(ox), math.floor(oy)
     fx, fy = np.float32(ox - ix), np.float32(oy - iy)
+    h, w = out.shape
     lum = canvas.luminance
-    rows = lum[iy:iy + _HEIGHT + 1, ix:ix + _WIDTH] * (1 - fx)
-    rows += fx * lum[iy:iy + _HEIGHT + 1, ix + 1:ix + _WIDTH + 1]
+    rows = lum[iy:iy + h + 1, ix:ix + w] * (1 - fx)
+    rows += fx * lum[iy:iy + h + 1, ix + 1:ix + w + 1]
     np.multiply(rows[:-1], 1 - fy, out=out)
     out += fy * rows[1:]
     return out

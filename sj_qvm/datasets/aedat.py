@@ -239,10 +239,10 @@ def _as_columns(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     return tuple(np.asarray(events[k]) for k in ("t", "x", "y", "p"))
 
 
-def _atomic_write(path: Path, chunks: list[bytes]) -> None:
+def _atomic_write(path: Path, chunks: list[bytes], fsync: bool = True) -> None:
     """Write ``chunks`` to ``path`` atomically; a failed write leaves no temporary, and those of
     writers killed earlier are removed (see :mod:`sj_qvm.atomic`)."""
-    atomic_write(path, lambda f: f.writelines(chunks))
+    atomic_write(path, lambda f: f.writelines(chunks), fsync=fsync)
 
 
 def write_aedat31(
@@ -303,10 +303,13 @@ def write_aedat2(
         "# Timestamps tick is 1 us",
         "# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128",
     ),
+    fsync: bool = True,
 ) -> None:
     """Write DVS128 events (``0 <= x, y < 128``, ``0 <= t < 2**32``) as a jAER AEDAT 2.0 file.
 
     The exact inverse of :func:`read_aedat2`: ``addr = (127 - x) << 8 | (127 - y) << 1 | (1 - p)``.
+    ``fsync=False`` leaves flushing the bytes to disk to the caller (a writer of many files can
+    flush them all at once).
     """
     t, x, y, p = _as_columns(events)
     if len(t) and (
@@ -321,4 +324,4 @@ def write_aedat2(
         | (p == 0).astype(np.uint32)
     )
     records["ts"] = t.astype(np.uint32)
-    _atomic_write(Path(path), [header.encode("ascii"), records.tobytes()])
+    _atomic_write(Path(path), [header.encode("ascii"), records.tobytes()], fsync)

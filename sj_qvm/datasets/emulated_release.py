@@ -25,9 +25,10 @@ from .image_sources import load_digit_images, read_image_folder
 __all__ = ["EMULATED_RELEASE_VERSION", "write_emulated_release", "arrange", "write_digits_release",
            "write_folder_release"]
 
-EMULATED_RELEASE_VERSION = 1
+EMULATED_RELEASE_VERSION = 2
 """Bumped whenever the same arguments write different events, so a cache of emulated releases can
-tell an outdated one from a current one."""
+tell an outdated one from a current one (2: the pixels that never see the screen are no longer
+rendered, so their log intensity is exact)."""
 _CLASS_NAME = re.compile(r"[a-z]+")
 
 
@@ -48,8 +49,11 @@ def _class_names(class_names, labels: np.ndarray) -> tuple[str, ...]:
     return names
 
 
+_SYNC_AT_END = hasattr(os, "sync")  # one flush of all files instead of one fsync per file
+
+
 def _emulate_file(image, path: Path, seed, settings: dict) -> None:
-    write_aedat2(path, emulate_dvs(image, seed=seed, **settings))
+    write_aedat2(path, emulate_dvs(image, seed=seed, **settings), fsync=not _SYNC_AT_END)
 
 
 def write_emulated_release(images, labels, root: str | os.PathLike, *, class_names=None, seed=0,
@@ -65,7 +69,8 @@ def write_emulated_release(images, labels, root: str | os.PathLike, *, class_nam
     subclass declaring them as its ``classes``. ``seed``: recording ``(label, id)`` is emulated
     with seed ``(seed, label, id)``. ``settings``: :class:`~sj_qvm.datasets.emulator.DVSSettings`
     fields. Files are written atomically, in ``num_workers`` processes (``0``: here), with a
-    progress bar; a class folder that is a symbolic link is refused.
+    progress bar, and flushed to disk before this returns (one ``os.sync`` where there is one,
+    rather than an fsync per file); a class folder that is a symbolic link is refused.
     """
     DVSSettings(**settings)  # every setting checked before any work
     check_int(seed, "seed", minimum=0)
@@ -99,6 +104,8 @@ def write_emulated_release(images, labels, root: str | os.PathLike, *, class_nam
         tasks.append((image, path, (seed, label, file_id), settings))
         files.append(str(path))
     run_tasks(_emulate_file, tasks, files, "emulating DVS recordings", num_workers)
+    if _SYNC_AT_END:
+        os.sync()  # every file on disk before the caller marks the release complete
     return root
 
 

@@ -49,7 +49,7 @@ _MIN_THRESHOLD = 0.01  # a mismatched threshold is clipped here, so none is <= 0
 _CHUNK_STEPS = 32      # sub-steps rendered at once: [32, 128, 128] float32 is 2 MiB
 _REFERENCE_MARGIN = 1e-3  # the initial reference lies strictly inside (L - C_on, L + C_off)
 
-# (lower, upper, integer?) of every setting; None: unbounded on that side.
+# (lower, upper, integer?) of every setting, both bounds included.
 _RANGES = {
     "duration_us": (1_000, 60_000_000, True),
     "time_step_us": (10, 1_000_000, True),
@@ -85,8 +85,10 @@ class DVSSettings:
     ``threshold_off`` (log intensity) with per-pixel Gaussian mismatch ``threshold_sigma``,
     ``refractory_us``. Noise: leak events (``leak_rate_hz`` ON events per second in a static
     pixel, from a reference that drifts down), shot noise (``shot_noise_rate_hz`` per pixel,
-    either polarity) and Gaussian timestamp jitter ``jitter_us``. ``max_events`` bounds the
-    output; more raises ``ValueError`` before the events are allocated.
+    either polarity; the refractory period applies to it too) and Gaussian timestamp jitter
+    ``jitter_us``, added last (so with jitter two events of a pixel may come a little closer than
+    ``refractory_us``). ``max_events`` bounds the output; more raises ``ValueError`` before the
+    events are allocated.
     """
     duration_us: int = 1_300_000
     time_step_us: int = 20_000
@@ -193,19 +195,24 @@ def emulate_dvs(image, *, seed=0, **settings) -> np.ndarray:
 
     times = np.minimum(np.arange(s.steps + 1, dtype=np.float64) * s.time_step_us, s.duration_us)
     dx, dy = rcls_path(times, s.duration_us, s.amplitude_px, s.directions, s.loops)
-    frames = np.empty((_CHUNK_STEPS, _HEIGHT, _WIDTH), dtype=np.float32)
-    first = np.log(render(canvas, dx[0], dy[0], frames[0])).reshape(-1).astype(np.float64)
+    # Sensor pixels outside the canvas's box see the surround at every displacement: their log
+    # intensity is written once; each sub-step renders only the box.
+    frames = np.full((_CHUNK_STEPS, _HEIGHT, _WIDTH), np.log(canvas.surround), dtype=np.float32)
+    box = np.empty(frames[0][canvas.box].shape, dtype=np.float32)
+    np.log(render(canvas, dx[0], dy[0], box), out=frames[0][canvas.box])
+    first = frames[0].reshape(-1).astype(np.float64)
     inside = np.clip(rng.random(_PIXELS), _REFERENCE_MARGIN, 1.0 - _REFERENCE_MARGIN)
     state = PixelState(first - c_on + (c_on + c_off) * inside, np.full(_PIXELS, -np.inf), first, 0.0)
 
     n_noise = int(rng.poisson(s.shot_noise_rate_hz * _PIXELS * s.duration_us * 1e-6))
     if n_noise > s.max_events:
         raise ValueError(f"the shot noise alone exceeds max_events = {s.max_events} ({n_noise} events)")
-    runs = _signal_runs(state, canvas, frames, times, dx, dy, c_on, c_off, drift, s, s.max_events - n_noise)
+    runs = _signal_runs(state, canvas, frames, box, times, dx, dy, c_on, c_off, drift, s,
+                        s.max_events - n_noise)
     address, t = expand_runs(runs)
     noise = rng.integers(0, 2 * _PIXELS, n_noise).astype(np.uint16)  # pixel << 1 | p
     address = np.concatenate([address, noise])
-    t = np.concatenate([np.floor(t).astype(np.int64), rng.integers(0, s.duration_us, n_noise)])
+    t = np.concatenate([t.astype(np.int64), rng.integers(0, s.duration_us, n_noise)])  # t >= 0: floor
     chosen = None
     if n_noise and s.refractory_us:
         chosen = _refractory_with_noise(address, t, noise, s.refractory_us)
@@ -224,7 +231,7 @@ def emulate_dvs(image, *, seed=0, **settings) -> np.ndarray:
     return events
 
 
-def _signal_runs(state, canvas, frames, times, dx, dy, c_on, c_off, drift, s, budget):
+def _signal_runs(state, canvas, frames, box, times, dx, dy, c_on, c_off, drift, s, budget):
     """The pixel model's events over all sub-steps, as runs (see :func:`crossing_runs`).
 
     Sub-steps are rendered ``_CHUNK_STEPS`` at a time; only the pixels whose log intensity over
@@ -236,8 +243,8 @@ def _signal_runs(state, canvas, frames, times, dx, dy, c_on, c_off, drift, s, bu
         hi = min(lo + _CHUNK_STEPS, s.steps + 1)
         block = frames[:hi - lo]
         for j, k in enumerate(range(lo, hi)):
-            render(canvas, dx[k], dy[k], block[j])
-        log_i = np.log(block, out=block).reshape(hi - lo, _PIXELS)
+            np.log(render(canvas, dx[k], dy[k], box), out=block[j][canvas.box])
+        log_i = block.reshape(hi - lo, _PIXELS)
         # The drift only grows, so these bound the chunk's leak-adjusted log intensity.
         top = log_i.max(axis=0) + times[hi - 1] * drift
         bottom = log_i.min(axis=0) + times[lo] * drift
