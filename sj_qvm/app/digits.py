@@ -17,6 +17,9 @@ from ..qat import fit
 from ..quant import QuantReLU
 from .report import EXPLANATION
 
+#: This job's name in :data:`.run_folder.RUN_FILES`.
+JOB = "digits"
+
 
 def load_digits_tensors(seed: int = 0, test_fraction: float = 0.2):
     """``(x_train [N,1,8,8], y_train [N], x_test, y_test)``, pixels scaled to [0, 1]."""

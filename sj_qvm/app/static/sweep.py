@@ -24,12 +24,9 @@ from ...neuron import QVMIFNode
 from ..evaluate import report_fields
 from . import tables
 
-__all__ = ["RESULT_FILES", "evaluate_ann", "evaluate_snn", "set_v0", "sweep", "write_results",
+__all__ = ["evaluate_ann", "evaluate_snn", "set_v0", "sweep", "write_results",
            "check_exact"]
 
-#: What :func:`write_results` writes into the run's folder.
-RESULT_FILES = ("results.json", "tables.md", "conversion_report.md", "conversion_report.png",
-                "accuracy_vs_T.png", "v0_ablation.png")
 _REPORT_SAMPLES = 32
 
 
@@ -94,7 +91,8 @@ def _report(ann, images: torch.Tensor, levels: int):
 
 
 def write_results(ann, args, spec, test_ds, device, progress: bool = False) -> dict:
-    """Evaluate ``ann`` (eval mode) and its SNNs; write :data:`RESULT_FILES` into ``args.out``.
+    """Evaluate ``ann`` (eval mode) and its SNNs; write the result files (of
+    ``RUN_FILES["static"]`` in :mod:`..run_folder`) into ``args.out``.
 
     ``test_ds`` yields ``(image [3, S, S], label)``. Returns the results dict (``results.json``).
     """
