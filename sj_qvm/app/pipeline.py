@@ -24,7 +24,7 @@ from ..models import build_model
 from ..qat import fit
 from . import ddp
 from .arguments import EXTRAS_HINT, fail
-from .optim import make_optimizer, plain_args
+from .optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from ..atomic import LinkError
 from .evaluate import check_exact, convert_and_report, evaluate_ann
@@ -83,14 +83,17 @@ def run(args, spec: DatasetSpec) -> dict:
                         rounding=args.rounding, width=args.width,
                         channel_wise=not args.layer_thresholds).to(device)
     opt = make_optimizer(args, model)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
+    sched = make_scheduler(args, opt)
     start = 0
     if args.resume:
         if ckpt is not None:
             flags = {k: getattr(args, k) for k in RESUME_FLAGS}
             start = restore(ckpt, ckpt_path, model, opt, sched, flags) + 1
+            sched, note = continue_schedule(args, opt, sched, ckpt["args"], start)
             if rank == 0:
                 print(f"resumed from {ckpt_path} after epoch {start}")
+                if note:
+                    print(note)
         elif rank == 0:
             print(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1",
                   file=sys.stderr)

@@ -21,7 +21,7 @@ from ...convert import ConversionError
 from .. import ddp
 from ..arguments import EXTRAS_HINT, fail
 from ..checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
-from ..optim import make_optimizer, plain_args
+from ..optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from ..report import format_epoch, format_written
 from ..run_folder import (CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log,
                           written_files)
@@ -87,13 +87,16 @@ def run(args, spec: StaticSpec) -> dict:
         shape_thresholds(model, ckpt["model"])
     model = model.to(device)
     opt = make_optimizer(args, model)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
+    sched = make_scheduler(args, opt)
     start = 0
     if args.resume:
         if ckpt is not None:
             start = restore(ckpt, ckpt_path, model, opt, sched,
                             {k: getattr(args, k) for k in RESUME_FLAGS}) + 1
+            sched, note = continue_schedule(args, opt, sched, ckpt["args"], start)
             say(f"resumed from {ckpt_path} after epoch {start}")
+            if note:
+                say(note)
         elif rank == 0:
             print(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1", file=sys.stderr)
         if rank == 0:
