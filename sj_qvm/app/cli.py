@@ -9,6 +9,7 @@ from ..checks import ROUNDINGS, check_int, check_levels
 from ..levels import is_exact
 from .arguments import (EXTRAS_HINT, HelpFormatter, Parser, add_version, check_values, fail,
                         paragraphs)
+from .resources import check_fits, digits_needs
 
 #: The offline DVS demo: a small net on the synthetic DVS128-Gesture release, 64x64 frames.
 DVS_DEMO_ARGS = ["--arch", "vgg", "--width", "8", "--size", "64", "--optimizer", "adam",
@@ -114,6 +115,8 @@ def main(argv=None) -> int:
         lambda: check_levels(args.levels, "--levels"),
         lambda: args.epochs is None or check_int(args.epochs, "--epochs", minimum=0),
         lambda: check_int(args.seed, "--seed", minimum=0),
+        # The digits job's memory (the DVS demo's is checked by the pipeline's parser).
+        lambda: not args.digits or check_fits(*digits_needs(args.levels, args.rounding)),
     ])
     return args.func(args)
 
