@@ -19,9 +19,9 @@ CURRENTS = ("instant", "expected")
 STEP_MODES = ("s", "m")
 """SpikingJelly's step modes: single-step ``[N, *]`` or multi-step ``[T, N, *]``."""
 
-__all__ = ["ROUNDINGS", "CURRENTS", "STEP_MODES", "check_choice", "check_rounding", "check_current",
-           "check_step_mode", "MAX_LEVELS", "check_levels", "check_int", "check_positive", "check_fraction",
-           "check_bool", "check_positive_finite", "step_forward"]
+__all__ = ["ROUNDINGS", "CURRENTS", "STEP_MODES", "MAX_LEVELS", "check_choice", "check_rounding",
+           "check_current", "check_step_mode", "check_levels", "check_int", "check_positive",
+           "check_fraction", "check_bool", "check_positive_finite", "step_forward"]
 
 
 def check_choice(value, allowed: Sequence[str], name: str) -> str:

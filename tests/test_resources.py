@@ -37,7 +37,8 @@ def test_quantize_refuses_a_levels_beyond_the_bound_before_allocating():
     check_levels(MAX_LEVELS)
     ann = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
     batches = [(torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))]
-    with pytest.raises(ValueError, match=f"levels must be an int >= 1 and <= MAX_LEVELS = {MAX_LEVELS}"):
+    bound = f"levels must be an int >= 1 and <= MAX_LEVELS = {MAX_LEVELS}"
+    with pytest.raises(ValueError, match=bound):
         sj_qvm.quantize(ann, levels=10 ** 9, dataloader=batches, progress=False)
 
 

@@ -23,7 +23,8 @@ def _weights(out):
 
 
 def _moved(before, after):
-    return any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    return any(not torch.equal(before[k], after[k])
+               for k in before if before[k].is_floating_point())
 
 
 def test_static_resume_with_more_epochs_and_a_new_lr_trains_at_that_lr(tmp_path, capsys):
@@ -52,7 +53,8 @@ def test_static_resume_with_more_epochs_and_a_new_lr_trains_at_that_lr(tmp_path,
 
 def test_dvs_resume_with_more_epochs_moves_the_weights(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = TINY + ["--cache-dir", str(tmp_path / "syn"), "--out", str(out), "--eval-time-steps", "4"]
+    argv = TINY + ["--cache-dir", str(tmp_path / "syn"), "--out", str(out),
+                   "--eval-time-steps", "4"]
     assert pipeline.main(pipeline.DVS_GESTURE, argv) == 0  # --epochs 1, adam, lr 0.01
     first = _weights(out)
     argv[argv.index("--epochs") + 1] = "3"

@@ -28,8 +28,8 @@ import torch.nn as nn
 
 from ..quant import QuantReLU
 
-__all__ = ["SNN_CHUNK_BYTES", "Need", "activation_sizes", "network_sizes", "snn_chunk", "memory_bound", "check_fits", "dvs_needs", "static_needs",
-           "digits_needs"]
+__all__ = ["SNN_CHUNK_BYTES", "Need", "activation_sizes", "network_sizes", "snn_chunk",
+           "memory_bound", "check_fits", "dvs_needs", "static_needs", "digits_needs"]
 
 _F32, _F64 = 4, 8
 _STATES = {"sgd": 1, "adam": 2}  # optimizer tensors per parameter
@@ -115,9 +115,10 @@ def check_fits(model: Need, needs: Sequence[Need], device=None) -> int:
     bound, where = memory_bound(_device() if device is None else torch.device(device))
     if total > bound:
         cause = model if model.nbytes >= largest.nbytes else largest
-        raise ValueError(f"{cause.flag}: {cause.what} and the rest of the run need about "
-                         f"{total / _GIB:.1f} GiB of memory (estimated from the flags, before any "
-                         f"work), more than this {where} ({bound / _GIB:.1f} GiB); lower one of them")
+        raise ValueError(
+            f"{cause.flag}: {cause.what} and the rest of the run need about {total / _GIB:.1f} GiB "
+            f"of memory (estimated from the flags, before any work), more than this {where} "
+            f"({bound / _GIB:.1f} GiB); lower one of them")
     return total
 
 
