@@ -7,22 +7,41 @@ behind; :func:`remove_stale_temporaries` (one target) and :func:`remove_stale` (
 caches) delete those whose process no longer runs. The pid test is local to this machine: on a
 folder shared between hosts a temporary of a live writer elsewhere may look dead, so run one
 writer per folder there. One process writes one file at a time under a given name.
+
+Nothing is written through a symbolic link: :func:`atomic_write` replaces a link at its target
+(never its destination), and :func:`append_bytes` refuses one (:class:`LinkError`), a dangling
+link too; :func:`refuse_link` is the same test for a caller that checks a file before it writes.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["TMP_MARK", "temp_path", "atomic_write", "write_atomic", "remove_stale_temporaries",
-           "remove_stale"]
+__all__ = ["TMP_MARK", "LinkError", "temp_path", "atomic_write", "write_atomic", "append_bytes",
+           "refuse_link", "remove_stale_temporaries", "remove_stale"]
 
 TMP_MARK = ".tmp-"
 """What sits between a target's name and the writer's pid in its temporary's name."""
 _TEMPORARY = re.compile(rf"\.(.+){re.escape(TMP_MARK)}(\d+)")  # .<name>.tmp-<pid>
 _log = logging.getLogger(__name__)
+
+
+class LinkError(OSError):
+    """A file sj-qvm was to write or append to is a symbolic link (dangling or not)."""
+
+
+def refuse_link(path: str | os.PathLike) -> Path:
+    """``path``, or :class:`LinkError` naming it when it is a symbolic link. The test is ``lstat``
+    (``is_symlink``), so a dangling link, for which ``exists()`` is false, is refused too."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkError(f"{path} is a symbolic link (to {os.readlink(path)}); sj-qvm never writes "
+                        "through a link: remove it, or choose another folder")
+    return path
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -69,6 +88,29 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write the bytes ``data`` to ``path`` with :func:`atomic_write` (stale temporaries of
     ``path`` removed first)."""
     atomic_write(path, lambda f: f.write(data))
+
+
+def append_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Append ``data`` to ``path`` (created when missing) and, with ``fsync``, flush it to disk.
+
+    A symbolic link at ``path`` is refused with :class:`LinkError` (``O_NOFOLLOW``, and an
+    ``lstat`` where the platform has no such flag), so nothing lands outside ``path``'s folder.
+    """
+    path = refuse_link(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EMLINK):  # a link planted since the check
+            raise LinkError(f"{path} is a symbolic link; sj-qvm never writes through a link") \
+                from None
+        raise
+    with os.fdopen(fd, "ab") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -19,9 +19,9 @@ CURRENTS = ("instant", "expected")
 STEP_MODES = ("s", "m")
 """SpikingJelly's step modes: single-step ``[N, *]`` or multi-step ``[T, N, *]``."""
 
-__all__ = ["ROUNDINGS", "CURRENTS", "STEP_MODES", "check_choice", "check_rounding", "check_current",
-           "check_step_mode", "check_levels", "check_int", "check_positive", "check_fraction",
-           "check_bool", "check_positive_finite", "step_forward"]
+__all__ = ["ROUNDINGS", "CURRENTS", "STEP_MODES", "MAX_LEVELS", "check_choice", "check_rounding",
+           "check_current", "check_step_mode", "check_levels", "check_int", "check_positive",
+           "check_fraction", "check_bool", "check_positive_finite", "step_forward"]
 
 
 def check_choice(value, allowed: Sequence[str], name: str) -> str:
@@ -55,9 +55,20 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
     return int(value)
 
 
+MAX_LEVELS = 1 << 12
+"""The largest L (and number of time-steps T) :func:`check_levels` accepts: 4096. The SNN runs
+T = L steps, each a full pass over the network, and calibration searches ``[C, 256, L]`` float64
+level tables (8 GiB at C = 256 and L = 4096); QVM's point is an exact SNN at a few steps."""
+
+
 def check_levels(levels, name: str = "levels") -> int:
-    """L, the number of quantization levels above 0: an int >= 1."""
-    return check_int(levels, name, minimum=1)
+    """L, the number of quantization levels above 0 (or a number of time-steps T): an int in
+    ``[1, MAX_LEVELS]``."""
+    levels = check_int(levels, name, minimum=1)
+    if levels > MAX_LEVELS:
+        raise ValueError(f"{name} must be an int >= 1 and <= MAX_LEVELS = {MAX_LEVELS} (it drives "
+                         f"T = L time-steps and the memory they take), got {levels}")
+    return levels
 
 
 def check_positive(value, name: str, allow_zero: bool = False) -> float:
@@ -98,6 +109,8 @@ def check_positive_finite(value, name: str) -> torch.Tensor:
                         or not value.is_floating_point() else value.dtype)
     if t.ndim > 1 or t.numel() == 0:
         raise ValueError(f"{name} must be a scalar or a 1-D per-channel tensor, got shape {tuple(t.shape)}")
+    if t.device.type == "meta":  # a shape-only tensor (e.g. a model built to size it) has no values
+        return t
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} must be finite, got {value!r}")
     if not (t > 0).all():

@@ -72,7 +72,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         amp: bfloat16 autocast; by default on when ``device`` is CUDA.
         on_step: called after each step with ``{"epoch", "step", "loss"}`` (this process's batch).
         on_epoch: called on every process after each epoch (after ``scheduler.step()``) with
-            ``{"epoch" (from 1), "train_loss", "train_acc", "samples", "lr", "seconds"}``; under
+            ``{"epoch" (from 1), "train_loss", "train_acc", "samples", "lr", "seconds"}`` (``lr``:
+            the first parameter group's learning rate during the epoch, before the scheduler's
+            step); under
             ``torch.distributed`` the loss, accuracy and samples are over all processes.
             ``train_acc`` is None when the outputs are not ``[B, classes]`` for ``[B]`` labels.
         progress: a tqdm bar per epoch with the running loss (rank 0 only), cleared when done.
@@ -97,6 +99,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # a DistributedSampler reshuffles per epoch
             sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]  # what this epoch trains at (logged below)
         loss_sum, correct_sum, seen, has_acc = 0.0, 0, 0, True
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
                    disable=not progress or rank != 0)
@@ -130,7 +133,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
             loss_sum, correct_sum, seen = sums.tolist()
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1.0, seen),
                "train_acc": correct_sum / max(1.0, seen) if has_acc else None,
-               "samples": int(seen), "lr": optimizer.param_groups[0]["lr"],
+               "samples": int(seen), "lr": lr,
                "seconds": time.perf_counter() - t0}
         history.append(row)
         if on_epoch is not None:

@@ -275,13 +275,13 @@ def test_truncate_log_keeps_exactly_the_checkpoint_epochs(tmp_path):
 
 
 def test_fresh_run_into_a_used_folder_is_refused_and_overwrite_clears_only_run_files(tmp_path):
-    run_folder.check_fresh(tmp_path, resume=False, overwrite=False)  # empty: fine
+    run_folder.check_fresh(tmp_path, "dvs", resume=False, overwrite=False)  # empty: fine
     (tmp_path / "log.jsonl").write_text('{"epoch": 1}\n')
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="log.jsonl.*--resume.*--overwrite"):
-        run_folder.check_fresh(tmp_path, resume=False, overwrite=False)
-    run_folder.check_fresh(tmp_path, resume=True, overwrite=False)
-    run_folder.prepare(tmp_path, resume=False, overwrite=True)
+        run_folder.check_fresh(tmp_path, "dvs", resume=False, overwrite=False)
+    run_folder.check_fresh(tmp_path, "dvs", resume=True, overwrite=False)
+    run_folder.prepare(tmp_path, "dvs", resume=False, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 

@@ -101,7 +101,8 @@ def test_fit_per_epoch_batches_start_epoch_scheduler_and_prepare():
                progress=False)
     assert seen_epochs == [2, 3] and [r["epoch"] for r in rows] == [3, 4]
     assert prepared == [x.shape, x.shape]
-    assert [r["lr"] for r in rows] == [0.05, 0.025]  # scheduler stepped after each epoch
+    # Each row logs the lr its epoch trained at; the scheduler steps after each epoch.
+    assert [r["lr"] for r in rows] == [0.1, 0.05] and opt.param_groups[0]["lr"] == 0.025
     assert fit(model, opt, batches, 0, progress=False) == []  # zero epochs: nothing happens
 
 

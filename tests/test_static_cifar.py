@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from sj_qvm.app.run_folder import RUN_FILES
 from sj_qvm.app.static import CIFAR10_SPEC, CIFAR100_SPEC, main
 from test_datasets_cifar import write_cifar10, write_cifar100
 
@@ -44,6 +45,7 @@ def test_cifar10_end_to_end_is_exact_then_resumes(tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "exact: SNN accuracy at T = L = 2" in stdout and str(out / "tables.md") in stdout
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES["static"])  # its whole list
 
     # A fresh run into the same folder is refused; --resume continues after epoch 1.
     rc, _, err = _run(argv, capsys)

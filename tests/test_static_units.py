@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from sj_qvm.app import resources
 from sj_qvm.app.static import CIFAR10_SPEC, CIFAR100_SPEC, IMAGENET_SPEC
 from sj_qvm.app.static.args import PAPER, parse
 from sj_qvm.app.static.data import Cutout, loader_options, eval_transform, train_transform
@@ -15,7 +16,9 @@ CIFAR = (CIFAR100_SPEC, CIFAR10_SPEC)
     ("cifar100", "vgg16", 8, 300, 5e-4), ("cifar100", "resnet20", 8, 300, 5e-4),
     ("cifar100", "resnet18", 4, 300, 5e-4), ("imagenet", "vgg16", 16, 128, 1e-4),
     ("imagenet", "resnet34", 8, 128, 1e-4), ("imagenet", "tv_resnet34", 8, 128, 1e-4)])
-def test_paper_presets(dataset, arch, L, batch, wd):
+def test_paper_presets(dataset, arch, L, batch, wd, monkeypatch):
+    # The presets, on a device of the paper's size (the memory refusal: tests/test_resources.py).
+    monkeypatch.setattr(resources, "memory_bound", lambda device: (1 << 40, "test device"))
     specs = (IMAGENET_SPEC,) if dataset == "imagenet" else CIFAR
     a = parse(specs, ["--root", "r", "--dataset", dataset, "--arch", arch, "--paper"])
     assert (a.levels, a.rounding, a.batch_size, a.weight_decay) == (L, "round", batch, wd)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from ..checks import ROUNDINGS, check_int, check_levels
 from ..levels import is_exact
 from .arguments import (EXTRAS_HINT, HelpFormatter, Parser, add_version, check_values, fail,
                         paragraphs)
+from .resources import check_fits, digits_needs
 
 #: The offline DVS demo: a small net on the synthetic DVS128-Gesture release, 64x64 frames.
 DVS_DEMO_ARGS = ["--arch", "vgg", "--width", "8", "--size", "64", "--optimizer", "adam",
@@ -41,9 +41,19 @@ def _demo(args) -> int:
 
 
 def _digits(args) -> int:
-    from ..atomic import write_atomic
-    from .digits import format_table, run_digits
+    from ..atomic import LinkError, write_atomic
+    from .digits import JOB, format_table, run_digits
     from .report import format_written
+    from .run_folder import check_fresh, prepare, written_files
+    if args.resume:
+        return fail("--resume continues a DVS run; the digits job keeps no checkpoint (run it "
+                    "again, with --overwrite to replace its results)", "sj-qvm demo")
+    if args.out:  # the run folder's policy, before any work
+        try:
+            check_fresh(args.out, JOB, resume=False, overwrite=args.overwrite)
+            prepare(args.out, JOB, resume=False, overwrite=args.overwrite)
+        except (FileExistsError, NotADirectoryError, LinkError) as e:
+            return fail(e, "sj-qvm demo")
     try:
         res = run_digits(levels=args.levels, rounding=args.rounding, epochs=_epochs(args),
                          seed=args.seed, progress=not args.quiet)
@@ -51,8 +61,7 @@ def _digits(args) -> int:
         return fail(f"{e}; {EXTRAS_HINT}", "sj-qvm demo")
     print(format_table(res))
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, "results.json")
+        path, = written_files(args.out, JOB)
         write_atomic(path, json.dumps(res, indent=2).encode("utf-8"))
         print(format_written([path]))
     else:
@@ -92,9 +101,9 @@ def build_parser() -> Parser:
                       help="where the synthetic release is written")
     again = demo.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="DVS: continue the run in --out")
-    again.add_argument("--overwrite", action="store_true", help="DVS: replace the run already in "
-                       "--out (without --resume or --overwrite, an --out that holds a run is "
-                       "refused)")
+    again.add_argument("--overwrite", action="store_true", help="replace the run already in "
+                       "--out (without --resume or --overwrite, an --out that holds a run, of "
+                       "either job, is refused)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo, parser=demo)
     return parser
@@ -106,6 +115,8 @@ def main(argv=None) -> int:
         lambda: check_levels(args.levels, "--levels"),
         lambda: args.epochs is None or check_int(args.epochs, "--epochs", minimum=0),
         lambda: check_int(args.seed, "--seed", minimum=0),
+        # The digits job's memory (the DVS demo's is checked by the pipeline's parser).
+        lambda: not args.digits or check_fits(*digits_needs(args.levels, args.rounding)),
     ])
     return args.func(args)
 

@@ -17,6 +17,9 @@ from ..qat import fit
 from ..quant import QuantReLU
 from .report import EXPLANATION
 
+#: This job's name in :data:`.run_folder.RUN_FILES`.
+JOB = "digits"
+
 
 def load_digits_tensors(seed: int = 0, test_fraction: float = 0.2):
     """``(x_train [N,1,8,8], y_train [N], x_test, y_test)``, pixels scaled to [0, 1]."""
@@ -61,7 +64,8 @@ def train_qat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 
 
 def run_digits(levels: int = 4, rounding: str = "round", epochs: int = 30, seed: int = 0,
                time_steps=(1, 2, 4, 8, 16), progress: bool = True) -> dict:
-    """Train, convert and evaluate; returns every figure the demo prints."""
+    """Train, convert and evaluate at ``time_steps`` and T = L; returns every figure the demo
+    prints."""
     check_levels(levels)
     check_rounding(rounding)
     check_int(epochs, "epochs", minimum=0)
@@ -70,6 +74,7 @@ def run_digits(levels: int = 4, rounding: str = "round", epochs: int = 30, seed:
     x_tr, y_tr, x_te, y_te = load_digits_tensors(seed)
     ann = train_qat(digits_cnn(levels, rounding), x_tr, y_tr, epochs=epochs, seed=seed,
                     progress=progress)
+    time_steps = sorted(set(time_steps) | {levels})  # T = L, where it is exact, always
     acc = accuracy_vs_time_steps(ann, x_te, y_te, time_steps, progress=progress)
     rows = compare_levels(ann, convert(ann, current="expected"), x_te)
     return {

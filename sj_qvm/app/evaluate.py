@@ -20,10 +20,8 @@ from ..levels import is_exact
 from ..convert import convert
 from ..datasets.frames_dataset import Frames, to_time_major
 
-__all__ = ["REPORT_FILES", "evaluate_ann", "evaluate_snn", "convert_and_report", "check_exact"]
+__all__ = ["evaluate_ann", "evaluate_snn", "convert_and_report", "check_exact"]
 
-#: The files :func:`convert_and_report` writes into the run's folder.
-REPORT_FILES = ("results.json", "conversion_report.md", "conversion_report.png", "accuracy_vs_T.png")
 
 
 def evaluate_ann(model, loader, device) -> float:
@@ -53,7 +51,8 @@ def evaluate_snn(snn, loader, device) -> float:
 
 
 def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
-    """Evaluate ``ann`` and its SNNs over T; write :data:`REPORT_FILES` into ``args.out``.
+    """Evaluate ``ann`` and its SNNs over T; write the report files (of
+    ``RUN_FILES["dvs"]`` in :mod:`.run_folder`) into ``args.out``.
 
     ``test_ds`` yields ``(frames [T, 2, size, size], label)`` with T = ``args.frames``. Returns the
     results dict (what ``results.json`` holds).

@@ -24,15 +24,20 @@ from ..models import build_model
 from ..qat import fit
 from . import ddp
 from .arguments import EXTRAS_HINT, fail
-from .optim import make_optimizer, plain_args
+from .optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
-from .evaluate import REPORT_FILES, check_exact, convert_and_report, evaluate_ann
+from ..atomic import LinkError
+from .evaluate import check_exact, convert_and_report, evaluate_ann
 from .pipeline_args import RESUME_FLAGS, build_parser, parse
 from .registry import CIFAR10_DVS, DVS_GESTURE, DatasetSpec
 from .report import format_epoch, format_summary, format_written
-from .run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
+from .run_folder import (CHECKPOINT, LOG, append_log, check_folder, check_fresh, prepare,
+                         truncate_log, written_files)
 
-__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS", "build_parser", "run", "main"]
+__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS", "JOB", "build_parser", "run", "main"]
+
+#: This job's name in :data:`.run_folder.RUN_FILES`.
+JOB = "dvs"
 
 
 def _release_root(args, spec: DatasetSpec, rank: int) -> Path:
@@ -52,7 +57,9 @@ def run(args, spec: DatasetSpec) -> dict:
     ``args`` as :func:`.pipeline_args.parse` returns them (checked).
     """
     out = Path(args.out)
-    check_fresh(out, args.resume, args.overwrite)  # every rank, before anything is written
+    check_fresh(out, JOB, args.resume, args.overwrite)  # every rank, before anything is written
+    if args.root is None:
+        check_folder(args.cache_dir, "--cache-dir")
     ckpt_path, log_path = out / CHECKPOINT, out / LOG
     # Verified before any data is read, so a bad checkpoint stops the run at once.
     ckpt = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
@@ -60,7 +67,7 @@ def run(args, spec: DatasetSpec) -> dict:
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
         else torch.device("cpu")
     if rank == 0:
-        prepare(out, args.resume, args.overwrite)
+        prepare(out, JOB, args.resume, args.overwrite)
     root = _release_root(args, spec, rank)
     # Rank 0 preprocesses into the cache first; the others then only read it.
     for turn in (0, 1):
@@ -76,14 +83,17 @@ def run(args, spec: DatasetSpec) -> dict:
                         rounding=args.rounding, width=args.width,
                         channel_wise=not args.layer_thresholds).to(device)
     opt = make_optimizer(args, model)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
+    sched = make_scheduler(args, opt)
     start = 0
     if args.resume:
         if ckpt is not None:
             flags = {k: getattr(args, k) for k in RESUME_FLAGS}
             start = restore(ckpt, ckpt_path, model, opt, sched, flags) + 1
+            sched, note = continue_schedule(args, opt, sched, ckpt["args"], start)
             if rank == 0:
                 print(f"resumed from {ckpt_path} after epoch {start}")
+                if note:
+                    print(note)
         elif rank == 0:
             print(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1",
                   file=sys.stderr)
@@ -145,7 +155,8 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
     args = parse(spec, argv, prog)
     try:
         res = run(args, spec)
-    except (FileNotFoundError, FileExistsError, CheckpointError, ConversionError) as e:
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, LinkError, CheckpointError,
+            ConversionError) as e:
         return fail(e, prog or Path(sys.argv[0]).name)
     except ImportError as e:  # an optional dependency (matplotlib for the plots)
         return fail(f"{e}; {EXTRAS_HINT}", prog or Path(sys.argv[0]).name)
@@ -160,5 +171,5 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
               f"{res['snn_accuracy']['expected'][str(res['levels'])]:.4f} vs ANN "
               f"{res['ann_accuracy']:.4f}, {res['mismatched_neurons']} neurons with N != M",
               file=sys.stderr)
-    print(format_written([Path(args.out) / n for n in REPORT_FILES + (CHECKPOINT, LOG)]))
+    print(format_written(written_files(args.out, JOB)))
     return 0 if exact else 1

@@ -14,6 +14,7 @@ from ..checks import ROUNDINGS, check_int, check_levels, check_positive
 from ..models import ARCHS
 from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
 from .registry import DatasetSpec
+from .resources import check_fits, dvs_needs
 
 __all__ = ["RESUME_FLAGS", "build_parser", "resolve", "parse"]
 
@@ -102,6 +103,9 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
 
 
 def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.Namespace:
-    """Parse and check ``argv`` (exit code 2, one line, on a bad value)."""
+    """Parse and check ``argv`` (exit code 2, one line, on a bad value or a run whose memory
+    estimate exceeds the device's: :mod:`.resources`)."""
     parser = build_parser(spec, prog)
-    return resolve(parser.parse_args(argv), parser)
+    args = resolve(parser.parse_args(argv), parser)
+    check_values(parser, [lambda: check_fits(*dvs_needs(args, spec))])  # memory, before any work
+    return args

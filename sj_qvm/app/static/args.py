@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from ...checks import ROUNDINGS, check_int, check_levels, check_positive
 from ...image_models import POOLS
 from ..arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
+from ..resources import check_fits, static_needs
 from .data import StaticSpec, default_workers
 from .models import ARCHS, TV_ARCHS
 
@@ -103,7 +104,8 @@ def build_parser(specs: Sequence[StaticSpec], prog: Optional[str] = None) -> arg
 
 
 def resolve(args, parser, specs: Sequence[StaticSpec]) -> argparse.Namespace:
-    """Apply ``--paper`` and the defaults, then check every value (exit code 2 on a bad one)."""
+    """Apply ``--paper`` and the defaults, then check every value and the run's memory estimate
+    (:mod:`..resources`; exit code 2 on a bad one)."""
     spec = {s.name: s for s in specs}[args.dataset]
     base = args.arch[3:].replace("_bn", "") if args.arch in TV_ARCHS else args.arch
     if args.paper:
@@ -143,6 +145,7 @@ def resolve(args, parser, specs: Sequence[StaticSpec]) -> argparse.Namespace:
         lambda: check_positive(args.lr, "--lr"),
         lambda: check_positive(args.weight_decay, "--weight-decay", allow_zero=True),
     ])
+    check_values(parser, [lambda: check_fits(*static_needs(args, spec))])  # memory, before any work
     return args
 
 

@@ -16,20 +16,25 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ...atomic import LinkError
 from ...convert import ConversionError
 from .. import ddp
 from ..arguments import EXTRAS_HINT, fail
 from ..checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
-from ..optim import make_optimizer, plain_args
+from ..optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from ..report import format_epoch, format_written
-from ..run_folder import CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log
+from ..run_folder import (CHECKPOINT, LOG, append_log, check_fresh, prepare, truncate_log,
+                          written_files)
 from .args import RESUME_FLAGS, parse
 from .data import SPECS, StaticSpec, loader_options, eval_transform, train_transform
 from .models import TV_ARCHS, build_network, calibration_loader, shape_thresholds
-from .sweep import RESULT_FILES, check_exact, evaluate_ann, write_results
+from .sweep import check_exact, evaluate_ann, write_results
 from .tables import markdown
 
-__all__ = ["open_datasets", "run", "main"]
+__all__ = ["JOB", "open_datasets", "run", "main"]
+
+#: This job's name in :data:`..run_folder.RUN_FILES`.
+JOB = "static"
 
 
 def open_datasets(args, spec: StaticSpec):
@@ -63,7 +68,7 @@ def num_classes(ds) -> int:
 def run(args, spec: StaticSpec) -> dict:
     """Train (or resume), convert, sweep and write the run's files; the results dict (rank 0)."""
     out = Path(args.out)
-    check_fresh(out, args.resume, args.overwrite)
+    check_fresh(out, JOB, args.resume, args.overwrite)
     ckpt_path, log_path = out / CHECKPOINT, out / LOG
     ckpt = load_checkpoint(ckpt_path) if args.resume and ckpt_path.exists() else None
     # The data are opened before anything is written, so a wrong root leaves OUT as it was.
@@ -73,7 +78,7 @@ def run(args, spec: StaticSpec) -> dict:
         else torch.device("cpu")
     say = print if rank == 0 else (lambda *a, **k: None)
     if rank == 0:
-        prepare(out, args.resume, args.overwrite)
+        prepare(out, JOB, args.resume, args.overwrite)
     torch.manual_seed(args.seed)
     calib = None if ckpt is not None or calib_ds is None else calibration_loader(
         calib_ds, args.calibration_samples, args.batch_size, args.seed)
@@ -82,13 +87,16 @@ def run(args, spec: StaticSpec) -> dict:
         shape_thresholds(model, ckpt["model"])
     model = model.to(device)
     opt = make_optimizer(args, model)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.epochs))
+    sched = make_scheduler(args, opt)
     start = 0
     if args.resume:
         if ckpt is not None:
             start = restore(ckpt, ckpt_path, model, opt, sched,
                             {k: getattr(args, k) for k in RESUME_FLAGS}) + 1
+            sched, note = continue_schedule(args, opt, sched, ckpt["args"], start)
             say(f"resumed from {ckpt_path} after epoch {start}")
+            if note:
+                say(note)
         elif rank == 0:
             print(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1", file=sys.stderr)
         if rank == 0:
@@ -154,7 +162,8 @@ def main(specs: Sequence[StaticSpec], argv=None, prog: Optional[str] = None) -> 
         res = run(args, spec)
     except FileNotFoundError as e:
         return fail(f"{e} {spec.layout_help(args.root)}" if "Expected" not in str(e) else e, prog)
-    except (ValueError, FileExistsError, CheckpointError, ConversionError) as e:
+    except (ValueError, FileExistsError, NotADirectoryError, LinkError, CheckpointError,
+            ConversionError) as e:
         return fail(e, prog)
     except ImportError as e:
         return fail(f"{e}; {EXTRAS_HINT}", prog)
@@ -170,5 +179,5 @@ def main(specs: Sequence[StaticSpec], argv=None, prog: Optional[str] = None) -> 
         print(f"ERROR: not exact at T = L = {L}: SNN {res['snn_accuracy']['expected'][str(L)]:.4f}"
               f" vs ANN {res['ann_accuracy']:.4f}, {res['mismatched_neurons']} neurons with "
               "N != M", file=sys.stderr)
-    print(format_written([Path(args.out) / n for n in RESULT_FILES + (CHECKPOINT, LOG)]))
+    print(format_written(written_files(args.out, JOB)))
     return 0 if exact else 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -22,14 +23,12 @@ from ...convert import convert
 from ...levels import is_exact
 from ...neuron import QVMIFNode
 from ..evaluate import report_fields
+from ..resources import activation_sizes, snn_chunk
 from . import tables
 
-__all__ = ["RESULT_FILES", "evaluate_ann", "evaluate_snn", "set_v0", "sweep", "write_results",
+__all__ = ["evaluate_ann", "evaluate_snn", "set_v0", "sweep", "write_results",
            "check_exact"]
 
-#: What :func:`write_results` writes into the run's folder.
-RESULT_FILES = ("results.json", "tables.md", "conversion_report.md", "conversion_report.png",
-                "accuracy_vs_T.png", "v0_ablation.png")
 _REPORT_SAMPLES = 32
 
 
@@ -44,16 +43,19 @@ def evaluate_ann(model, loader, device) -> float:
     return correct / max(1, total)
 
 
-def evaluate_snn(snn, loader, device, time_steps: int) -> float:
-    """Top-1 accuracy of the multi-step SNN, the image repeated over ``time_steps``."""
+def evaluate_snn(snn, loader, device, time_steps: int, chunk: Optional[int] = None) -> float:
+    """Top-1 accuracy of the multi-step SNN, the image repeated over ``time_steps``; each batch
+    runs in chunks of ``chunk`` samples (None: whole), which bounds the ``[T, chunk, *]``
+    tensors."""
     correct = total = 0
     with torch.no_grad():
         for x, y in loader:
-            _compat.reset_net(snn)
-            x = x.to(device)
-            out = snn(x.unsqueeze(0).expand(time_steps, *x.shape)).mean(0)
-            correct += (out.argmax(1).cpu() == y).sum().item()
-            total += len(y)
+            for xs, ys in zip(x.split(chunk or len(x)), y.split(chunk or len(y))):
+                _compat.reset_net(snn)
+                xs = xs.to(device)
+                out = snn(xs.unsqueeze(0).expand(time_steps, *xs.shape)).mean(0)
+                correct += (out.argmax(1).cpu() == ys).sum().item()
+                total += len(ys)
     return correct / max(1, total)
 
 
@@ -67,16 +69,20 @@ def set_v0(snn, v0: str) -> None:
 def sweep(ann, loader, device, rounding: str, time_steps, ablation: bool = True,
           progress: bool = False) -> dict:
     """``{current: {v0: {T: accuracy}}}`` for every T in ``time_steps``, both currents, and V0 in
-    ``ROUNDINGS`` (only the matched ``rounding`` without ``ablation``)."""
+    ``ROUNDINGS`` (only the matched ``rounding`` without ``ablation``). The SNN runs each batch
+    in chunks that keep its ``[T, chunk, *]`` tensors within ``resources.SNN_CHUNK_BYTES``."""
     from tqdm.auto import tqdm
     v0s = ROUNDINGS if ablation else (rounding,)
     acc = {c: {v: {} for v in v0s} for c in CURRENTS}
     jobs = [(T, c) for T in time_steps for c in CURRENTS]
+    x1 = next(iter(loader))[0][:1].to(device)
+    acts = activation_sizes(ann, x1)  # for the chunks that bound the SNN's memory
     for T, current in tqdm(jobs, desc="SNN over T", disable=not progress, leave=False):
         snn = convert(ann, time_steps=T, current=current, warn=False).to(device)
+        chunk = snn_chunk(T, x1.numel(), acts)
         for v0 in v0s:
             set_v0(snn, v0)
-            acc[current][v0][T] = evaluate_snn(snn, loader, device, T)
+            acc[current][v0][T] = evaluate_snn(snn, loader, device, T, chunk)
     return acc
 
 
@@ -94,7 +100,8 @@ def _report(ann, images: torch.Tensor, levels: int):
 
 
 def write_results(ann, args, spec, test_ds, device, progress: bool = False) -> dict:
-    """Evaluate ``ann`` (eval mode) and its SNNs; write :data:`RESULT_FILES` into ``args.out``.
+    """Evaluate ``ann`` (eval mode) and its SNNs; write the result files (of
+    ``RUN_FILES["static"]`` in :mod:`..run_folder`) into ``args.out``.
 
     ``test_ds`` yields ``(image [3, S, S], label)``. Returns the results dict (``results.json``).
     """
