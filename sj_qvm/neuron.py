@@ -16,6 +16,18 @@ from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_i
 from .quant import channel_view
 
 
+_INPUT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _check_input_dtype(x: torch.Tensor) -> None:
+    """The membrane integrates real currents: refuse integer, bool and complex input here
+    rather than deep in the IF loop (one comparison on the hot path)."""
+    if x.dtype not in _INPUT_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in _INPUT_DTYPES)
+        raise TypeError(f"QVMIFNode input must be a floating tensor ({names}), got "
+                        f"{str(x.dtype).removeprefix('torch.')}; convert it first, e.g. x.float()")
+
+
 def _broadcastable(p: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     """theta or V0 as given (scalar, per-channel ``[C]``, per-neuron) viewed to broadcast over one
     step's input ``x: [N, C, *]``; the one check both take. A 1-D tensor is per-channel: its size
@@ -298,6 +310,7 @@ class QVMIFNode(_compat.MemoryModule):
         if not isinstance(x, torch.Tensor) or x.ndim < 1:
             got = f"a {x.ndim}-d tensor" if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"single-step input must be a tensor [N, *], got {got}")
+        _check_input_dtype(x)
         v = self._fresh_v(x)
         surrogate = self.surrogate_function if self._needs_grad(x) else None
         spike, self.v = if_step(x, v, self._theta_for(x), self.strict, surrogate,
@@ -310,6 +323,7 @@ class QVMIFNode(_compat.MemoryModule):
                    else type(x_seq).__name__)
             raise ValueError("multi-step input must be x_seq: [T, N, *] (time-steps first, T >= 1, "
                              f"at least 2 dims), got {got}")
+        _check_input_dtype(x_seq)
         needs_grad = self._needs_grad(x_seq)
         path, reason = _backend.select(self.backend, x_seq, self.surrogate_function, needs_grad)
         self.last_dispatch = (path, reason)
