@@ -123,3 +123,19 @@ def test_decompression_bomb_is_named(tmp_path, monkeypatch):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=r"dog/0\.JPEG: not a readable image .*decompression"):
             ds[1]
+
+
+def test_unreadable_image_in_a_loader_worker_is_one_short_line(tmp_path):
+    import torch
+    from torchvision.transforms import ToTensor
+    write_folder(tmp_path / "val")
+    bad = tmp_path / "val" / "cat" / "1.JPEG"
+    bad.write_bytes(b"GIF89a not really")
+    loader = torch.utils.data.DataLoader(ImageFolder(tmp_path / "val", transform=ToTensor()),
+                                         batch_size=2, num_workers=1)
+    with pytest.raises(ValueError) as error:
+        list(loader)
+    msg = str(error.value)
+    assert msg == (f"{bad}: not a readable image (file of 17 bytes): no image format PIL knows "
+                   "(in DataLoader worker process 0)")
+    assert "Traceback" in "".join(error.value.__notes__)   # the worker's, for a full report

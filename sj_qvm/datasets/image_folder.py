@@ -19,13 +19,34 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torchvision.datasets import ImageFolder as _TVImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
-__all__ = ["ImageFolder", "load_rgb"]
+__all__ = ["ImageFolder", "UnreadableImageError", "load_rgb"]
+
+
+class UnreadableImageError(ValueError):
+    """A file that is not a readable image; the message is one line that starts with its path.
+
+    Raised in a DataLoader worker, it reaches the main process rebuilt by torch from the text
+    ``"Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback ..."``;
+    the rebuilt error keeps the one line (with the worker named after it) and carries the worker's
+    traceback as a note, shown where a traceback is printed.
+    """
+
+    def __init__(self, message: str):
+        name = f"{type(self).__module__}.{type(self).__qualname__}"
+        head, marker, original = str(message).rpartition(f"\n{name}: ")
+        if not (marker and head.startswith(f"Caught {type(self).__name__} ")):
+            super().__init__(message)
+            return
+        where = head.split("\n", 1)[0].removeprefix(f"Caught {type(self).__name__} ").rstrip(".")
+        super().__init__(f"{original.strip()} ({where})")
+        self.add_note(head)
 
 
 def load_rgb(path: str):
     """The image at ``path`` as an RGB PIL image; a file PIL cannot decode fully raises
-    ``ValueError`` naming it (PIL reports truncation only when the pixels are read)."""
-    from PIL import Image
+    :class:`UnreadableImageError` (a ``ValueError``) naming it (PIL reports truncation only when
+    the pixels are read)."""
+    from PIL import Image, UnidentifiedImageError
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
@@ -38,7 +59,8 @@ def load_rgb(path: str):
             offset = f" (file of {os.path.getsize(path)} bytes)"
         except OSError:
             pass
-        raise ValueError(f"{path}: not a readable image{offset}: {e}") from None
+        reason = "no image format PIL knows" if isinstance(e, UnidentifiedImageError) else e
+        raise UnreadableImageError(f"{path}: not a readable image{offset}: {reason}") from None
 
 
 def class_files(class_dir: str, root: str) -> List[str]:
