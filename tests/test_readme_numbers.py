@@ -4,8 +4,9 @@
 that ``examples/dvs_gesture/README.md`` and ``examples/cifar10_dvs/README.md`` give for their
 tables (seed 0) and checks the READMEs' "after" SNN rows against each run's ``results.json``, to
 the READMEs' one decimal, and README.md's float16 / bfloat16 counts against
-``benchmarks/low_precision_counts.py``. It takes three to five minutes on 2 cores. Training is deterministic for a given torch build and
-thread count; on another machine a last-digit difference means "rerun and update the README".
+``benchmarks/low_precision_counts.py``. It takes three to five minutes on 2 cores. Training is
+deterministic for a given torch build and thread count; on another machine a last-digit
+difference means "rerun and update the README".
 """
 import json
 import os
