@@ -121,6 +121,19 @@ def test_bad_init_is_refused(folder, tmp_path, capsys, kind):
             load_state_dict_file(bad)
 
 
+def test_nan_init_weights_are_named_not_called_dead(folder, tmp_path, capsys):
+    init = tmp_path / "resnet18_nan.pth"
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18().state_dict()
+    state["layer1.0.conv2.weight"][3, 5, 1, 1] = float("nan")
+    torch.save(state, init)
+    rc, _, err = _run(_quick(folder, tmp_path / "run", "--arch", "tv_resnet18", "--init", str(init),
+                             "--calibration-samples", "6"), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "got NaN/inf during calibration at batch 0" in err and "dead" not in err
+    assert "the weights hold NaN/inf: 'layer1.0.conv2.weight' (1 NaN and 0 inf of" in err
+
+
 @pytest.mark.parametrize("arch, needle", [("resnet34", "--init needs a torchvision arch"),
                                            ("tv_resnet18", "x.pth: no such file")])
 def test_init_is_checked_before_anything_runs(folder, tmp_path, capsys, arch, needle):
