@@ -126,3 +126,15 @@ def step_forward(module, x):
         return module.single_step_forward(x)
     check_step_mode(module.step_mode)
     return module.multi_step_forward(x)
+
+
+FLOAT_INPUT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_float_input(x: torch.Tensor, name: str = "QVMIFNode input") -> None:
+    """The membrane integrates real currents: refuse integer, bool and complex input at the entry
+    rather than deep in the IF loop (one comparison on the hot path)."""
+    if x.dtype not in FLOAT_INPUT_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in FLOAT_INPUT_DTYPES)
+        raise TypeError(f"{name} must be a floating tensor ({names}), got "
+                        f"{str(x.dtype).removeprefix('torch.')}; convert it first, e.g. x.float()")

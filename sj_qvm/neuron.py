@@ -9,8 +9,8 @@ from numbers import Real
 import torch
 
 from . import _compat
-from .checks import (ROUNDINGS, check_bool, check_choice, check_current, check_positive_finite,
-                     check_step_mode, step_forward)
+from .checks import (ROUNDINGS, check_bool, check_choice, check_current, check_float_input,
+                     check_positive_finite, check_step_mode, step_forward)
 from .functional import if_step, matched_v0
 from .ops.if_loop import backend as _backend
 from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_inference
@@ -321,6 +321,7 @@ class QVMIFNode(_compat.BaseNode):
         if not isinstance(x, torch.Tensor) or x.ndim < 1:
             got = f"a {x.ndim}-d tensor" if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"single-step input must be a tensor [N, *], got {got}")
+        check_float_input(x)
         v = self._fresh_v(x, v)
         surrogate = self.surrogate_function if self._needs_grad(x, v) else None
         return if_step(x, v, self._theta_for(x), self.strict, surrogate, self.detach_reset)
@@ -337,6 +338,7 @@ class QVMIFNode(_compat.BaseNode):
                    else type(x_seq).__name__)
             raise ValueError("multi-step input must be x_seq: [T, N, *] (time-steps first, T >= 1, "
                              f"at least 2 dims), got {got}")
+        check_float_input(x_seq)
         needs_grad = self._needs_grad(x_seq, v)
         path, reason = _backend.select(self.backend, x_seq, self.surrogate_function, needs_grad)
         self.last_dispatch = (path, reason)

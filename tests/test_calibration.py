@@ -312,3 +312,59 @@ def test_resumed_passes_match_the_thresholds_of_the_reference_on_a_fixed_model()
         a = torch.cat([torch.relu(net.bn1(net.c1(x))) for x, _ in data])
     direct = cal.mse_gamma(a.movedim(1, 0).reshape(6, -1).double(), 4, "round")
     assert torch.allclose(g_twin["r1"].double(), direct, rtol=0, atol=1e-6)
+
+
+def _nan_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+CALIBRATIONS = {  # the plain pass, the traced one that resumes at cuts, and one pass for all
+    "module": lambda net: (nn.Sequential(*(QuantReLU(4) if isinstance(m, nn.ReLU) else m
+                                           for m in net)), {}),
+    "traced": lambda net: (quantize_graph(net, 4), {}),
+    "one pass": lambda net: (quantize_graph(net, 4), {"sequential": False}),
+}
+
+
+@pytest.mark.parametrize("how", CALIBRATIONS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_input_is_named_with_layer_and_batch(how, bad):
+    model, kw = CALIBRATIONS[how](_nan_net())
+    x = torch.randn(64, 8)
+    x[37, 2] = bad                                   # batch 2 of 16
+    data = DataLoader(TensorDataset(x), batch_size=16)
+    with pytest.raises(ValueError, match=r"^QuantReLU '1' got NaN/inf during calibration at batch 2 "
+                                         r"\(.* of 96 values\): the input holds NaN/inf "
+                                         r"\(.* of 128 values of batch 2\)$"):
+        cal.calibrate(model, data, progress=False, **kw)
+
+
+@pytest.mark.parametrize("how", CALIBRATIONS)
+def test_nonfinite_weights_are_named(how):
+    net = _nan_net()
+    with torch.no_grad():
+        net[2].weight[1, 4] = float("nan")
+    model, kw = CALIBRATIONS[how](net)
+    data = loader(n=32, bs=16)
+    with pytest.raises(ValueError, match=r"^QuantReLU '3' got NaN/inf during calibration at batch 0 "
+                                         r"\(16 NaN and 0 inf of 80 values\): the weights hold "
+                                         r"NaN/inf: '2\.weight' \(1 NaN and 0 inf of 30 values\)$"):
+        cal.calibrate(model, data, progress=False, **kw)
+    net = _nan_net()                                 # after the last QuantReLU: the output
+    with torch.no_grad():
+        net[4].bias[0] = float("inf")
+    model, kw = CALIBRATIONS[how](net)
+    with pytest.raises(ValueError, match=r"^the network output got NaN/inf .* at batch 0 .*"
+                                         r"'4\.bias' \(0 NaN and 1 inf of 3 values\)$"):
+        cal.calibrate(model, data, progress=False, **kw)
+
+
+def test_overflow_from_finite_input_and_weights_is_named():
+    net = _nan_net()
+    with torch.no_grad():
+        net[0].weight.fill_(3e38)
+    model, _ = CALIBRATIONS["traced"](net)
+    with pytest.raises(ValueError, match=r"^QuantReLU '1' got NaN/inf .* at batch 0 .*: the weights "
+                                         r"and the input are finite: the values overflowed"):
+        cal.calibrate(model, loader(n=32, bs=16), progress=False)

@@ -94,11 +94,19 @@ class _Boom:
         return (os.system, ("echo pwned",))
 
 
+class _Huge:
+    def __reduce__(self):
+        return (bytes, (1 << 40,))   # a 1 TiB allocation
+
+
 def test_crafted_pickle_is_refused(tmp_path):
     write_cifar10(tmp_path)
     bad = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     _write(bad, {b"data": _Boom(), b"labels": []})
     with pytest.raises(ValueError, match="data_batch_3.*refusing to load (posix|os|nt).system"):
+        CIFAR10(tmp_path)
+    _write(bad, {b"data": _Huge(), b"labels": []})  # bytes() is allowed for empty arrays only
+    with pytest.raises(ValueError, match=r"data_batch_3: not a CIFAR pickle .*TypeError"):
         CIFAR10(tmp_path)
 
 
@@ -121,6 +129,31 @@ def test_truncated_and_wrong_files(tmp_path):
     (base / "data_batch_1").write_bytes(b"")
     with pytest.raises(ValueError, match="data_batch_1"):
         read_cifar_batch(base / "data_batch_1", "labels", 10)
+
+
+@pytest.mark.parametrize("labels, what", [
+    (["cat", "dog"], r"<U3 \[2\], e\.g\. \['cat', 'dog'\]"),
+    ([b"c", b"d"], r"\|S1 \[2\]"),
+    (np.array([[1], [2]]), r"int64 \[2, 1\], e\.g\. \[1, 2\]"),
+    ([[1], [2, 3]], "lists of different lengths"),
+    ([0.0, 1.0], r"float64 \[2\]"),
+    ([None, 1], r"object \[2\]"),
+])
+def test_labels_that_are_not_one_int_per_image(tmp_path, labels, what):
+    write_cifar10(tmp_path)
+    bad = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    _write(bad, {b"data": np.zeros((2, 3072), np.uint8), b"labels": labels})
+    with pytest.raises(ValueError, match=r"data_batch_4: 'labels' must be one int in \[0, 10\) "
+                                         rf"per image, got {what}"):
+        CIFAR10(tmp_path)
+
+
+def test_batch_without_images(tmp_path):
+    write_cifar10(tmp_path)
+    bad = tmp_path / "cifar-10-batches-py" / "test_batch"
+    _write(bad, {b"data": np.zeros((0, 3072), np.uint8), b"labels": []})
+    with pytest.raises(ValueError, match=r"test_batch: holds no image \('data' is uint8 \[0, 3072\]\)"):
+        CIFAR10(tmp_path, train=False)
 
 
 def test_bad_arguments(tmp_path):

@@ -321,3 +321,16 @@ def test_assigning_none_later_is_rejected_and_keeps_the_old_value():
 def test_multi_step_input_must_be_t_n(x_seq):
     with pytest.raises(ValueError, match=r"x_seq: \[T, N, \*\] \(time-steps first, T >= 1"):
         QVMIFNode(step_mode="m")(x_seq)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool, torch.complex64])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_non_floating_input_is_refused_at_the_entry(dtype, step_mode):
+    node = QVMIFNode(v_init="round", step_mode=step_mode)
+    with pytest.raises(TypeError, match=rf"QVMIFNode input must be a floating tensor \(float32, "
+                                        rf"float64, float16, bfloat16\), got {str(dtype)[6:]}"):
+        node(torch.ones(3, 2, 4).to(dtype))
+    assert not isinstance(node.v, torch.Tensor)      # nothing integrated
+    for ok in (torch.float16, torch.bfloat16, torch.float64):
+        assert node(torch.ones(3, 2, 4, dtype=ok)).dtype == ok
+        functional.reset_net(node)

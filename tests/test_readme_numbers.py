@@ -3,8 +3,10 @@
 ``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_readme_numbers.py`` reruns the commands
 that ``examples/dvs_gesture/README.md`` and ``examples/cifar10_dvs/README.md`` give for their
 tables (seed 0) and checks the READMEs' "after" SNN rows against each run's ``results.json``, to
-the READMEs' one decimal. It takes one to three minutes on 2 cores. Training is deterministic for a given torch build and
-thread count; on another machine a last-digit difference means "rerun and update the README".
+the READMEs' one decimal, and README.md's float16 / bfloat16 counts against
+``benchmarks/low_precision_counts.py``. It takes three to five minutes on 2 cores. Training is
+deterministic for a given torch build and thread count; on another machine a last-digit
+difference means "rerun and update the README".
 """
 import json
 import os
@@ -53,3 +55,23 @@ def test_cifar10_dvs_readme_quotes_its_run(tmp_path, capsys):
             str(tmp_path / "synthetic"), "--quiet"]
     assert main(CIFAR10_DVS, argv) == 0
     _check_quoted("cifar10_dvs", out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+def test_readme_quotes_the_float16_and_bfloat16_counts():
+    """README.md's per-thousand figures for float16 / bfloat16 (default schedule) against
+    ``benchmarks/low_precision_counts.py`` (about 1.5 CPU-minutes)."""
+    import sys
+    import torch
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from low_precision_counts import measure
+    total, tally = measure("per_sample")
+    per_k = {d: [f"{1000 * n / total:.2g}" for n in tally[d][:2]]
+             for d in (torch.float16, torch.bfloat16)}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quoted = (f"N != M for {per_k[torch.float16][0]} (float16) and {per_k[torch.bfloat16][0]} "
+              f"(bfloat16) neurons per thousand, and N differs from the float32 SNN's count for "
+              f"{per_k[torch.float16][1]} and {per_k[torch.bfloat16][1]} per thousand")
+    assert quoted in readme
+    assert tally[torch.float32][0] == 4    # the float32 figure the README quotes beside them

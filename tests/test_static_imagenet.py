@@ -121,6 +121,19 @@ def test_bad_init_is_refused(folder, tmp_path, capsys, kind):
             load_state_dict_file(bad)
 
 
+def test_nan_init_weights_are_named_not_called_dead(folder, tmp_path, capsys):
+    init = tmp_path / "resnet18_nan.pth"
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18().state_dict()
+    state["layer1.0.conv2.weight"][3, 5, 1, 1] = float("nan")
+    torch.save(state, init)
+    rc, _, err = _run(_quick(folder, tmp_path / "run", "--arch", "tv_resnet18", "--init", str(init),
+                             "--calibration-samples", "6"), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "got NaN/inf during calibration at batch 0" in err and "dead" not in err
+    assert "the weights hold NaN/inf: 'layer1.0.conv2.weight' (1 NaN and 0 inf of" in err
+
+
 @pytest.mark.parametrize("arch, needle", [("resnet34", "--init needs a torchvision arch"),
                                            ("tv_resnet18", "x.pth: no such file")])
 def test_init_is_checked_before_anything_runs(folder, tmp_path, capsys, arch, needle):
@@ -132,12 +145,16 @@ def test_init_is_checked_before_anything_runs(folder, tmp_path, capsys, arch, ne
     assert not (tmp_path / "run").exists()
 
 
-def test_corrupt_jpeg_is_named(folder, tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_corrupt_jpeg_is_named(folder, tmp_path, capsys, workers):
     bad = folder / "train" / CLASSES[1] / "2.JPEG"
     bad.write_bytes(bad.read_bytes()[:200])
-    rc, _, err = _run(_quick(folder, tmp_path / "run", "--arch", "resnet18", "--width", "2"),
-                      capsys)
-    assert rc == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(_quick(folder, tmp_path / "run", "--arch", "resnet18", "--width", "2",
+                             "--workers", workers), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    # one short line that starts with the file, not a worker's traceback squeezed into one
+    assert err.startswith(f"{PROG}: error: {bad}: not a readable image (file of 200 bytes)")
+    assert "Traceback" not in err and len(err) < len(PROG) + len(str(bad)) + 200
 
 
 def test_missing_root_and_mismatched_splits(folder, tmp_path, capsys):

@@ -27,10 +27,18 @@ _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray"
 _MAX_BYTES = 512 * 2 ** 20  # the largest CIFAR file (CIFAR-100 train) is 155 MiB
 
 
+def _empty_bytes() -> bytes:
+    """How protocol 2 stores the empty buffer of an array with no element: ``bytes()``; only
+    that call (``bytes(n)`` would allocate n bytes)."""
+    return b""
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
+        if (module, name) in (("__builtin__", "bytes"), ("builtins", "bytes")):
+            return _empty_bytes
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
@@ -65,11 +73,20 @@ def read_cifar_batch(path: str | os.PathLike, label_key: str, num_classes: int):
             or data.shape[1] != 3072:
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{path}: 'data' must be uint8 [N, 3072], got {what}")
+    if len(data) == 0:
+        raise ValueError(f"{path}: holds no image ('data' is uint8 [0, 3072])")
     if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data):
         raise ValueError(f"{path}: {label_key!r} must list one label per image ({len(data)})")
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu" or (len(labels) and (labels.min() < 0
-                                                          or labels.max() >= num_classes)):
+    try:
+        labels, what = np.asarray(labels), None
+    except ValueError:
+        what = "lists of different lengths"
+    if what is None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
+        what = f"{labels.dtype} {list(labels.shape)}, e.g. {labels.reshape(-1)[:2].tolist()!r}"
+    if what is not None:
+        raise ValueError(f"{path}: {label_key!r} must be one int in [0, {num_classes}) per image, "
+                         f"got {what}")
+    if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"{path}: {label_key!r} must be ints in [0, {num_classes}), "
                          f"got {labels.dtype} in [{labels.min()}, {labels.max()}]")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

@@ -30,6 +30,10 @@ Output reconstruction (``reconstruct_steps``, default on wherever the output is 
 distribution) then moves the chosen thresholds a few steps towards the float ANN's output
 (:mod:`.reconstruction`); bias correction's means are those of the thresholds before it.
 
+Values that are not finite stop the calibration at the first layer (or the output) that records
+them, with a ``ValueError`` naming it, the batch index and the cause: NaN or inf in that batch's
+input, in the named weights, or (both finite) an overflow in the layers before it.
+
 Deterministic: the same model and loader (same batches in the same order) give bit-identical
 thresholds. Memory is bounded: each layer keeps at most ``max_samples`` values, a batch with too
 many contributes a subsample of positions drawn by a ``torch.Generator`` seeded with the batch index
@@ -48,6 +52,7 @@ from ..checks import check_bool, check_choice, check_fraction, check_int
 from ..quant import QuantReLU
 from .bias_correction import add_bias, producer
 from .graph_cache import GraphRunner, live_bytes
+from .nonfinite import nonfinite_error
 from .reconstruction import Targets, default_steps, float_teacher, reconstruct, reconstructable
 from .thresholds import Pool, mse_gamma, percentile_gamma, quantization_error
 
@@ -145,6 +150,7 @@ class _Run:
         self.record: Dict[str, Pool] = {}
         self.stop_at: Optional[str] = None
         self.batch = 0
+        self.input: Optional[torch.Tensor] = None  # this batch's model input, where at hand
         mods = dict(model.named_modules())
         self.wrapped = [mods[s] for s in sites]
         for s, m in zip(sites, self.wrapped):
@@ -154,11 +160,17 @@ class _Run:
     def _forward(self, name: str, quantized_forward):
         def forward(x):
             if name in self.record:
-                self.record[name].add(x, self.batch)
+                self.add(self.record[name], x, f"QuantReLU {name!r}")
             if name == self.stop_at:
                 raise _Stop
             return quantized_forward(x) if name in self.quantized else torch.relu(x)
         return forward
+
+    def add(self, pool: Pool, x: torch.Tensor, where: str) -> None:
+        """``pool.add`` for this batch; NaN/inf raise naming ``where``, the batch and the cause."""
+        pool.add(x, self.batch)
+        if not pool.finite:
+            raise nonfinite_error(self.model, where, self.batch, x, self.input)
 
     def pass_over(self, dataloader, desc: str, progress: bool, record: Dict[str, int],
                   stop_at=None, output_pool: Optional[Pool] = None,
@@ -174,13 +186,13 @@ class _Run:
                                            leave=False)):
                 self.batch, n = i, n + 1
                 self.batches = n
-                x = batch_input(batch).to(device)
+                x = self.input = batch_input(batch).to(device)
                 try:
                     out = self.model(x)
                 except _Stop:
                     continue
                 if output_pool is not None and isinstance(out, torch.Tensor):
-                    output_pool.add(out, i)
+                    self.add(output_pool, out, "the network output")
                     if targets is not None:
                         targets.add(x, out)
         if n == 0:
@@ -243,7 +255,7 @@ class _Resumable:
                                disable=not progress, leave=False):
                 run.batch, n = i, n + 1
                 run.batches = n
-                x = env.get(self.graph.placeholder)
+                x = run.input = env.get(self.graph.placeholder)
                 live, out = self.graph.run(env, start, end, save_at)
                 if saved is not None:
                     size += live_bytes(live)
@@ -252,7 +264,7 @@ class _Resumable:
                     else:
                         saved = None
                 if output_pool is not None and isinstance(out, torch.Tensor):
-                    output_pool.add(out, i)
+                    run.add(output_pool, out, "the network output")
                     if targets is not None and x is not None:
                         targets.add(x, out)
         if n == 0:

@@ -62,6 +62,11 @@ class Pool:
             self.cols = sum(c.shape[1] for c in self.chunks)
             self.per_batch = max(1, self.per_batch // 2)
 
+    @property
+    def finite(self) -> bool:
+        """False once a value added was NaN or +-inf (the running sums are then not finite)."""
+        return self.sum is None or bool(torch.isfinite(self.sum).all())
+
     def mean(self) -> torch.Tensor:
         return self.sum / max(self.count, 1)
 
