@@ -56,8 +56,9 @@ def calibrate_instant(snn: QVMNetwork, x_seq: torch.Tensor, layers: int = 1,
     (the ANN's mean level at T = L): ``mean N_c(V0_c) = mean M_c``. A neuron's count never
     decreases as V0 rises, so the bisection converges; after ``iters`` halvings V0_c is within
     ``3 theta_c / 2**iters`` of the crossing. The fitted V0 are tensors on the nodes' ``v_init``
-    (fire on ``U >= theta``), used from the next reset; θ, the weights and the expected current's
-    exactness are untouched (set ``v_init`` back to the rounding's name to undo).
+    (fire on ``U >= theta``), used from the next reset; θ and the weights are untouched. The
+    expected current is exact only with the matched V0: convert again for it, or set ``v_init``
+    back to the rounding's name.
 
     Args:
         snn: a converted :class:`~sj_qvm.convert.QVMNetwork`; it runs in the instant current
