@@ -1,8 +1,10 @@
-"""The datasets the DVS pipeline trains on: one :class:`DatasetSpec` each (DVS128 Gesture, CIFAR10-DVS).
+"""The datasets the DVS pipeline trains on: one :class:`DatasetSpec` each (DVS128 Gesture, CIFAR10-DVS,
+and CIFAR10-DVS-style releases emulated from real images: scikit-learn's digits, or a torchvision
+folder through :func:`emulated_images_spec`).
 
 A spec's ``make(root, train, frames_number)`` returns the dataset of ``(frames [T, 2, 128, 128],
 label)`` (event counts, split by event number); ``write_synthetic(root, tiny, seed)`` writes the
-offline synthetic release in the real file formats, once.
+offline release (synthetic or emulated) in the real file formats, once.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Callable
 from ..atomic import write_atomic
 from ..datasets import CIFAR10DVS, DVSGesture
 
-__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS"]
+__all__ = ["DatasetSpec", "DVS_GESTURE", "CIFAR10_DVS", "EMULATED_DIGITS", "EMULATED_SETTINGS",
+           "EMULATED_PER_CLASS", "emulated_images_spec"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class DatasetSpec:
     flip: bool
     make: Callable            # (root, train, frames_number) -> Dataset of (frames, label)
     write_synthetic: Callable  # (root, tiny: bool, seed) -> None; writes the release at root once
-    paper_accuracy: float
+    paper_accuracy: float | None  # None: no published figure
     real_data_help: str
 
 
@@ -33,13 +36,14 @@ def _gesture(root, train, frames_number):
     return DVSGesture(root, train=train, frames_number=frames_number, split_by="number")
 
 
-def _write_once(root: Path, write) -> None:
-    """Write a synthetic release once: a marker, renamed into place last, says it is complete
-    and which ``RELEASE_VERSION`` of :mod:`sj_qvm.datasets.synthetic` wrote it (an older release
-    is written again; the frame cache notices the changed files)."""
+def _write_once(root: Path, write, what: str | None = None) -> None:
+    """Write an offline release once: a marker, renamed into place last, says it is complete
+    and what wrote it: ``what`` (default: the ``RELEASE_VERSION`` of
+    :mod:`sj_qvm.datasets.synthetic`). A release written by anything else is written again; the
+    frame cache notices the changed files."""
     from ..datasets.synthetic import RELEASE_VERSION
     marker = Path(root) / ".sj_qvm_complete"
-    stamp = f"complete v{RELEASE_VERSION}\n".encode()
+    stamp = f"complete {what or f'v{RELEASE_VERSION}'}\n".encode()
     if marker.is_file() and marker.read_bytes() == stamp:
         return
     write()
@@ -80,3 +84,65 @@ DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture
                     "--paper (93.75% at T = 4, L = 4)")
 CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
                     "--paper (84.50% at T = 4, L = 4)")
+
+
+# -- releases emulated from real images (sj_qvm.datasets.emulate_dvs) ----------------------------
+EMULATED_PER_CLASS = {False: 200, True: 10}
+"""Recordings per class of the emulated releases (by ``tiny``): with CIFAR10-DVS's "first900"
+split, 200 give 180 training and 20 test recordings per class, 200 test recordings in all, so one
+test sample is 0.5 points; the tiny release (for tests) has 9 and 1."""
+EMULATED_SETTINGS = dict(threshold_on=0.4, threshold_off=0.4, amplitude_px=2.0)
+"""The emulator settings of the pipeline's emulated releases: the defaults (fitted to CIFAR10-DVS's
+205,071 events per recording), but with contrast thresholds 0.4 and 2-pixel strokes, which give
+about 20,000 events per digit (10x fewer), so that 2,000 recordings are written and framed in
+seconds."""
+
+
+def _emulated_stamp(source: str, tiny: bool, seed: int) -> str:
+    from ..datasets.emulated_release import EMULATED_RELEASE_VERSION
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(EMULATED_SETTINGS.items()))
+    return (f"emulated v{EMULATED_RELEASE_VERSION} from {source}, {EMULATED_PER_CLASS[tiny]} per "
+            f"class, seed {seed}, {settings}")
+
+
+def _digits_emulated(root, tiny, seed):
+    from ..datasets.emulated_release import write_digits_release
+    _write_once(root, lambda: write_digits_release(root, EMULATED_PER_CLASS[tiny], seed, **EMULATED_SETTINGS),
+                _emulated_stamp("sklearn digits", tiny, seed))
+
+
+_EMULATED_HELP = ("This release is emulated offline: each image is moved on a virtual screen in "
+                  "front of an emulated DVS128 (sj_qvm.datasets.emulate_dvs), as CIFAR10-DVS was "
+                  "recorded, and written in CIFAR10-DVS's own layout. ")
+EMULATED_DIGITS = DatasetSpec(
+    name="emulated_digits", title="emulated DVS recordings of scikit-learn's digits", num_classes=10,
+    flip=False,  # a mirrored digit is not a digit
+    make=_cifar, write_synthetic=_digits_emulated, paper_accuracy=None,
+    real_data_help=_EMULATED_HELP + "The digits 0..9 are in the class folders airplane..truck. "
+    + _real_data_help(CIFAR10DVS, "--paper (84.50% at T = 4, L = 4)"))
+
+
+def emulated_images_spec(images_dir) -> DatasetSpec:
+    """The spec of a release emulated from the torchvision folder ``images_dir`` (MNIST,
+    FashionMNIST or CIFAR-10; see :func:`sj_qvm.datasets.image_sources.read_image_folder`), for a
+    ``--images DIR`` option: its test images fill the "first900" test ids, its training images the
+    rest. Raises ``ImagesNotFound`` (with the expected layout) when ``images_dir`` holds none."""
+    from ..datasets.emulated_release import write_folder_release
+    from ..datasets.image_sources import IMAGE_FOLDERS, ImagesNotFound
+    folder = Path(images_dir)
+    kinds = [k for k, name in IMAGE_FOLDERS.items() if (folder / name).is_dir()]
+    if len(kinds) != 1:
+        from ..datasets.image_sources import folder_layout_help
+        raise ImagesNotFound(f"{folder}: no single torchvision image folder. {folder_layout_help(folder)}")
+    kind = kinds[0]
+
+    def write(root, tiny, seed):
+        _write_once(root, lambda: write_folder_release(root, folder, EMULATED_PER_CLASS[tiny], seed,
+                                                       **EMULATED_SETTINGS),
+                    _emulated_stamp(f"{kind} in {folder.resolve()}", tiny, seed))
+
+    return DatasetSpec(
+        name=f"emulated_{kind}", title=f"emulated DVS recordings of {IMAGE_FOLDERS[kind]}",
+        num_classes=10, flip=kind != "mnist", make=_cifar, write_synthetic=write, paper_accuracy=None,
+        real_data_help=_EMULATED_HELP + f"The classes 0..9 of {IMAGE_FOLDERS[kind]} are in the "
+        "class folders airplane..truck. " + _real_data_help(CIFAR10DVS, "--paper (84.50% at T = 4, L = 4)"))
