@@ -134,7 +134,7 @@ def eval_sj(snn: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int) -> float:
 
 @torch.no_grad()
 def stream_sj(snn: nn.Module, x_seq: torch.Tensor, y: torch.Tensor) -> float:
-    """A SpikingJelly-converted single-step SNN streamed ``x_seq: [T, N, *]``, one frame per step."""
+    """A SpikingJelly-converted single-step SNN streamed ``x_seq: [T, N, *]``, a frame a step."""
     _compat.reset_net(snn)
     out = sum(snn(x) for x in x_seq) / len(x_seq)
     _compat.reset_net(snn)

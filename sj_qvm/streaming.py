@@ -1,4 +1,5 @@
-"""Streaming event frames through a converted SNN: the first layer's V0 fitted to the instant current.
+"""Streaming event frames through a converted SNN: the first layer's V0 fitted to the instant
+current.
 
 A converted network's first spiking layer receives the raw frame current ``q_t = W x_t + b``. On
 event frames ``x_t`` (sparse counts, most pixels 0 in any one frame) that current swings between
@@ -48,7 +49,8 @@ def _set_currents(snn: QVMNetwork, current: str) -> None:
 
 def calibrate_instant(snn: QVMNetwork, x_seq: torch.Tensor, layers: int = 1,
                       iters: int = 16) -> QVMNetwork:
-    """Fit the per-channel V0 of the first ``layers`` spiking layers to the instant current, in place.
+    """Fit the per-channel V0 of the first ``layers`` spiking layers to the instant current (in
+    place).
 
     For each fitted layer l (in graph order, each with the earlier ones already fitted) and each
     channel c, V0_c is found by bisection on ``[-2 theta_c, theta_c]`` so that the channel's mean

@@ -2,7 +2,8 @@
 
 Invariant: after the fit, each first-layer channel's mean instant spike count on the fitting
 sequences equals the expected current's. Converse, measured on held-out sequences of a tiny
-synthetic release: without the fit the first layer fires more than the expected current. The pipeline flag adds the calibrated row.
+synthetic release: without the fit the first layer fires more than the expected current. The
+pipeline flag adds the calibrated row.
 """
 import json
 
@@ -137,4 +138,5 @@ def test_pipeline_flag_adds_the_calibrated_row(tmp_path, capsys):
     assert set(res["snn_accuracy"][CALIBRATED]) == {"2", "4"}
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]  # exactness untouched
     printed = capsys.readouterr().out
-    assert "\n  instant, V0 fit " in printed and "\ninstant, V0 fit: the instant current" in printed
+    assert "\n  instant, V0 fit " in printed
+    assert "\ninstant, V0 fit: the instant current" in printed
