@@ -13,6 +13,7 @@ Every route calibrates on the same loader (the whole training split, as SJ's exa
     python benchmarks/bench_conversion.py                      # digits sample CNN (two trainings)
     python benchmarks/bench_conversion.py --models dvs_vgg     # the DVS demo's vgg, synthetic data
     python benchmarks/bench_conversion.py --out runs/bench_conversion   # + table.md, PNG, JSON
+    python benchmarks/bench_conversion.py --stream     # DVS frames streamed, one per step
     python benchmarks/bench_conversion.py --seeds 0 1 2 3 4 5 --levels 2 4 --no-finetune \
         --repeats 0 --routes "mse + bias correction" "mse + bias correction + reconstruction (the default)"
 
@@ -110,6 +111,44 @@ def run_model(name: str, repeats: int, finetune: bool, levels=LEVELS, timing_onl
     times = time_calibration(ann, calib, sj, repeats)
     return dict(model=name, float_ann=float_acc, test_samples=len(y_te), rows=rows,
                 calibration_seconds=times)
+
+
+def run_streaming(seed: int = 0, L: int = 4) -> dict:
+    """The DVS demo's ``vgg`` (float ReLU ANN) on the synthetic gesture release, every route
+    streamed one event frame per step (``[T, N, 2, 64, 64]``, mean over T = the ANN's input):
+    SJ's rate-coding (per layer; channel-wise with half threshold) and LTB recipes, and
+    sj_qvm's default ``quantize`` at L in both currents, the instant one also with
+    :func:`sj_qvm.streaming.calibrate_instant` (fitted on 64 training sequences at each T)."""
+    import tempfile
+
+    from sj_qvm.streaming import calibrate_instant
+    root = tempfile.mkdtemp(prefix="sjqvm-bench-stream-")
+    ann, calib, _, x_te, y_te = setup.dvs_vgg(seed=seed, root=root)
+    seqs = {T: setup.dvs_sequences(root, False, T) for T in TS}
+    fit_seqs = {T: setup.dvs_sequences(root, True, T)[:, :64] for T in TS}
+    name = "dvs_vgg_streamed" + ("" if seed == 0 else f"_seed{seed}")
+    float_acc = setup.eval_ann(ann, x_te, y_te)
+    print(f"\n## {name}: float ANN {float_acc:.2f}% on {len(y_te)} test samples", flush=True)
+    rows = []
+    for route, recipe in sj_routes(calib).items():
+        snn = _compat.SJConverter(recipe=recipe()).convert(copy.deepcopy(ann))
+        accs = {T: setup.stream_sj(snn, seqs[T], y_te) for T in TS}
+        rows.append(dict(route=route, L=None, finetune=0, current="instant (SJ)", **_cols(accs)))
+        _print(rows[-1])
+    q = sj_qvm.quantize(ann, L, dataloader=calib, progress=False)
+    q_acc = setup.eval_ann(q, x_te, y_te)
+    for current in ("expected", "instant", "instant, V0 fit"):
+        accs = {}
+        for T in TS:
+            snn = sj_qvm.convert(q, T, current=current.split(",")[0], warn=False)
+            if current == "instant, V0 fit":
+                calibrate_instant(snn, fit_seqs[T])
+            accs[T] = setup.stream_qvm(snn, seqs[T], y_te)
+        rows.append(dict(route=f"sj_qvm {DEFAULT}", L=L, finetune=0, current=current,
+                         quantized_ann=q_acc, **_cols(accs)))
+        _print(rows[-1])
+    return dict(model=name, float_ann=float_acc, test_samples=len(y_te), rows=rows,
+                calibration_seconds={})
 
 
 def _cols(accs):
@@ -257,14 +296,20 @@ def main(argv=None):
     p.add_argument("--timing-only", action="store_true", help="only the calibration times")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="training seeds: each model is trained and compared once per seed")
+    p.add_argument("--stream", action="store_true", help="instead: the DVS vgg with event frames "
+                   "streamed one per step (SJ's recipes and sj_qvm side by side)")
     args = p.parse_args(argv)
     if _compat.FXConversionRecipe is None:
         sys.exit(f"bench_conversion needs SpikingJelly 2.x recipes; this is {_compat.SJ_VERSION}")
     warnings.filterwarnings("ignore", message=".*time_steps.*")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = [run_model(m, args.repeats, not args.no_finetune, tuple(args.levels),
-                         args.timing_only, seed, args.routes)
-               for m in args.models for seed in args.seeds]
+    if args.stream:
+        results = [run_streaming(seed) for seed in args.seeds]
+        args.models = ["dvs_vgg_streamed"]
+    else:
+        results = [run_model(m, args.repeats, not args.no_finetune, tuple(args.levels),
+                             args.timing_only, seed, args.routes)
+                   for m in args.models for seed in args.seeds]
     text = "\n".join(markdown(r) for r in results)
     if len(args.seeds) > 1:
         text += "\n" + seed_summary(results, args.models)

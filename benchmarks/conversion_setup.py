@@ -4,7 +4,8 @@
   0.14, which ships no sample models), trained as a float ReLU ANN on scikit-learn's real
   handwritten digits, upsampled from 8x8 to 28x28 (the CNN's MNIST input size).
 * ``dvs_vgg``: the DVS pipeline's ``vgg`` on the synthetic DVS128-Gesture release, as a plain
-  ReLU ANN on the mean event frame.
+  ReLU ANN on the mean event frame; ``dvs_sequences`` gives the same release as frame sequences
+  for streaming, one frame per step (``stream_sj``, ``stream_qvm``).
 
 Each returns ``(ann, calib_loader, finetune_loader, test_x, test_y)``; training is seeded, so the
 same ANN comes out every run.
@@ -73,24 +74,35 @@ def dvs_vgg(epochs: int = 10, seed: int = 0, root=None):
     """The DVS demo's ``vgg`` as a float ReLU ANN on mean frames of the synthetic release."""
     import tempfile
 
-    from sj_qvm.datasets import DVSGesture
     from sj_qvm.datasets.synthetic import write_dvs_gesture
     from sj_qvm.models import build_model
     root = root or tempfile.mkdtemp(prefix="sjqvm-bench-")
     write_dvs_gesture(root)
-
-    def frames(train):
-        ds = DVSGesture(root, train=train, frames_number=4, split_by="number")
-        xs, ys = zip(*(ds[i] for i in range(len(ds))))
-        x = torch.as_tensor(torch.stack([torch.as_tensor(f) for f in xs]), dtype=torch.float32)
-        x = F.avg_pool2d(x.mean(1), 2)  # [N, 2, 64, 64], the demo's 64x64 input
-        return x / x.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1), torch.as_tensor(ys)
-    x_tr, y_tr = frames(True)
-    x_te, y_te = frames(False)
+    x_tr, y_tr = dvs_sequences(root, True).mean(0), _dvs_labels(root, True)
+    x_te, y_te = dvs_sequences(root, False).mean(0), _dvs_labels(root, False)
     torch.manual_seed(seed)
     ann = build_model("vgg", num_classes=11, in_channels=2, levels=None)
     ann = train_float(ann, x_tr, y_tr, epochs, batch_size=16, seed=seed)
     return (ann, *_loaders(x_tr, y_tr, batch_size=16, seed=seed), x_te, y_te)
+
+
+def _dvs_labels(root, train: bool) -> torch.Tensor:
+    from sj_qvm.datasets import DVSGesture
+    ds = DVSGesture(root, train=train, frames_number=4, split_by="number")
+    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
+
+
+def dvs_sequences(root, train: bool, time_steps: int = 4) -> torch.Tensor:
+    """The release's samples as frame sequences ``[T, N, 2, 64, 64]`` for streaming, one frame per
+    step: the events integrated into T frames by number, sum-pooled 2x2, scaled by T / 4 and
+    divided by each sample's largest mean-frame value, so that their mean over T is the ANN's
+    input (the mean of 4 frames, normalised the same way) for every T."""
+    from sj_qvm.datasets import DVSGesture
+    ds = DVSGesture(root, train=train, frames_number=time_steps, split_by="number")
+    x = torch.stack([torch.as_tensor(ds[i][0], dtype=torch.float32) for i in range(len(ds))])
+    x = F.avg_pool2d(x.flatten(0, 1), 2).unflatten(0, x.shape[:2]) * (time_steps / 4)
+    norm = x.mean(1).amax(dim=(1, 2, 3)).clamp(min=1).view(-1, 1, 1, 1, 1)
+    return (x / norm).transpose(0, 1).contiguous()
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -116,5 +128,23 @@ def eval_sj(snn: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int) -> float:
     """A SpikingJelly-converted single-step SNN, fed the static input at every step."""
     _compat.reset_net(snn)
     out = sum(snn(x) for _ in range(T)) / T
+    _compat.reset_net(snn)
+    return accuracy(out, y)
+
+
+@torch.no_grad()
+def stream_sj(snn: nn.Module, x_seq: torch.Tensor, y: torch.Tensor) -> float:
+    """A SpikingJelly-converted single-step SNN streamed ``x_seq: [T, N, *]``, a frame a step."""
+    _compat.reset_net(snn)
+    out = sum(snn(x) for x in x_seq) / len(x_seq)
+    _compat.reset_net(snn)
+    return accuracy(out, y)
+
+
+@torch.no_grad()
+def stream_qvm(snn: nn.Module, x_seq: torch.Tensor, y: torch.Tensor) -> float:
+    """A :class:`~sj_qvm.convert.QVMNetwork` on the frame sequence ``x_seq: [T, N, *]``."""
+    _compat.reset_net(snn)
+    out = snn(x_seq).mean(0)
     _compat.reset_net(snn)
     return accuracy(out, y)

@@ -12,6 +12,8 @@ from typing import Optional
 __all__ = ["CURRENT_STYLE", "pyplot", "plot_accuracy_vs_time_steps", "plot_conversion_report"]
 
 CURRENT_STYLE = {"instant": dict(color="#4daf4a", marker="s", label="instant current"),
+                  "instant_calibrated": dict(color="#377eb8", marker="^",
+                                             label="instant, first layer's V0 fitted"),
                   "expected": dict(color="#ff7f00", marker="o", label="expected current (QVM)")}
 
 

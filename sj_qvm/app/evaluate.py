@@ -19,6 +19,7 @@ from ..atomic import write_atomic
 from ..levels import is_exact
 from ..convert import convert
 from ..datasets.frames_dataset import Frames, to_time_major
+from .streaming import CALIBRATED, calibrated_snn
 
 __all__ = ["evaluate_ann", "evaluate_snn", "convert_and_report", "check_exact"]
 
@@ -73,6 +74,9 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
         for current in ("instant", "expected"):
             snn = convert(ann, time_steps=T, current=current, warn=False).to(device)
             snn_acc[current][T] = evaluate_snn(snn, loader, device)
+        if getattr(args, "calibrate_instant", False):
+            snn = calibrated_snn(ann, T, spec, root, args, device)
+            snn_acc.setdefault(CALIBRATED, {})[T] = evaluate_snn(snn, loader, device)
 
     # Per-layer report on (up to) 64 test samples at T = frames, instant and expected side by side.
     frames = torch.stack([test_ds[i][0] for i in range(min(64, len(test_ds)))]).to(device)

@@ -64,6 +64,9 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
                    "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4")
     p.add_argument("--eval-time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                    help="the T at which the SNN is evaluated")
+    p.add_argument("--calibrate-instant", action="store_true",
+                   help="also evaluate the instant current with the first layer's V0 fitted to "
+                   "it on 64 training sequences at each T (sj_qvm.streaming.calibrate_instant)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
                        "(log.jsonl is cut back to the checkpoint's epoch); without a checkpoint "

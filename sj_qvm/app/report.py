@@ -8,8 +8,18 @@ from pathlib import Path
 from typing import Iterable
 
 from ..report import format_energy
+from .streaming import CALIBRATED
 
 __all__ = ["EXPLANATION", "format_epoch", "format_summary", "format_written"]
+
+#: The results table's rows: ``snn_accuracy`` key and label (a row shows when its key is there).
+ROWS = (("instant", "instant"), (CALIBRATED, "instant, V0 fit"), ("expected", "expected"))
+#: Printed under the table when it has the :data:`~.streaming.CALIBRATED` row.
+CALIBRATED_EXPLANATION = """\
+instant, V0 fit: the instant current, with each first-layer channel's initial potential V0 set
+  (on training sequences at that T) so that its mean spike count equals the expected current's;
+  without it the first layer fires on every positive swing of the frame current and cannot take
+  those spikes back (sj_qvm.streaming)."""
 
 #: Printed under every results table (the DVS pipeline's and the digits job's).
 EXPLANATION = """\
@@ -41,15 +51,17 @@ def format_summary(res: dict) -> str:
              f"L = {L}, {res['test_samples']} test samples",
              f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%",
              "SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
-    for c in ("instant", "expected"):
-        lines.append(f"  {c:<17}" + "".join(f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%"
-                                            for T in Ts))
+    for c, label in ROWS:
+        if c in res["snn_accuracy"]:
+            lines.append(f"  {label:<17}" + "".join(
+                f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%" for T in Ts))
     lines.append(f"neurons with N != M at T = {res['frames']} (expected, float64): "
                  f"{res['mismatched_neurons']} of {res['report_neurons']} (float32: "
                  f"{res['mismatched_neurons_float32']}, from the order of additions)")
     e = res["energy"]["expected"]
     lines.append(format_energy(e))
-    return "\n".join(lines + [EXPLANATION])
+    extra = [CALIBRATED_EXPLANATION] if CALIBRATED in res["snn_accuracy"] else []
+    return "\n".join(lines + [EXPLANATION] + extra)
 
 
 def format_written(paths: Iterable[Path]) -> str:
