@@ -13,13 +13,14 @@ from typing import Optional
 from ..checks import ROUNDINGS, check_int, check_levels, check_positive
 from ..models import ARCHS
 from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
+from .inputs import add_input_argument, resolve_input
 from .registry import DatasetSpec
 
 __all__ = ["RESUME_FLAGS", "build_parser", "resolve", "parse"]
 
 #: Settings a resumed run must share with its checkpoint (they change the model, data or optimizer).
 RESUME_FLAGS = ("arch", "width", "levels", "rounding", "layer_thresholds", "size", "frames",
-                "optimizer")
+                "optimizer", "input")
 
 
 def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--out", type=Path, default=Path("runs") / spec.name, help="output folder")
     p.add_argument("--frames", type=int, default=4, help="T, frames per sample (the SNN's time "
                    "steps); exactness needs T = L")
+    add_input_argument(p, spec)
     p.add_argument("--levels", type=int, default=4, help="L, quantization levels")
     p.add_argument("--rounding", choices=ROUNDINGS, default="round", help="the quantizer Q")
     p.add_argument("--layer-thresholds", action="store_true",
@@ -104,4 +106,4 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
 def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     """Parse and check ``argv`` (exit code 2, one line, on a bad value)."""
     parser = build_parser(spec, prog)
-    return resolve(parser.parse_args(argv), parser)
+    return resolve_input(resolve(parser.parse_args(argv), parser), parser, spec)

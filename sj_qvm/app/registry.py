@@ -26,6 +26,10 @@ class DatasetSpec:
     write_synthetic: Callable  # (root, tiny: bool, seed) -> None; writes the release at root once
     paper_accuracy: float
     real_data_help: str
+    classes: tuple = ()        # the class names, in label order
+    order_pairs: tuple = ()    # class pairs (a, b) that only the order of events tells apart
+    input: str = "mean"        # the default --input (sj_qvm.datasets.representations)
+    paper_input: str = "mean"  # the --input of --paper
 
 
 # -- the two datasets ---------------------------------------------------------------------------
@@ -70,13 +74,16 @@ def _real_data_help(cls, paper: str) -> str:
     return f"Real data: {cls.layout_help('ROOT')} Then pass --root ROOT. Paper setting: {paper}."
 
 
-def _spec(name, title, cls, flip, make, write_synthetic, paper_accuracy, paper) -> DatasetSpec:
+def _spec(name, title, cls, flip, make, write_synthetic, paper_accuracy, paper,
+          **extra) -> DatasetSpec:
     return DatasetSpec(name=name, title=title, num_classes=cls.num_classes, flip=flip,
                        make=make, write_synthetic=write_synthetic, paper_accuracy=paper_accuracy,
-                       real_data_help=_real_data_help(cls, paper))
+                       real_data_help=_real_data_help(cls, paper), classes=tuple(cls.classes),
+                       **extra)
 
 
 DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture, _gesture_synthetic, 0.9375,
-                    "--paper (93.75% at T = 4, L = 4)")
+                    "--paper (93.75% at T = 4, L = 4)", input="stack", paper_input="stack",
+                    order_pairs=((3, 4), (5, 6)))  # right / left arm clockwise vs counter-clockwise
 CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
                     "--paper (84.50% at T = 4, L = 4)")

@@ -38,9 +38,11 @@ def format_summary(res: dict) -> str:
     L = res["levels"]
     Ts = sorted(int(T) for T in res["snn_accuracy"]["expected"])
     lines = [f"{res['dataset']}{' (synthetic)' if res['synthetic'] else ''}: {res['arch']}, "
-             f"L = {L}, {res['test_samples']} test samples",
-             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%",
-             "SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
+             f"L = {L}, --input {res.get('input', 'mean')}, {res['test_samples']} test samples",
+             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%"]
+    lines += [f"  on {pair} alone: {100 * acc:.1f}%"
+              for pair, acc in res.get("pair_accuracy", {}).items()]
+    lines.append("SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts))
     for c in ("instant", "expected"):
         lines.append(f"  {c:<17}" + "".join(f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%"
                                             for T in Ts))

@@ -26,7 +26,7 @@ CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 #: Every file a run writes into its folder (``--overwrite`` deletes exactly these).
 RUN_FILES = (CHECKPOINT, digest_path(Path(CHECKPOINT)).name, LOG, "results.json",
-             "conversion_report.md", "conversion_report.png", "accuracy_vs_T.png")
+             "conversion_report.md", "conversion_report.png", "accuracy_vs_T.png", "confusion.png")
 
 
 def run_files(out: Path) -> list:

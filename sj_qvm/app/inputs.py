@@ -1,0 +1,33 @@
+"""The DVS pipeline's ``--input``: which representation of the event frames the ANN and the SNN
+read (:mod:`sj_qvm.datasets.representations` holds the representations and the list of names).
+
+Each dataset names its default and the one ``--paper`` uses (:class:`.registry.DatasetSpec`
+``input`` and ``paper_input``); an explicit ``--input`` wins over both.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..datasets.representations import REPRESENTATIONS, representation
+from .arguments import check_values
+
+__all__ = ["add_input_argument", "resolve_input"]
+
+
+def add_input_argument(parser: argparse.ArgumentParser, spec) -> None:
+    parser.add_argument(
+        "--input", default=None, metavar="{" + ",".join(REPRESENTATIONS) + "}",
+        help="what the ANN reads of the T frames: 'mean' the time-averaged frame (the SNN gets "
+        "one frame per step: it streams), 'stack' the T frames as 2T channels, 'bins:K' K "
+        "time bins as 2K channels (both keep the order of events; the SNN gets them as a "
+        f"constant current, after the whole recording). None: {spec.input} ({spec.paper_input} "
+        "with --paper)")
+
+
+def resolve_input(args: argparse.Namespace, parser: argparse.ArgumentParser, spec):
+    """Fill in the dataset's default ``--input`` and check it against ``--frames`` (exit code 2,
+    one line naming the allowed values, on a bad one)."""
+    if args.input is None:
+        args.input = spec.paper_input if args.paper else spec.input
+    check_values(parser, [lambda: representation(args.input, "--input").channels(args.frames)])
+    return args
