@@ -36,6 +36,12 @@ def test_defaults_come_from_the_dataset_and_an_explicit_input_wins():
     assert "input" in pipeline_args.RESUME_FLAGS
 
 
+def test_a_held_input_runs_its_own_T_and_does_not_warn(recwarn):
+    args = pipeline_args.parse(pipeline.DVS_GESTURE, ["--frames", "8", "--levels", "4",
+                                                      "--input", "stack"])
+    assert args.frames == 8 and not [w for w in recwarn if "exactness" in str(w.message)]
+
+
 def test_resume_with_another_input_is_refused_naming_both(tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY + ["--cache-dir", str(tmp_path / "syn"), "--out", str(out)]

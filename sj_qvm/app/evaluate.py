@@ -27,7 +27,7 @@ from ..datasets.representations import mean_frame, representation
 from ..plots import plot_confusion
 
 __all__ = ["REPORT_FILES", "predict_ann", "evaluate_ann", "evaluate_snn", "convert_and_report",
-           "check_exact"]
+           "check_exact", "promises_exact"]
 
 #: The files :func:`convert_and_report` writes into the run's folder.
 REPORT_FILES = ("results.json", "conversion_report.md", "conversion_report.png", "accuracy_vs_T.png",
@@ -73,7 +73,9 @@ def evaluate_snn(snn, loader, device, rep=None, time_steps=None) -> float:
 def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
     """Evaluate ``ann`` and its SNNs over T; write :data:`REPORT_FILES` into ``args.out``.
 
-    ``test_ds`` yields ``(frames [T, 2, size, size], label)`` with T = ``args.frames``. Returns the
+    ``test_ds`` yields ``(frames [T, 2, size, size], label)`` with T = ``args.frames``. The
+    report runs at T = ``args.frames`` for a streaming representation, at T = L for a held one
+    (exact at T = L whatever the number of frames). Returns the
     results dict (what ``results.json`` holds).
     """
     from tqdm.auto import tqdm
@@ -85,7 +87,9 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
     ann_acc = (pred == labels).sum().item() / max(1, len(labels))
     confusion = confusion_matrix(pred, labels, spec.num_classes)
     snn_acc: dict = {"instant": {}, "expected": {}}
-    Ts = sorted(set(args.eval_time_steps) | {args.frames})
+    # The report's T: a streaming SNN runs one step per recorded frame; a held one L steps.
+    T_report = args.frames if rep.streams else L
+    Ts = sorted(set(args.eval_time_steps) | {T_report})
     for T in tqdm(Ts, desc="SNN over T", disable=args.quiet, leave=False):
         if T == args.frames or not rep.streams:
             ds = test_ds  # a held representation is computed from the recording's T frames
@@ -97,14 +101,14 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
             snn = convert(ann, time_steps=T, current=current, warn=False).to(device)
             snn_acc[current][T] = evaluate_snn(snn, loader, device, rep, steps)
 
-    # Per-layer report on (up to) 64 test samples at T = frames, instant and expected side by side.
+    # Per-layer report on (up to) 64 test samples at T_report, instant and expected side by side.
     frames = torch.stack([test_ds[i][0] for i in range(min(64, len(test_ds)))]).to(device)
-    report, exp64 = _reports(ann, rep, frames, args.frames, device)
+    report, exp64 = _reports(ann, rep, frames, T_report, device)
     exp = report.rows_by_current["expected"]
     results = {
         "dataset": spec.name, "synthetic": args.root is None, "arch": args.arch, "width": args.width,
         "levels": L, "rounding": args.rounding, "frames": args.frames, "size": args.size,
-        "input": rep.name, "input_streams": rep.streams,
+        "input": rep.name, "input_streams": rep.streams, "time_steps": T_report,
         "epochs": args.epochs, "test_samples": len(test_ds),
         "ann_accuracy": ann_acc, "snn_accuracy": {c: {str(T): a for T, a in v.items()}
                                                   for c, v in snn_acc.items()},
@@ -158,8 +162,14 @@ def report_fields(report, rows64, rows32) -> dict:
 
 def check_exact(res: dict) -> bool:
     """:func:`sj_qvm.levels.is_exact` on a run's results (True when the run promises nothing:
-    frames != levels)."""
-    if res["frames"] != res["levels"]:
+    the report's T, ``time_steps``, is not L)."""
+    if not promises_exact(res):
         return True  # nothing promised
     snn = res["snn_accuracy"]["expected"][str(res["levels"])]
     return is_exact(res["mismatched_neurons"], res["ann_accuracy"], snn)
+
+
+def promises_exact(res: dict) -> bool:
+    """Whether a run's results promise exactness: its report ran at T = L (``time_steps``; runs
+    written before it existed ran at T = ``frames``)."""
+    return res.get("time_steps", res["frames"]) == res["levels"]

@@ -7,6 +7,7 @@ Each dataset names its default and the one ``--paper`` uses (:class:`.registry.D
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from ..datasets.representations import REPRESENTATIONS, representation
 from .arguments import check_values
@@ -26,8 +27,13 @@ def add_input_argument(parser: argparse.ArgumentParser, spec) -> None:
 
 def resolve_input(args: argparse.Namespace, parser: argparse.ArgumentParser, spec):
     """Fill in the dataset's default ``--input`` and check it against ``--frames`` (exit code 2,
-    one line naming the allowed values, on a bad one)."""
+    one line naming the allowed values, on a bad one). A streaming representation runs the SNN
+    one step per frame, so it warns when ``--frames`` is not ``--levels``; a held one runs its
+    own T = L steps whatever the number of frames."""
     if args.input is None:
         args.input = spec.paper_input if args.paper else spec.input
     check_values(parser, [lambda: representation(args.input, "--input").channels(args.frames)])
+    if args.frames != args.levels and representation(args.input).streams:
+        warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
+                      f"{args.frames} frames, and exactness needs T = L", stacklevel=3)
     return args

@@ -27,7 +27,7 @@ from . import ddp
 from .arguments import EXTRAS_HINT, fail
 from .optim import make_optimizer, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
-from .evaluate import REPORT_FILES, check_exact, convert_and_report, evaluate_ann
+from .evaluate import REPORT_FILES, check_exact, convert_and_report, evaluate_ann, promises_exact
 from .pipeline_args import RESUME_FLAGS, build_parser, parse
 from .registry import CIFAR10_DVS, DVS_GESTURE, DatasetSpec
 from .report import format_epoch, format_summary, format_written
@@ -154,7 +154,7 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
     if not res:
         return 0
     exact = check_exact(res)
-    if exact and res["frames"] == res["levels"]:
+    if exact and promises_exact(res):
         print(f"exact: SNN accuracy at T = L = {res['levels']} (expected current) equals the "
               "ANN's, and every neuron's spike count equals its ANN level")
     elif not exact:

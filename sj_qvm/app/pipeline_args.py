@@ -6,7 +6,6 @@ with one line on stderr naming the flag, and exit code 2 (:mod:`.arguments`).
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -80,7 +79,8 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
 
 
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Apply ``--paper`` and the width default, then check every value (exit code 2 on a bad one)."""
+    """Apply ``--paper`` and the width default, then check every value (exit code 2 on a bad one);
+    ``--input`` is :func:`.inputs.resolve_input`'s."""
     if args.paper:
         args.arch, args.optimizer, args.lr, args.weight_decay = "resnet18", "sgd", 0.1, 5e-4
         args.epochs, args.frames, args.levels = 300, 4, 4
@@ -97,9 +97,6 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
         lambda: check_positive(args.lr, "--lr"),
         lambda: check_positive(args.weight_decay, "--weight-decay", allow_zero=True),
     ])
-    if args.frames != args.levels:
-        warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
-                      f"{args.frames} frames, and exactness needs T = L", stacklevel=2)
     return args
 
 

@@ -46,7 +46,8 @@ def format_summary(res: dict) -> str:
     for c in ("instant", "expected"):
         lines.append(f"  {c:<17}" + "".join(f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%"
                                             for T in Ts))
-    lines.append(f"neurons with N != M at T = {res['frames']} (expected, float64): "
+    lines.append(f"neurons with N != M at T = {res.get('time_steps', res['frames'])} (expected, "
+                 "float64): "
                  f"{res['mismatched_neurons']} of {res['report_neurons']} (float32: "
                  f"{res['mismatched_neurons_float32']}, from the order of additions)")
     e = res["energy"]["expected"]
