@@ -12,7 +12,7 @@ from typing import Optional
 from ..checks import ROUNDINGS, check_int, check_levels, check_positive
 from ..models import ARCHS
 from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
-from .inputs import add_input_argument, resolve_input
+from .inputs import add_input_argument, check_input, fill_input
 from .registry import DatasetSpec
 
 __all__ = ["RESUME_FLAGS", "build_parser", "resolve", "parse"]
@@ -41,8 +41,10 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--cache-dir", type=Path, default=Path("runs/synthetic"),
                    help="where the synthetic release is written")
     p.add_argument("--out", type=Path, default=Path("runs") / spec.name, help="output folder")
-    p.add_argument("--frames", type=int, default=4, help="T, frames per sample (the SNN's time "
-                   "steps); exactness needs T = L")
+    p.add_argument("--frames", type=int, default=None, help="T, frames per sample: the SNN's "
+                   "time steps for a streaming --input (exactness needs T = L); a held one runs "
+                   f"T = L steps whatever T. None: L for a streaming --input, {spec.held_frames} "
+                   "for a held one")
     add_input_argument(p, spec)
     p.add_argument("--levels", type=int, default=4, help="L, quantization levels")
     p.add_argument("--rounding", choices=ROUNDINGS, default="round", help="the quantizer Q")
@@ -61,7 +63,8 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (per process)")
     p.add_argument("--paper", action="store_true", help="the paper's hyper-parameters: resnet18, "
-                   "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4")
+                   "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4, and the dataset's "
+                   "--input and --frames for it")
     p.add_argument("--eval-time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                    help="the T at which the SNN is evaluated")
     again = p.add_mutually_exclusive_group()
@@ -83,7 +86,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
     ``--input`` is :func:`.inputs.resolve_input`'s."""
     if args.paper:
         args.arch, args.optimizer, args.lr, args.weight_decay = "resnet18", "sgd", 0.1, 5e-4
-        args.epochs, args.frames, args.levels = 300, 4, 4
+        args.epochs, args.levels = 300, 4  # --frames and --input: the dataset's (.inputs)
     if args.width is None:
         args.width = 64 if args.arch == "resnet18" else 16
     check_values(parser, [
@@ -103,4 +106,5 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
 def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     """Parse and check ``argv`` (exit code 2, one line, on a bad value)."""
     parser = build_parser(spec, prog)
-    return resolve_input(resolve(parser.parse_args(argv), parser), parser, spec)
+    args = fill_input(parser.parse_args(argv), parser, spec)
+    return check_input(resolve(args, parser), parser)

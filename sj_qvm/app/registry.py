@@ -28,8 +28,10 @@ class DatasetSpec:
     real_data_help: str
     classes: tuple = ()        # the class names, in label order
     order_pairs: tuple = ()    # class pairs (a, b) that only the order of events tells apart
+    # (DVS128 Gesture: the right / the left arm turning clockwise vs counter-clockwise)
     input: str = "mean"        # the default --input (sj_qvm.datasets.representations)
     paper_input: str = "mean"  # the --input of --paper
+    held_frames: int = 4       # the default --frames of a held (non-streaming) --input
 
 
 # -- the two datasets ---------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def _spec(name, title, cls, flip, make, write_synthetic, paper_accuracy, paper,
 
 
 DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture, _gesture_synthetic, 0.9375,
-                    "--paper (93.75% at T = 4, L = 4)", input="stack", paper_input="stack",
-                    order_pairs=((3, 4), (5, 6)))  # right / left arm clockwise vs counter-clockwise
+                    "--paper (93.75% at T = 4, L = 4)", order_pairs=((3, 4), (5, 6)),
+                    input="stack", paper_input="stack", held_frames=16)
 CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
                     "--paper (84.50% at T = 4, L = 4)")
