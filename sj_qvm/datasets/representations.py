@@ -76,7 +76,8 @@ class Representation:
     """A parsed representation name: :func:`representation` builds it.
 
     ``name`` is its spelling (``"bins:2"``); ``streams`` says whether the SNN receives one frame
-    per step (see the module docstring); ``bins`` is K for ``bins:K``.
+    per step (see the module docstring). Call it on ``frames`` for the ANN's input;
+    :meth:`snn_input` gives the SNN's, :meth:`channels` the ANN's input channels.
     """
     name: str
     streams: bool
