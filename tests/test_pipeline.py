@@ -199,6 +199,7 @@ def test_issue_command_keeps_every_threshold_positive(cache, tmp_path):
     out = tmp_path / "run"
     argv = ["--tiny", "--arch", "resnet18", "--width", "8", "--size", "32", "--epochs", "3",
             "--batch-size", "4", "--frames", "2", "--levels", "2", "--quiet", "--layer-thresholds",
+            "--input", "mean",  # the issue's run predates --input
             "--eval-time-steps", "2", "--cache-dir", str(cache), "--out", str(out)]
     assert pipeline.main(pipeline.DVS_GESTURE, argv) == 0
     gammas = {k: v for k, v in pipeline.load_checkpoint(out / "checkpoint.pt")["model"].items()
