@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from sj_qvm.app.registry import DVS_GESTURE
 from sj_qvm.datasets import CIFAR10DVS, DVSGesture, read_aedat2, read_aedat31
 from sj_qvm.datasets.synthetic import write_cifar10_dvs, write_dvs_gesture
 
@@ -99,7 +100,16 @@ def pooled(dataset):
     return torch.log1p(x), torch.tensor([label for _, label in dataset])
 
 
-def small_cnn_accuracy(train, test, classes, epochs=15):
+#: Label -> class as the time-averaged picture sees it: each arm's clockwise and counter-clockwise
+#: circle (labels 3/4, 5/6) leave the same ring, so what a few epochs on 12 recordings per class
+#: learn is scored with each pair as one class (test_arm_circles_differ_in_order_not_in_the_mean_frame
+#: checks that the order still tells them apart).
+ONE_CLASS_PER_ARM = torch.arange(11)
+for _cw, _ccw in DVS_GESTURE.order_pairs:
+    ONE_CLASS_PER_ARM[_ccw] = _cw
+
+
+def small_cnn_accuracy(train, test, classes, epochs=15, merge=None):
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(train[0].shape[1], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -115,7 +125,10 @@ def small_cnn_accuracy(train, test, classes, epochs=15):
             nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
             optimizer.step()
     with torch.no_grad():
-        return (net(test[0]).argmax(1) == test[1]).float().mean().item()
+        pred, y = net(test[0]).argmax(1), test[1]
+    if merge is not None:
+        pred, y = merge[pred], merge[y]
+    return (pred == y).float().mean().item()
 
 
 @pytest.mark.slow
@@ -127,7 +140,7 @@ def test_gesture_release_is_learnable(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        accuracy = small_cnn_accuracy(pooled(train), pooled(test), 11)
+        accuracy = small_cnn_accuracy(pooled(train), pooled(test), 11, merge=ONE_CLASS_PER_ARM)
     finally:
         torch.set_num_threads(threads)
     assert accuracy >= 0.9, accuracy

@@ -67,7 +67,7 @@ def train_demo_like(x, y, seed: int, epochs: int = 12) -> nn.Module:
 #: The mean frame cannot tell an arm's clockwise circle from its counter-clockwise one (the
 #: release turns arms through full circles from a random start, as the real recordings do), so
 #: health is scored on the task it can see: each of those pairs counts as one class.
-SAME_MEAN_FRAME = torch.tensor([0, 1, 2, 3, 3, 5, 5, 7, 8, 9, 10])
+from test_datasets_synthetic import ONE_CLASS_PER_ARM as SAME_MEAN_FRAME  # noqa: E402
 
 
 def accuracy(model, x, y, merge_pairs: bool = False) -> float:
