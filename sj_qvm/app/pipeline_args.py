@@ -83,7 +83,8 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
 
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Apply ``--paper`` and the width default, then check every value (exit code 2 on a bad one);
-    ``--input`` and the default ``--frames`` are :mod:`.inputs`'s (``fill_input``, ``check_input``)."""
+    ``--input`` and the default ``--frames`` are :mod:`.inputs`'s (``fill_input``,
+    ``check_input``)."""
     if args.paper:
         args.arch, args.optimizer, args.lr, args.weight_decay = "resnet18", "sgd", 0.1, 5e-4
         args.epochs, args.levels = 300, 4  # --frames and --input: the dataset's (.inputs)
