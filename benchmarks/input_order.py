@@ -39,7 +39,8 @@ def main(argv=None) -> None:
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.003)
     p.add_argument("--users", type=int, default=29, choices=(6, 29))
-    p.add_argument("--root", type=Path, default=None, help="where the release is (written if absent)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="where the release is (written if absent)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     root = args.root or Path(tempfile.mkdtemp())

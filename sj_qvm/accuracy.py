@@ -33,7 +33,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, classes: int) -> 
     for name, v in (("pred", pred), ("target", target)):
         if len(v) and (v.min() < 0 or v.max() >= classes):
             raise ValueError(f"{name} must lie in 0..{classes - 1}, got {v.min()}..{v.max()}")
-    return torch.bincount(target * classes + pred, minlength=classes * classes).view(classes, classes)
+    counts = torch.bincount(target * classes + pred, minlength=classes * classes)
+    return counts.view(classes, classes)
 
 
 def pair_accuracy(confusion, pair) -> float:

@@ -102,8 +102,8 @@ def pooled(dataset):
 
 #: Label -> class as the time-averaged picture sees it: each arm's clockwise and counter-clockwise
 #: circle (labels 3/4, 5/6) leave the same ring, so what a few epochs on 12 recordings per class
-#: learn is scored with each pair as one class (test_arm_circles_differ_in_order_not_in_the_mean_frame
-#: checks that the order still tells them apart).
+#: learn is scored with each pair as one class (the test of the arm circles below checks that the
+#: order still tells them apart).
 ONE_CLASS_PER_ARM = torch.arange(11)
 for _cw, _ccw in DVS_GESTURE.order_pairs:
     ONE_CLASS_PER_ARM[_ccw] = _cw

@@ -1,5 +1,6 @@
 """Input representations of event frames (sj_qvm.datasets.representations): their values, their
-SNN input, exactness at T = L for the held ``stack``, and that only an ordered one reads the order."""
+SNN input, exactness at T = L for the held ``stack``, and that only an ordered one reads the
+order."""
 import pytest
 import torch
 from torch import nn
@@ -26,7 +27,8 @@ def test_values_and_channel_order():
     b = representation("bins:2")
     assert b.channels(4) == 4 and torch.equal(b(f)[:, 2], (f[:, 2, 0] + f[:, 3, 0]) / 2)
     # bins:1 is mean, bins:T is stack
-    assert torch.equal(bin_frames(f, 1), mean_frame(f)) and torch.equal(bin_frames(f, 4), stack_frames(f))
+    assert torch.equal(bin_frames(f, 1), mean_frame(f))
+    assert torch.equal(bin_frames(f, 4), stack_frames(f))
     before = f.clone()
     for name in ("mean", "stack", "bins:2", "bins:4"):
         representation(name)(f)
@@ -68,7 +70,8 @@ def test_snn_input_streams_mean_and_holds_the_others():
 def small_net(in_channels, levels=4, seed=0):
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(in_channels, 6, 3, padding=1), nn.BatchNorm2d(6), QuantReLU(levels, "round", [1.0] * 6),
+        nn.Conv2d(in_channels, 6, 3, padding=1), nn.BatchNorm2d(6),
+        QuantReLU(levels, "round", [1.0] * 6),
         nn.AvgPool2d(2), nn.Conv2d(6, 8, 3, padding=1), QuantReLU(levels, "round", [1.5] * 8),
         nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
     with torch.no_grad():  # BatchNorm statistics of its own, as after training
@@ -85,7 +88,8 @@ def test_stack_is_exact_at_T_equal_L_float64_and_both_see_the_same_tensor():
     snn = convert(ann, time_steps=L)
     x, x_seq = rep(f), rep.snn_input(f, L)
     rows = compare_levels(ann, snn, x, x_seq)
-    assert len(rows) == 2 and all(r.neuron_evaluations > 0 for r in rows) and sum(r.mismatched for r in rows) == 0
+    assert len(rows) == 2 and all(r.neuron_evaluations > 0 for r in rows)
+    assert sum(r.mismatched for r in rows) == 0
     # The first layer of each sees the same 2T-channel tensor.
     seen = {}
 
@@ -118,7 +122,8 @@ def moving_dots(n, T=4, H=8, seed=0):
     f = torch.zeros(n, T, 2, H, H)
     y = torch.randint(0, 2, (n,), generator=g)
     for i in range(n):
-        row, x0 = int(torch.randint(0, H, (1,), generator=g)), int(torch.randint(0, H - T + 1, (1,), generator=g))
+        row = int(torch.randint(0, H, (1,), generator=g))
+        x0 = int(torch.randint(0, H - T + 1, (1,), generator=g))
         for t in range(T):
             f[i, t, 0, row, x0 + (t if y[i] == 0 else T - 1 - t)] = 2.0
     return f, y
@@ -134,7 +139,8 @@ def test_reversing_the_frames_changes_the_stack_prediction_and_not_the_mean():
     for name in ("stack", "mean"):
         rep = representation(name)
         torch.manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(rep.channels(4), 8, 3, padding=1), QuantReLU(4, "round", [1.0] * 8),
+        net = nn.Sequential(nn.Conv2d(rep.channels(4), 8, 3, padding=1),
+                            QuantReLU(4, "round", [1.0] * 8),
                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
         opt = torch.optim.Adam(net.parameters(), 0.03)
         for _ in range(150):
