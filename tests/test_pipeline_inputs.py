@@ -16,7 +16,7 @@ TINY = ["--tiny", "--epochs", "1", "--arch", "vgg", "--width", "4", "--size", "3
 @pytest.mark.parametrize("value, says", [
     ("median", "--input must be one of mean, stack, bins:K"),
     ("bins:0", "--input must be one of mean, stack, bins:K"),
-    ("bins:3", "bins:3 needs K to divide the number of frames T = 4"),
+    ("bins:3", "bins:3 needs K to divide the number of frames T = 16"),  # the held default
 ])
 def test_bad_input_is_one_line_and_exit_code_2(value, says, capsys):
     with pytest.raises(SystemExit) as e:
@@ -51,6 +51,7 @@ def test_resume_with_another_input_is_refused_naming_both(tmp_path, capsys):
     assert res["mismatched_neurons"] == 0
     before = (out / "checkpoint.pt").read_bytes()
     capsys.readouterr()
+    argv += ["--frames", "4"]  # the same T, so that only the input differs
     assert pipeline.main(pipeline.DVS_GESTURE, argv + ["--input", "stack", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "written with --input 'mean' (this run: 'stack')" in err
