@@ -1,5 +1,7 @@
 """Accuracy over T: the ANN and its converted SNN in both current modes (Figures 4 and 5; the
-figure itself is :func:`sj_qvm.plots.plot_accuracy_vs_time_steps`, re-exported here)."""
+figure itself is :func:`sj_qvm.plots.plot_accuracy_vs_time_steps`, re-exported here); which
+classes a classifier confuses (:func:`confusion_matrix`, drawn by
+:func:`sj_qvm.plots.plot_confusion`)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -14,7 +16,34 @@ from .convert import convert
 from .plots import plot_accuracy_vs_time_steps
 from .quant import QuantReLU
 
-__all__ = ["accuracy_vs_time_steps", "plot_accuracy_vs_time_steps"]
+__all__ = ["accuracy_vs_time_steps", "plot_accuracy_vs_time_steps", "confusion_matrix",
+           "pair_accuracy"]
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """``[classes, classes]`` int64 counts: row = true class, column = predicted class.
+
+    ``pred`` and ``target``: class indices ``[N]`` in ``0 .. classes - 1``.
+    """
+    check_int(classes, "classes", minimum=1)
+    pred, target = torch.as_tensor(pred).long().flatten(), torch.as_tensor(target).long().flatten()
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must hold as many samples, got {len(pred)} and "
+                         f"{len(target)}")
+    for name, v in (("pred", pred), ("target", target)):
+        if len(v) and (v.min() < 0 or v.max() >= classes):
+            raise ValueError(f"{name} must lie in 0..{classes - 1}, got {v.min()}..{v.max()}")
+    counts = torch.bincount(target * classes + pred, minlength=classes * classes)
+    return counts.view(classes, classes)
+
+
+def pair_accuracy(confusion, pair) -> float:
+    """Accuracy on the samples of the classes ``pair = (a, b)`` alone: the fraction of them
+    predicted as their own class (a confusion with any class counts as wrong); NaN without any."""
+    c = torch.as_tensor(confusion)
+    a, b = pair
+    total = (c[a].sum() + c[b].sum()).item()
+    return (c[a, a] + c[b, b]).item() / total if total else float("nan")
 
 
 def _batches(n: int, batch_size: int):

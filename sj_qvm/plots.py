@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["CURRENT_STYLE", "pyplot", "plot_accuracy_vs_time_steps", "plot_conversion_report"]
+__all__ = ["CURRENT_STYLE", "pyplot", "plot_accuracy_vs_time_steps", "plot_conversion_report",
+           "plot_confusion"]
 
 CURRENT_STYLE = {"instant": dict(color="#4daf4a", marker="s", label="instant current"),
                   "instant_calibrated": dict(color="#377eb8", marker="^",
@@ -108,6 +109,44 @@ def plot_conversion_report(report, path: Optional[str] = None, title: Optional[s
     _legend_outside(ax)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.15)
+    if own:
+        _finish(plt, fig, path)
+    return ax
+
+
+def plot_confusion(confusion, path: Optional[str] = None, classes=None,
+                   title: Optional[str] = None, ax=None):
+    """A confusion matrix ``[K, K]`` (row = true class, column = predicted), each cell shaded by
+    its share of the row and labelled with its count; ``classes``: K names for the axes."""
+    import numpy as np
+    if ax is None and path is None:
+        raise ValueError("plot_confusion needs path (a PNG to write) or ax")
+    c = np.asarray(confusion)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"confusion must be a square matrix [K, K], got shape {c.shape}")
+    k = c.shape[0]
+    names = [str(n) for n in classes] if classes else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"classes must name the {k} classes, got {len(names)} names")
+    plt = pyplot()
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(2.0 + 0.45 * k, 1.6 + 0.45 * k), dpi=150)
+    share = c / np.maximum(1, c.sum(1, keepdims=True))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if c[i, j]:
+                ax.text(j, i, str(int(c[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    acc = np.trace(c) / max(1, c.sum())
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {100 * acc:.1f}%", fontsize=9)
     if own:
         _finish(plt, fig, path)
     return ax

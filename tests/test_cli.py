@@ -102,10 +102,10 @@ def test_demo_prints_what_it_means_and_where_it_wrote(monkeypatch, tmp_path, cap
     for line in ("\ninstant current:", "\nexpected current:", "\nT = L is special",
                  "\nN != M counts"):
         assert line in printed
-    listed = printed[printed.index("\nwritten:\n"):].splitlines()[2:8]
+    listed = printed[printed.index("\nwritten:\n"):].splitlines()[2:9]
     assert sorted(Path(p.strip()).name for p in listed) == sorted(
         ["results.json", "conversion_report.md", "conversion_report.png", "accuracy_vs_T.png",
-         "checkpoint.pt", "log.jsonl"])
+         "confusion.png", "checkpoint.pt", "log.jsonl"])
     assert all(Path(p.strip()).parent == out for p in listed)
     # Running it again into the same folder is refused in one line; nothing is touched.
     log = (out / "log.jsonl").read_bytes()

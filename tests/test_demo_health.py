@@ -64,20 +64,30 @@ def train_demo_like(x, y, seed: int, epochs: int = 12) -> nn.Module:
     return model.eval()
 
 
-def accuracy(model, x, y) -> float:
+#: The mean frame cannot tell an arm's clockwise circle from its counter-clockwise one (the
+#: release turns arms through full circles from a random start, as the real recordings do), so
+#: health is scored on the task it can see: each of those pairs counts as one class.
+from test_datasets_synthetic import ONE_CLASS_PER_ARM as SAME_MEAN_FRAME  # noqa: E402
+
+
+def accuracy(model, x, y, merge_pairs: bool = False) -> float:
     with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
+        pred = model(x).argmax(1)
+    if merge_pairs:
+        pred, y = SAME_MEAN_FRAME[pred], SAME_MEAN_FRAME[y]
+    return (pred == y).float().mean().item()
 
 
 def health(root, seed: int) -> dict:
-    """Accuracy at L' = 4, 8 and clip-only of a net QAT-trained at L = 4 on the release at ``root``."""
+    """Accuracy at L' = 4, 8 and clip-only of a net QAT-trained at L = 4 on the release at ``root``
+    (each clockwise / counter-clockwise pair counted as one class)."""
     train = mean_frames(DVSGesture(root, train=True, frames_number=4, num_workers=0))
     test = mean_frames(DVSGesture(root, train=False, frames_number=4, num_workers=0))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model = train_demo_like(*train, seed)
-        return {L: accuracy(with_levels(model, L), *test) for L in (4, 8, None)}
+        return {L: accuracy(with_levels(model, L), *test, merge_pairs=True) for L in (4, 8, None)}
     finally:
         torch.set_num_threads(threads)
 
@@ -95,7 +105,8 @@ def test_net_trained_at_L4_survives_other_quantizers(demo_release, seed):
     assert acc[4] >= 0.8, acc  # it learned the task
     assert acc[None] >= 0.7 > 7 * chance, acc  # clip-only: well above chance
     assert acc[8] >= acc[4] - 0.2, acc  # L = 8 within 20 points of L = 4
-    # On the old release (noise = 0.1, an almost silent background) the same training gave, at
+    # On the old release (noise = 0.1, an almost silent background; arcs, not circles, so all 11
+    # classes counted) the same training gave, at
     # seed 0: L = 4 97.0%, L = 8 27.3%, clip 36.4%; at seed 3: 98.5%, 37.9%, 54.5%.
 
 

@@ -31,7 +31,7 @@ def test_example_smoke_run_is_exact(spec, cache, tmp_path, capsys):
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
     assert res["mismatched_neurons"] == 0 and res["report_neurons"] > 0
     assert set(res["snn_accuracy"]) == {"instant", "expected"}
-    for png in ("accuracy_vs_T.png", "conversion_report.png"):
+    for png in ("accuracy_vs_T.png", "conversion_report.png", "confusion.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1]
@@ -43,10 +43,10 @@ def test_example_smoke_run_is_exact(spec, cache, tmp_path, capsys):
     assert f"loss {log[0]['train_loss']:.3f}" in epoch_lines[0]
     assert set(log[0]) >= {"train_loss", "train_acc", "test_acc", "lr", "seconds"}
     # Where every file went, each one present.
-    written = printed[printed.index("written:"):].splitlines()[1:8]
+    written = printed[printed.index("written:"):].splitlines()[1:9]
     names = ["results.json", "conversion_report.md", "conversion_report.png",
-             "accuracy_vs_T.png", "checkpoint.pt", "log.jsonl"]
-    assert [line.strip() for line in written[:6]] == [str(out / n) for n in names]
+             "accuracy_vs_T.png", "confusion.png", "checkpoint.pt", "log.jsonl"]
+    assert [line.strip() for line in written[:7]] == [str(out / n) for n in names]
     assert all((out / n).exists() for n in names)
     # What the table means.
     assert "\ninstant current:" in printed and "\nexpected current:" in printed
@@ -199,6 +199,7 @@ def test_issue_command_keeps_every_threshold_positive(cache, tmp_path):
     out = tmp_path / "run"
     argv = ["--tiny", "--arch", "resnet18", "--width", "8", "--size", "32", "--epochs", "3",
             "--batch-size", "4", "--frames", "2", "--levels", "2", "--quiet", "--layer-thresholds",
+            "--input", "mean",  # the issue's run predates --input
             "--eval-time-steps", "2", "--cache-dir", str(cache), "--out", str(out)]
     assert pipeline.main(pipeline.DVS_GESTURE, argv) == 0
     gammas = {k: v for k, v in pipeline.load_checkpoint(out / "checkpoint.pt")["model"].items()
@@ -209,7 +210,8 @@ def test_issue_command_keeps_every_threshold_positive(cache, tmp_path):
 
 def test_frames_not_levels_warns(cache, tmp_path):
     with pytest.warns(UserWarning, match="exactness needs T = L"):
-        pipeline_args.parse(pipeline.DVS_GESTURE, ["--frames", "8", "--levels", "4"])
+        pipeline_args.parse(pipeline.DVS_GESTURE, ["--frames", "8", "--levels", "4", "--input",
+                                                    "mean"])
 
 
 def test_missing_root_names_the_layout(tmp_path, capsys):

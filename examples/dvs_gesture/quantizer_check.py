@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from sj_qvm.app.checkpoint import load_checkpoint
 from sj_qvm.datasets import CIFAR10DVS, DVSGesture
+from sj_qvm.datasets.representations import representation
 from sj_qvm.models import build_model
 from sj_qvm.quant import QuantReLU
 
@@ -60,13 +61,14 @@ def with_levels(model: nn.Module, levels) -> nn.Module:
 
 
 def test_set(args: dict, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([N, 2, size, size] time-averaged frames, [N] labels)``, as the run's ANN saw them."""
+    """``([N, C', size, size] ANN inputs, [N] labels)``, as the run's ANN saw them: its
+    ``--input`` representation of the frames (``mean`` for runs from before ``--input``)."""
     ds = dataset(args["root"], train=False, frames_number=args["frames"], split_by="number")
     x = torch.stack([torch.as_tensor(f, dtype=torch.float32) for f, _ in ds])
     k = x.shape[-1] // args["size"]
     if k > 1:  # sum-pooling, as the pipeline's Frames does
         x = F.avg_pool2d(x.flatten(0, 1), k).unflatten(0, x.shape[:2]) * (k * k)
-    return x.mean(1), torch.tensor([int(y) for _, y in ds])
+    return representation(args.get("input", "mean"))(x), torch.tensor([int(y) for _, y in ds])
 
 
 def check(run: Path) -> dict:
@@ -74,7 +76,8 @@ def check(run: Path) -> dict:
     ckpt = load_checkpoint(run / "checkpoint.pt")
     args = ckpt["args"]
     dataset, classes = DATASETS[results["dataset"]]
-    model = build_model(args["arch"], in_channels=2, num_classes=classes, levels=args["levels"],
+    in_channels = representation(args.get("input", "mean")).channels(args["frames"])
+    model = build_model(args["arch"], in_channels=in_channels, num_classes=classes, levels=args["levels"],
                         rounding=args["rounding"], width=args["width"],
                         channel_wise=not args["layer_thresholds"])
     model.load_state_dict(ckpt["model"])

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from ..convert import ConversionError
 from ..datasets.frames_dataset import Frames
+from ..datasets.representations import representation
 from ..models import build_model
 from ..qat import fit
 from . import ddp
@@ -27,7 +28,7 @@ from .arguments import EXTRAS_HINT, fail
 from .optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from ..atomic import LinkError
-from .evaluate import check_exact, convert_and_report, evaluate_ann
+from .evaluate import check_exact, convert_and_report, evaluate_ann, promises_exact
 from .pipeline_args import RESUME_FLAGS, build_parser, parse
 from .registry import CIFAR10_DVS, DVS_GESTURE, DatasetSpec
 from .report import format_epoch, format_summary, format_written
@@ -79,9 +80,10 @@ def run(args, spec: DatasetSpec) -> dict:
     test_ds = Frames(test_base, args.size)
 
     torch.manual_seed(args.seed)
-    model = build_model(args.arch, in_channels=2, num_classes=spec.num_classes, levels=args.levels,
-                        rounding=args.rounding, width=args.width,
-                        channel_wise=not args.layer_thresholds).to(device)
+    rep = representation(args.input)
+    model = build_model(args.arch, in_channels=rep.channels(args.frames),
+                        num_classes=spec.num_classes, levels=args.levels, rounding=args.rounding,
+                        width=args.width, channel_wise=not args.layer_thresholds).to(device)
     opt = make_optimizer(args, model)
     sched = make_scheduler(args, opt)
     start = 0
@@ -119,7 +121,7 @@ def run(args, spec: DatasetSpec) -> dict:
 
     def end_of_epoch(row):
         if rank == 0:
-            row = dict(row, test_acc=evaluate_ann(model, test_loader, device))
+            row = dict(row, test_acc=evaluate_ann(model, test_loader, device, rep))
             print(format_epoch(row, args.epochs), flush=True)
             # Log first, checkpoint second: a kill in between is undone by truncate_log on resume.
             append_log(log_path, row)
@@ -129,7 +131,7 @@ def run(args, spec: DatasetSpec) -> dict:
         ddp.barrier()
 
     fit(net, opt, batches, args.epochs, scheduler=sched, start_epoch=start, device=device,
-        prepare=lambda frames: frames.mean(1), amp=device.type == "cuda" and not args.no_amp,
+        prepare=rep, amp=device.type == "cuda" and not args.no_amp,
         on_epoch=end_of_epoch, progress=not args.quiet, desc="epoch")
     if rank != 0:
         ddp.teardown()
@@ -163,7 +165,7 @@ def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
     if not res:
         return 0
     exact = check_exact(res)
-    if exact and res["frames"] == res["levels"]:
+    if exact and promises_exact(res):
         print(f"exact: SNN accuracy at T = L = {res['levels']} (expected current) equals the "
               "ANN's, and every neuron's spike count equals its ANN level")
     elif not exact:

@@ -6,13 +6,13 @@ with one line on stderr naming the flag, and exit code 2 (:mod:`.arguments`).
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 from typing import Optional
 
 from ..checks import ROUNDINGS, check_int, check_levels, check_positive
 from ..models import ARCHS
 from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
+from .inputs import add_input_argument, check_input, fill_input
 from .registry import DatasetSpec
 from .resources import check_fits, dvs_needs
 
@@ -20,7 +20,7 @@ __all__ = ["RESUME_FLAGS", "build_parser", "resolve", "parse"]
 
 #: Settings a resumed run must share with its checkpoint (they change the model, data or optimizer).
 RESUME_FLAGS = ("arch", "width", "levels", "rounding", "layer_thresholds", "size", "frames",
-                "optimizer")
+                "optimizer", "input")
 
 
 def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -42,8 +42,11 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--cache-dir", type=Path, default=Path("runs/synthetic"),
                    help="where the synthetic release is written")
     p.add_argument("--out", type=Path, default=Path("runs") / spec.name, help="output folder")
-    p.add_argument("--frames", type=int, default=4, help="T, frames per sample (the SNN's time "
-                   "steps); exactness needs T = L")
+    p.add_argument("--frames", type=int, default=None, help="T, frames per sample: the SNN's "
+                   "time steps for a streaming --input (exactness needs T = L); a held one runs "
+                   f"T = L steps whatever T. None: L for a streaming --input, {spec.held_frames} "
+                   "for a held one")
+    add_input_argument(p, spec)
     p.add_argument("--levels", type=int, default=4, help="L, quantization levels")
     p.add_argument("--rounding", choices=ROUNDINGS, default="round", help="the quantizer Q")
     p.add_argument("--layer-thresholds", action="store_true",
@@ -61,7 +64,8 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (per process)")
     p.add_argument("--paper", action="store_true", help="the paper's hyper-parameters: resnet18, "
-                   "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4")
+                   "SGD lr 0.1, cosine, weight decay 5e-4, 300 epochs, T = L = 4, and the dataset's "
+                   "--input and --frames for it")
     p.add_argument("--eval-time-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                    help="the T at which the SNN is evaluated")
     p.add_argument("--calibrate-instant", action="store_true",
@@ -82,10 +86,12 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
 
 
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Apply ``--paper`` and the width default, then check every value (exit code 2 on a bad one)."""
+    """Apply ``--paper`` and the width default, then check every value (exit code 2 on a bad one);
+    ``--input`` and the default ``--frames`` are :mod:`.inputs`'s (``fill_input``,
+    ``check_input``)."""
     if args.paper:
         args.arch, args.optimizer, args.lr, args.weight_decay = "resnet18", "sgd", 0.1, 5e-4
-        args.epochs, args.frames, args.levels = 300, 4, 4
+        args.epochs, args.levels = 300, 4  # --frames and --input: the dataset's (.inputs)
     if args.width is None:
         args.width = 64 if args.arch == "resnet18" else 16
     check_values(parser, [
@@ -99,9 +105,6 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
         lambda: check_positive(args.lr, "--lr"),
         lambda: check_positive(args.weight_decay, "--weight-decay", allow_zero=True),
     ])
-    if args.frames != args.levels:
-        warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
-                      f"{args.frames} frames, and exactness needs T = L", stacklevel=2)
     return args
 
 
@@ -109,6 +112,6 @@ def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.
     """Parse and check ``argv`` (exit code 2, one line, on a bad value or a run whose memory
     estimate exceeds the device's: :mod:`.resources`)."""
     parser = build_parser(spec, prog)
-    args = resolve(parser.parse_args(argv), parser)
+    args = check_input(resolve(fill_input(parser.parse_args(argv), parser, spec), parser), parser)
     check_values(parser, [lambda: check_fits(*dvs_needs(args, spec))])  # memory, before any work
     return args

@@ -29,6 +29,12 @@ class DatasetSpec:
     write_synthetic: Callable  # (root, tiny: bool, seed) -> None; writes the release at root once
     paper_accuracy: float | None  # None: no published figure
     real_data_help: str
+    classes: tuple = ()        # the class names, in label order
+    order_pairs: tuple = ()    # class pairs (a, b) that only the order of events tells apart
+    # (DVS128 Gesture: the right / the left arm turning clockwise vs counter-clockwise)
+    input: str = "mean"        # the default --input (sj_qvm.datasets.representations)
+    paper_input: str = "mean"  # the --input of --paper
+    held_frames: int = 4       # the default --frames of a held (non-streaming) --input
 
 
 # -- the two datasets ---------------------------------------------------------------------------
@@ -74,14 +80,17 @@ def _real_data_help(cls, paper: str) -> str:
     return f"Real data: {cls.layout_help('ROOT')} Then pass --root ROOT. Paper setting: {paper}."
 
 
-def _spec(name, title, cls, flip, make, write_synthetic, paper_accuracy, paper) -> DatasetSpec:
+def _spec(name, title, cls, flip, make, write_synthetic, paper_accuracy, paper,
+          **extra) -> DatasetSpec:
     return DatasetSpec(name=name, title=title, num_classes=cls.num_classes, flip=flip,
                        make=make, write_synthetic=write_synthetic, paper_accuracy=paper_accuracy,
-                       real_data_help=_real_data_help(cls, paper))
+                       real_data_help=_real_data_help(cls, paper), classes=tuple(cls.classes),
+                       **extra)
 
 
 DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture, _gesture_synthetic, 0.9375,
-                    "--paper (93.75% at T = 4, L = 4)")
+                    "--paper (93.75% at T = 4, L = 4)", order_pairs=((3, 4), (5, 6)),
+                    input="stack", paper_input="stack", held_frames=16)
 CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
                     "--paper (84.50% at T = 4, L = 4)")
 

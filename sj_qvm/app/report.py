@@ -48,14 +48,17 @@ def format_summary(res: dict) -> str:
     L = res["levels"]
     Ts = sorted(int(T) for T in res["snn_accuracy"]["expected"])
     lines = [f"{res['dataset']}{' (synthetic)' if res['synthetic'] else ''}: {res['arch']}, "
-             f"L = {L}, {res['test_samples']} test samples",
-             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%",
-             "SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts)]
+             f"L = {L}, --input {res.get('input', 'mean')}, {res['test_samples']} test samples",
+             f"ANN accuracy            {100 * res['ann_accuracy']:6.2f}%"]
+    lines += [f"  on {pair} alone: {100 * acc:.1f}%"
+              for pair, acc in res.get("pair_accuracy", {}).items()]
+    lines.append("SNN accuracy       " + "".join(f"{'T=' + str(T):>9}" for T in Ts))
     for c, label in ROWS:
         if c in res["snn_accuracy"]:
             lines.append(f"  {label:<17}" + "".join(
                 f"{100 * res['snn_accuracy'][c][str(T)]:8.2f}%" for T in Ts))
-    lines.append(f"neurons with N != M at T = {res['frames']} (expected, float64): "
+    lines.append(f"neurons with N != M at T = {res.get('time_steps', res['frames'])} (expected, "
+                 "float64): "
                  f"{res['mismatched_neurons']} of {res['report_neurons']} (float32: "
                  f"{res['mismatched_neurons_float32']}, from the order of additions)")
     e = res["energy"]["expected"]

@@ -146,9 +146,11 @@ def _sweep(T_flag: str, Ts, batch: int, in_elems: int, acts, size_flags: str) ->
 def dvs_needs(args, spec) -> tuple:
     """``(model, needs)`` of the DVS pipeline for its parsed ``args`` on ``spec``."""
     from ..models import build_model
-    shape = (2, args.size, args.size)
+    from ..datasets.representations import representation
+    channels = representation(args.input).channels(args.frames)
+    shape = (channels, args.size, args.size)
     params, acts = network_sizes(lambda: build_model(
-        args.arch, in_channels=2, num_classes=spec.num_classes, levels=args.levels,
+        args.arch, in_channels=channels, num_classes=spec.num_classes, levels=args.levels,
         rounding=args.rounding, width=args.width, channel_wise=not args.layer_thresholds), shape)
     pixels, T, B = 2 * args.size ** 2, args.frames, args.batch_size
     Ts = sorted(set(args.eval_time_steps)) + [T]  # T = --frames is always evaluated

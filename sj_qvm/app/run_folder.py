@@ -39,7 +39,7 @@ TRAINING_FILES = (CHECKPOINT, digest_path(Path(CHECKPOINT)).name, LOG)
 #: adds its name here (``--overwrite`` deletes exactly the names listed, of every job).
 RUN_FILES = {
     "dvs": TRAINING_FILES + ("results.json", "conversion_report.md", "conversion_report.png",
-                             "accuracy_vs_T.png"),
+                             "accuracy_vs_T.png", "confusion.png"),
     "static": TRAINING_FILES + ("results.json", "tables.md", "conversion_report.md",
                                 "conversion_report.png", "accuracy_vs_T.png", "v0_ablation.png"),
     "digits": ("results.json",),

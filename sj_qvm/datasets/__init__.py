@@ -10,7 +10,8 @@ from .dvs_gesture import DVSGesture
 from .emulated_release import EMULATED_RELEASE_VERSION, write_emulated_release
 from .emulator import DVSSettings, emulate_dvs
 from .frames import events_to_frames
+from .representations import REPRESENTATIONS, representation
 
 __all__ = ["EVENT_DTYPE", "DVS128_SENSOR_SIZE", "read_aedat31", "read_aedat2", "events_to_frames",
            "DVSGesture", "CIFAR10DVS", "emulate_dvs", "DVSSettings", "write_emulated_release",
-           "EMULATED_RELEASE_VERSION"]
+           "EMULATED_RELEASE_VERSION", "REPRESENTATIONS", "representation"]

@@ -35,9 +35,10 @@ from .dvs_gesture import LIGHTINGS as GESTURE_LIGHTINGS
 __all__ = ["write_dvs_gesture", "write_cifar10_dvs", "GESTURE_LIGHTINGS", "CIFAR10_DVS_CLASSES",
            "RELEASE_VERSION"]
 
-#: Bumped whenever the same arguments write different events (2: background ``noise`` 0.1 -> 1.0),
-#: so a cache of releases can tell an outdated one from a current one.
-RELEASE_VERSION = 2
+#: Bumped whenever the same arguments write different events (2: background ``noise`` 0.1 -> 1.0;
+#: 3: gesture arms turn 1.5 to 3 full circles from a random start), so a cache of releases can
+#: tell an outdated one from a current one.
+RELEASE_VERSION = 3
 
 CIFAR10_DVS_CLASSES = CIFAR10DVS.classes  # the release's class folders, stated once there
 _WIDTH, _HEIGHT = DVS128_SENSOR_SIZE[:2]
@@ -158,10 +159,12 @@ def _gesture_objects(rng, label: int):
         bar = _bar(30 * size, 7 * size)
         return [(*bar, lambda u: (cx, 100 + dy, -np.pi / 2 + 0.6 * wave(u), 1.0))]
     if label in (3, 4, 5, 6):  # right / left arm, clockwise / counter-clockwise: an orbiting blob
+        # As in the recordings, the arm turns through several full circles from wherever it is,
+        # so the time-summed picture is the same ring both ways: only the order tells them apart.
         cx = (88 if label in (3, 4) else 40) + dx
-        turns = rng.uniform(0.6, 0.9) * (1 if label in (3, 5) else -1)
-        top = -np.pi / 2 + rng.uniform(-0.4, 0.4)  # arms start up, as in the recordings
-        angle = lambda u: top + 2 * np.pi * turns * u
+        turns = rng.uniform(1.5, 3.0) * (1 if label in (3, 5) else -1)
+        start = rng.uniform(0, 2 * np.pi)
+        angle = lambda u: start + 2 * np.pi * turns * u
         return [(*blob, lambda u: (cx + 22 * np.cos(angle(u)), 60 + dy + 22 * np.sin(angle(u)), 0.0, 1.0))]
     if label == 7:  # arm roll: two small blobs spinning around each other, fast
         small = _circle(5 * size)
