@@ -130,7 +130,7 @@ def test_pipeline_flag_adds_the_calibrated_row(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--tiny", "--epochs", "1", "--arch", "vgg", "--width", "4", "--size", "32",
             "--batch-size", "8", "--optimizer", "adam", "--lr", "0.01", "--quiet",
-            "--eval-time-steps", "2", "4", "--calibrate-instant",
+            "--eval-time-steps", "2", "4", "--calibrate-instant", "--input", "mean",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     assert pipeline.main(DVS_GESTURE, argv) == 0
     res = json.loads((out / "results.json").read_text())
@@ -140,3 +140,14 @@ def test_pipeline_flag_adds_the_calibrated_row(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "\n  instant, V0 fit " in printed
     assert "\ninstant, V0 fit: the instant current" in printed
+
+
+def test_pipeline_flag_needs_a_streaming_input(tmp_path, capsys):
+    argv = ["--tiny", "--epochs", "0", "--calibrate-instant", "--input", "stack",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(DVS_GESTURE, argv)
+    assert e.value.code == 2
+    assert "--calibrate-instant fits the instant current of a streaming --input" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # refused before any release is written
