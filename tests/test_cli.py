@@ -10,6 +10,7 @@ import pytest
 
 import sj_qvm
 from sj_qvm.app import cli, pipeline, pipeline_args
+from sj_qvm.app.registry import DVS_GESTURE, EMULATED_DIGITS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,17 +70,21 @@ def test_demo_help_shows_defaults_and_both_jobs(capsys):
     assert "(default: 4)" in out and "(default: round)" in out and "(default: runs/synthetic)" in out
 
 
-@pytest.mark.parametrize("argv,epochs", [([], 12), (["--epochs", "0"], 0), (["--epochs", "3"], 3)])
-def test_demo_runs_the_dvs_pipeline_with_its_recipe(argv, epochs, monkeypatch, tmp_path):
+@pytest.mark.parametrize("gesture", [False, True])
+@pytest.mark.parametrize("argv,epochs", [([], 16), (["--epochs", "0"], 0), (["--epochs", "3"], 3)])
+def test_demo_runs_the_dvs_pipeline_with_its_recipe(argv, epochs, gesture, monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(pipeline, "main", lambda spec, a, prog=None: calls.append((spec, a, prog)))
-    cli.main(["demo", "--levels", "3"] + argv)
+    cli.main(["demo", "--levels", "3"] + argv + (["--gesture"] if gesture else []))
     (spec, a, prog), = calls
-    assert spec is pipeline.DVS_GESTURE and prog == "sj-qvm demo"
+    assert spec is (DVS_GESTURE if gesture else EMULATED_DIGITS) and prog == "sj-qvm demo"
     args = pipeline_args.parse(spec, a)
     assert (args.arch, args.width, args.size, args.optimizer, args.lr, args.batch_size) == \
-        ("vgg", 8, 64, "adam", 0.003, 16)
-    assert args.levels == args.frames == 3 and args.epochs == epochs
+        ("vgg", 8, 32, "adam", 0.005, 32)
+    assert args.levels == 3 and args.epochs == epochs
+    # The emulated digits stream their frames (mean, one frame per step: T = L frames); the
+    # gesture release holds a stack of 16 frames, which keeps the order of events.
+    assert (args.input, args.frames) == (("stack", 16) if gesture else ("mean", 3))
     assert str(args.out) == "runs/demo" and not args.resume and not args.overwrite
 
 
@@ -97,7 +102,7 @@ def test_demo_prints_what_it_means_and_where_it_wrote(monkeypatch, tmp_path, cap
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
-    assert res["dataset"] == "dvs_gesture" and res["synthetic"] and res["epochs"] == 1
+    assert res["dataset"] == "emulated_digits" and res["synthetic"] and res["epochs"] == 1
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]
     for line in ("\ninstant current:", "\nexpected current:", "\nT = L is special",
                  "\nN != M counts"):

@@ -39,7 +39,7 @@ def _check_quoted(example: str, out: Path) -> None:
 def test_dvs_gesture_readme_quotes_the_demo(tmp_path, capsys):
     from sj_qvm.app.cli import main
     out = tmp_path / "demo_s0"
-    assert main(["demo", "--out", str(out), "--seed", "0", "--quiet",
+    assert main(["demo", "--gesture", "--out", str(out), "--seed", "0", "--quiet",
                  "--cache-dir", str(tmp_path / "synthetic")]) == 0
     _check_quoted("dvs_gesture", out)
 

@@ -60,9 +60,11 @@ def _gesture_synthetic(root, tiny, seed):
     from ..datasets.synthetic import write_dvs_gesture
     if tiny:  # 22 train and 11 test samples
         kw = dict(users=(1, 2, 24), lightings=("fluorescent",), events_per_sample=3000)
-    else:     # 132 train and 66 test samples
-        kw = dict(users=(1, 2, 3, 4, 24, 25))
-    _write_once(root, lambda: write_dvs_gesture(root, seed=seed, **kw))
+    else:     # the real release's users and split: 759 train and 198 test samples
+        kw = dict(users=tuple(range(1, 30)))
+    from ..datasets.synthetic import RELEASE_VERSION
+    what = f"v{RELEASE_VERSION} users {len(kw['users'])} seed {seed}"  # a changed release is rewritten
+    _write_once(root, lambda: write_dvs_gesture(root, seed=seed, **kw), what)
 
 
 def _cifar(root, train, frames_number):
