@@ -133,7 +133,7 @@ def small_cnn_accuracy(train, test, classes, epochs=15, merge=None):
 
 @pytest.mark.slow
 def test_gesture_release_is_learnable(tmp_path):
-    root = write_dvs_gesture(tmp_path)  # the default demo release: 132 train, 66 test samples
+    root = write_dvs_gesture(tmp_path)  # the writer's default release: 132 train, 66 test samples
     train = DVSGesture(root, train=True, frames_number=4, num_workers=0)
     test = DVSGesture(root, train=False, frames_number=4, num_workers=0)
     assert (len(train), len(test)) == (132, 66)

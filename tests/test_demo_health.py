@@ -94,7 +94,7 @@ def health(root, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def demo_release(tmp_path_factory):
-    """The demo's default release (132 train, 66 test samples), as ``sj-qvm demo`` writes it."""
+    """``write_dvs_gesture``'s default six-user release (132 train, 66 test samples)."""
     return write_dvs_gesture(tmp_path_factory.mktemp("gesture"), seed=0)
 
 
