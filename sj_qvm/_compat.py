@@ -22,7 +22,11 @@ with warnings.catch_warnings():
     # user of sj-qvm can act on.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
                             category=FutureWarning)
-    from spikingjelly.activation_based import base, functional, layer, monitor, neuron, surrogate
+    from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
+try:  # 0.0.0.0.14's monitor imports torch.utils.tensorboard, which needs the tensorboard package
+    from spikingjelly.activation_based import monitor
+except ImportError:
+    monitor = None  # the monitors are SJ's tools for the user; sj-qvm itself never needs them
 
 __all__ = [
     "SJ_VERSION", "SJ_MAJOR", "base", "functional", "layer", "monitor", "neuron", "surrogate",

@@ -32,6 +32,8 @@ def test_isinstance_base_node_on_this_host():
     assert isinstance(QVMIFNode(torch.tensor([1.0, 2.0]), "ceil"), neuron.BaseNode)
 
 
+@pytest.mark.skipif(monitor is None, reason="this SpikingJelly's monitor needs tensorboard "
+                    "(pip install tensorboard)")
 def test_output_monitor_by_base_node_records_every_qvm_node():
     net = sj_net()
     mon = monitor.OutputMonitor(net, neuron.BaseNode)
