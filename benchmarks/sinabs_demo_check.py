@@ -17,7 +17,7 @@ import torch
 
 from sj_qvm import _compat
 from sj_qvm.app.checkpoint import load_checkpoint
-from sj_qvm.app.registry import CIFAR10_DVS, DVS_GESTURE
+from sj_qvm.app.registry import CIFAR10_DVS, DVS_GESTURE, EMULATED_DIGITS
 from sj_qvm.convert import convert
 from sj_qvm.datasets.frames_dataset import Frames
 from sj_qvm.datasets.representations import representation
@@ -33,7 +33,7 @@ def main() -> None:
     args = load_checkpoint(a.run / "checkpoint.pt")
     state, cfg = args["model"], args["args"]
     res = json.loads((a.run / "results.json").read_text())
-    spec = {s.name: s for s in (DVS_GESTURE, CIFAR10_DVS)}[res["dataset"]]
+    spec = {s.name: s for s in (DVS_GESTURE, CIFAR10_DVS, EMULATED_DIGITS)}[res["dataset"]]
     rep, L = representation(cfg["input"]), cfg["levels"]
     ann = build_model(cfg["arch"], in_channels=rep.channels(cfg["frames"]),
                       num_classes=spec.num_classes, levels=L, rounding=cfg["rounding"],
