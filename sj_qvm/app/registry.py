@@ -127,15 +127,21 @@ def _digits_emulated(root, tiny, seed):
                 _emulated_stamp("sklearn digits", tiny, seed))
 
 
-_EMULATED_HELP = ("This release is emulated offline: each image is moved on a virtual screen in "
-                  "front of an emulated DVS128 (sj_qvm.datasets.emulate_dvs), as CIFAR10-DVS was "
-                  "recorded, and written in CIFAR10-DVS's own layout. ")
-EMULATED_DIGITS = DatasetSpec(
-    name="emulated_digits", title="emulated DVS recordings of scikit-learn's digits", num_classes=10,
-    flip=False,  # a mirrored digit is not a digit
-    make=_cifar, write_synthetic=_digits_emulated, paper_accuracy=None,
-    real_data_help=_EMULATED_HELP + "The digits 0..9 are in the class folders airplane..truck. "
-    + _real_data_help(CIFAR10DVS, "--paper (84.50% at T = 4, L = 4)"))
+def _emulated_spec(name: str, images: str, what: str, flip: bool, write) -> DatasetSpec:
+    """A release emulated from ten classes of ``images``, read as CIFAR10-DVS (``what``: how its
+    classes 0..9 are named in the help)."""
+    return DatasetSpec(
+        name=name, title=f"emulated DVS recordings of {images}", num_classes=10, flip=flip,
+        make=_cifar, write_synthetic=write, paper_accuracy=None,
+        real_data_help="This release is emulated offline: each image is moved on a virtual screen "
+        "in front of an emulated DVS128 (sj_qvm.datasets.emulate_dvs), as CIFAR10-DVS was "
+        f"recorded, and written in CIFAR10-DVS's own layout. {what} 0..9 are in the class folders "
+        "airplane..truck. " + _real_data_help(CIFAR10DVS, "--paper (84.50% at T = 4, L = 4)"))
+
+
+#: scikit-learn's digits (a mirrored digit is not a digit: no flip).
+EMULATED_DIGITS = _emulated_spec("emulated_digits", "scikit-learn's digits", "The digits", False,
+                                 _digits_emulated)
 
 
 def emulated_images_spec(images_dir) -> DatasetSpec:
@@ -157,8 +163,5 @@ def emulated_images_spec(images_dir) -> DatasetSpec:
                                                        **_emulated_settings(tiny)),
                     _emulated_stamp(f"{kind} in {folder.resolve()}", tiny, seed))
 
-    return DatasetSpec(
-        name=f"emulated_{kind}", title=f"emulated DVS recordings of {IMAGE_FOLDERS[kind]}",
-        num_classes=10, flip=kind != "mnist", make=_cifar, write_synthetic=write, paper_accuracy=None,
-        real_data_help=_EMULATED_HELP + f"The classes 0..9 of {IMAGE_FOLDERS[kind]} are in the "
-        "class folders airplane..truck. " + _real_data_help(CIFAR10DVS, "--paper (84.50% at T = 4, L = 4)"))
+    return _emulated_spec(f"emulated_{kind}", IMAGE_FOLDERS[kind],
+                          f"The classes of {IMAGE_FOLDERS[kind]}", kind != "mnist", write)

@@ -34,6 +34,7 @@ from typing import Callable, Optional
 import torch
 
 from ..checks import check_int
+from .frames_dataset import to_time_major
 
 __all__ = ["REPRESENTATIONS", "Representation", "representation", "mean_frame", "stack_frames",
            "bin_frames"]
@@ -109,7 +110,7 @@ class Representation:
                 raise ValueError(f"{self.name!r} streams one frame per step: time_steps must be "
                                  f"the number of frames, {T}, got {time_steps}; integrate the "
                                  "events into that many frames instead")
-            return frames.transpose(0, 1).contiguous()
+            return to_time_major(frames)
         steps = T if time_steps is None else check_int(time_steps, "time_steps", minimum=1)
         x = self(frames)
         return x.unsqueeze(0).expand(steps, *x.shape)
