@@ -20,28 +20,55 @@ from .launch import index_form
 __all__ = ["if_multi_step_cpu", "spike_rate", "if_rate_cpu"]
 
 
+def layout_reason(x_seq: torch.Tensor, kernel: str = "if_forward") -> Optional[str]:
+    """Why the compiled kernel cannot read ``x_seq: [T, N, *]`` (``None``: it can): the
+    extension, a CPU float32/float64 tensor, each step one contiguous block."""
+    why = native.input_reason(x_seq, kernel)
+    if why is not None:
+        return why
+    if x_seq.ndim < 2 or x_seq.shape[0] == 0:
+        return f"x_seq must be [T, N, *] with T >= 1, got shape {tuple(x_seq.shape)}"
+    n = math.prod(x_seq.shape[1:])
+    if n and (not x_seq[0].is_contiguous()
+              or (x_seq.shape[0] > 1 and x_seq.stride(0) not in (0, n))):
+        return (f"x_seq's steps are not one contiguous block each (strides {x_seq.stride()}); "
+                "pass x_seq.contiguous()")
+    return None
+
+
+def param_reason(p, like: torch.Tensor, name: str, same_dtype: bool = True) -> Optional[str]:
+    """Why the kernels cannot read ``p`` (theta or V0) beside the input ``like``."""
+    if isinstance(p, torch.Tensor) and ((same_dtype and p.dtype != like.dtype)
+                                        or p.device != like.device):
+        return (f"{name} is {p.dtype} on {p.device}, the input {like.dtype} on {like.device} "
+                "(the compiled kernels read both in the input's dtype)")
+    if not isinstance(p, (torch.Tensor, Real)):
+        return f"{name} must be a float or a tensor, got {type(p).__name__}"
+    return None
+
+
+def call_reason(x_seq: torch.Tensor, v_init, v_threshold, kernel: str = "if_forward"):
+    """Why the kernel cannot take this call (``None``: it can). A CPU ``v_init`` of another
+    dtype is taken (the state buffer is filled from it in Python)."""
+    return (layout_reason(x_seq, kernel) or param_reason(v_threshold, x_seq, "v_threshold")
+            or param_reason(v_init, x_seq, "v_init", same_dtype=False))
+
+
 def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
                       current: str = "instant", store_v_seq: bool = False) -> Optional[tuple]:
     """``(spike_seq [T, N, *], v [N, *], v_seq or None)``, or ``None`` when the kernel cannot take
-    this call (not built or switched off, not CPU float32/float64, a step that is not one
-    contiguous block, or a threshold of another dtype)."""
-    if not native.takes(x_seq, "if_forward") or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+    this call (:func:`call_reason` says why)."""
+    if call_reason(x_seq, v_init, v_threshold) is not None:
         return None
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)
-    if n == 0 or not x_seq[0].is_contiguous() or (T > 1 and x_seq.stride(0) not in (0, n)):
-        return None
     if isinstance(v_threshold, torch.Tensor):
-        if v_threshold.dtype != x_seq.dtype or v_threshold.device != x_seq.device:
-            return None
         th, th_div, th_mod = index_form(v_threshold, shape, x_seq.dtype)
         th_addr, th_value = th.data_ptr(), 0.0
         if th_mod == 1:  # one value: a scalar, so the loop runs unsegmented
             th, th_addr, th_value = None, 0, th.item()
-    elif isinstance(v_threshold, Real):
-        th, th_div, th_mod, th_addr, th_value = None, 1, 1, 0, float(v_threshold)
     else:
-        return None
+        th, th_div, th_mod, th_addr, th_value = None, 1, 1, 0, float(v_threshold)
     v, v0 = _state(v_init, shape, x_seq.dtype)
     spike_seq = buffers.empty(x_seq.shape, x_seq.dtype)
     v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
@@ -83,13 +110,14 @@ def _param(p, shape, dtype):
     return None
 
 
-def spike_rate(spike_seq: torch.Tensor, v_threshold) -> torch.Tensor:
+def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> torch.Tensor:
     """``N * theta / T`` with ``N = spike_seq.sum(0)``, ``T = spike_seq.shape[0]``:
     ``[T, N, *] -> [N, *]``, the mean current a per-sample layer passes on; ``v_threshold`` a float or a tensor broadcastable to ``[N, *]``.
     Computed as ``spike_seq.sum(0) * theta / T`` (in that order, so that N == M gives the ANN's
-    ``M * gamma / L`` bit for bit), in one compiled pass where it can."""
+    ``M * gamma / L`` bit for bit), in one compiled pass where it can and ``compiled`` (the
+    node's loop ran the ``cpu`` path), else in torch."""
     shape = spike_seq.shape[1:]
-    ok = (native.takes(spike_seq, "spike_rate") and spike_seq.is_contiguous()
+    ok = (compiled and native.takes(spike_seq, "spike_rate") and spike_seq.is_contiguous()
           and spike_seq.numel() > 0)
     p = _param(v_threshold, shape, spike_seq.dtype) if ok else None
     if p is None:
