@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from . import settings
+from . import enums, settings
 
 try:
     from . import _cpu as _module
@@ -27,15 +27,20 @@ except ImportError as e:  # no C compiler at install time: the torch paths run
     IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
 
 #: The signatures this source calls (``ABI`` in _cpu.c); a build from an older source is not used.
-ABI = 7
+ABI = 8
 if _module is not None and getattr(_module, "ABI", 1) != ABI:
     IMPORT_ERROR = (f"sj_qvm.ops._cpu was built from another source (ABI "
                     f"{getattr(_module, 'ABI', 1)}, this source needs {ABI}); rebuild it with "
                     "`python setup.py build_ext --inplace`")
     _module = None
+if _module is not None:
+    try:  # the ids it was built with must be the header's
+        enums.guard(getattr(_module, "ENUMS", {}))
+    except ValueError as e:
+        IMPORT_ERROR, _module = f"sj_qvm.ops._cpu: {e}", None
 
 CALLS: Counter = Counter()
-DTYPES = {torch.float32: 0, torch.float64: 1}
+DTYPES = {torch.float32: enums.VALUES["DT_F32"], torch.float64: enums.VALUES["DT_F64"]}
 _counting = [True]
 
 

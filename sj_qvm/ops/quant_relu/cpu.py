@@ -9,7 +9,7 @@ import torch
 
 from .. import native
 from ..if_loop.launch import index_form
-from ...checks import ROUNDINGS
+from ..enums import ROUNDING_IDS
 
 
 def _gamma_param(x: torch.Tensor, gamma):
@@ -47,7 +47,7 @@ def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int
     native.call("quant_relu_backward", xc.data_ptr(), gc.data_ptr(),
                 0 if g_x is None else g_x.data_ptr(), 0 if acc is None else acc.data_ptr(),
                 xc.numel(), native.DTYPES[x.dtype], addr, value, div, mod, levels,
-                ROUNDINGS.index(rounding), threads)
+                ROUNDING_IDS[rounding], threads)
     del keep
     g_gamma = None
     if acc is not None:
@@ -79,6 +79,6 @@ def quant_relu_cpu(x: torch.Tensor, gamma, levels: int, rounding: str) -> Option
     xc = x.contiguous()
     out = torch.empty_like(xc)
     native.call("quant_relu", xc.data_ptr(), out.data_ptr(), xc.numel(), native.DTYPES[x.dtype],
-                g_addr, g_value, g_div, g_mod, levels, ROUNDINGS.index(rounding), native.threads())
+                g_addr, g_value, g_div, g_mod, levels, ROUNDING_IDS[rounding], native.threads())
     del g  # kept alive through the call
     return out
