@@ -19,7 +19,7 @@ from .. import buffers, native
 from .. import verify
 from . import cpu, surrogates
 from .bptt import _reduce_to
-from .cpu import _param
+from ..kernel_args import param
 
 
 def _addr(t: Optional[torch.Tensor]) -> int:
@@ -37,7 +37,7 @@ class _IFLoopCPU(torch.autograd.Function):
                 theta_param):
         T, shape = x_seq.shape[0], x_seq.shape[1:]
         n = math.prod(shape)
-        keep, th_addr, th_value, th_div, th_mod = theta_param
+        th_args = theta_param.args()
         recompute = T <= recompute_max_t()
         v0 = v_init.detach().expand(shape).contiguous()
         v = v0.clone()
@@ -47,7 +47,7 @@ class _IFLoopCPU(torch.autograd.Function):
         x_tstride = x_seq.stride(0) if T > 1 else n
         native.call("if_forward", x_seq.data_ptr(), x_tstride, spike.data_ptr(), v.data_ptr(),
                     0, 0, 0.0, 1, 1,  # v already holds V_0
-                    _addr(v_seq), _addr(h), th_addr, th_value, th_div, th_mod, n, T,
+                    _addr(v_seq), _addr(h), *th_args, n, T,
                     int(strict), int(expected), native.DTYPES[x_seq.dtype], native.threads())
         if recompute:  # the backward recomputes h from x_seq and V_0
             ctx.save_for_backward(x_seq, v0, v_init, v_threshold)
@@ -60,8 +60,8 @@ class _IFLoopCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_spike, g_v, g_vseq):
         h_or_x, v0, v_init, theta = ctx.saved_tensors
-        strict, expected, (sg_id, p0, p1), detach_reset, (_, th_addr, th_value, th_div,
-                                                          th_mod), recompute, x_tstride = ctx.args
+        strict, expected, (sg_id, p0, p1), detach_reset, theta_param, recompute, x_tstride = \
+            ctx.args
         T, shape = h_or_x.shape[0], h_or_x.shape[1:]
         n = math.prod(shape)
         h, x = (None, h_or_x) if recompute else (h_or_x, None)
@@ -74,7 +74,7 @@ class _IFLoopCPU(torch.autograd.Function):
         g_th = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[2] else None
         native.call("if_backward", _addr(h), _addr(x), x_tstride, _addr(v0), _addr(g_spike),
                     _addr(g_v), _addr(g_vseq), g_x.data_ptr(), _addr(g_v0), _addr(g_th),
-                    th_addr, th_value, th_div, th_mod, n, T, int(strict), int(expected),
+                    *theta_param.args(), n, T, int(strict), int(expected),
                     int(detach_reset), sg_id, p0, p1, native.DTYPES[dtype], native.threads())
         g_x = verify.tamper("if_loop", "backward", g_x)
         return (g_x, None if g_v0 is None else _reduce_to(g_v0, v_init),
@@ -102,7 +102,7 @@ def if_multi_step_bptt_cpu(x_seq, v_init: torch.Tensor, v_threshold: torch.Tenso
         return None
     shape = x_seq.shape[1:]
     sg = surrogates.snippet(surrogate_function)
-    theta_param = _param(v_threshold.detach() if v_threshold.ndim else v_threshold.item(),
-                         shape, x_seq.dtype)
+    theta_param = param(v_threshold.detach() if v_threshold.ndim else v_threshold.item(),
+                        shape, x_seq.dtype)
     return _IFLoopCPU.apply(x_seq, v_init, v_threshold, bool(strict), current == "expected", sg,
                             bool(detach_reset), bool(store_v_seq), theta_param)

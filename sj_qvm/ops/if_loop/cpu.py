@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from .. import buffers, native
-from .launch import index_form
+from ..kernel_args import Param, param
 
 __all__ = ["if_multi_step_cpu", "spike_rate", "if_rate_cpu"]
 
@@ -62,20 +62,14 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
         return None
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)
-    if isinstance(v_threshold, torch.Tensor):
-        th, th_div, th_mod = index_form(v_threshold, shape, x_seq.dtype)
-        th_addr, th_value = th.data_ptr(), 0.0
-        if th_mod == 1:  # one value: a scalar, so the loop runs unsegmented
-            th, th_addr, th_value = None, 0, th.item()
-    else:
-        th, th_div, th_mod, th_addr, th_value = None, 1, 1, 0, float(v_threshold)
+    th = param(v_threshold, shape, x_seq.dtype)
     v, v0 = _state(v_init, shape, x_seq.dtype)
     spike_seq = buffers.empty(x_seq.shape, x_seq.dtype)
     v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
     native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
-                spike_seq.data_ptr(), v.data_ptr(), *v0[1:],
+                spike_seq.data_ptr(), v.data_ptr(), *v0,
                 0 if v_seq is None else v_seq.data_ptr(), 0,
-                th_addr, th_value, th_div, th_mod, n, T, int(bool(strict)),
+                *th.args(), n, T, int(bool(strict)),
                 int(current == "expected"), native.DTYPES[x_seq.dtype], native.threads())
     del th, v0  # kept alive through the call
     return spike_seq, v, v_seq
@@ -83,31 +77,24 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
 
 def _state(v_init, shape, dtype):
     """``(v, v0)``: the ``[N, *]`` state buffer the kernel runs in place, and the kernel's V_0
-    arguments ``(keep-alive, fill, addr, value, div, mod)``. The kernel writes V_0 into each block
-    of v itself (no pass of its own over v) wherever it can read ``v_init`` (a float, or a CPU
-    tensor of ``dtype`` that broadcasts to ``shape``); otherwise v is filled here."""
+    arguments ``(fill, *Param)``. The kernel writes V_0 into each block of v itself (no pass of
+    its own over v) wherever it can read ``v_init`` (:func:`..kernel_args.param`); otherwise v is
+    filled here."""
     v = torch.empty(shape, dtype=dtype)
-    p = _param(v_init, shape, dtype)
+    p = param(v_init, shape, dtype)
     if p is None:
         v.copy_(torch.as_tensor(v_init, dtype=dtype).expand_as(v))
-        return v, (None, 0, 0, 0.0, 1, 1)
-    keep, addr, value, div, mod = p
-    return v, (keep, 1, addr, value, div, mod)
+        return v, _V0Args(0, Param(None, 0, 0.0))
+    return v, _V0Args(1, p)
 
 
-def _param(p, shape, dtype):
-    """``(keep-alive, addr, value, div, mod)`` of a float or tensor parameter, or ``None`` when
-    the kernels cannot read it (a tensor of another dtype or device)."""
-    if isinstance(p, torch.Tensor):
-        if p.dtype != dtype or p.device.type != "cpu":
-            return None
-        t, div, mod = index_form(p, shape, dtype)
-        if mod == 1:  # one value: a scalar, so the loops run unsegmented
-            return None, 0, t.item(), 1, 1
-        return t, t.data_ptr(), 0.0, div, mod
-    if isinstance(p, Real):
-        return None, 0, float(p), 1, 1
-    return None
+class _V0Args(tuple):
+    """``(fill, addr, value, div, mod)`` that keeps V_0's buffer alive while it is held."""
+
+    def __new__(cls, fill: int, p: Param):
+        self = super().__new__(cls, (fill,) + p.args())
+        self.keep = p.tensor
+        return self
 
 
 def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> torch.Tensor:
@@ -119,15 +106,14 @@ def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> t
     shape = spike_seq.shape[1:]
     ok = (compiled and native.takes(spike_seq, "spike_rate") and spike_seq.is_contiguous()
           and spike_seq.numel() > 0)
-    p = _param(v_threshold, shape, spike_seq.dtype) if ok else None
+    p = param(v_threshold, shape, spike_seq.dtype) if ok else None
     if p is None:
         return spike_seq.sum(0) * v_threshold / spike_seq.shape[0]
-    keep, addr, value, div, mod = p
     out = torch.empty(shape, dtype=spike_seq.dtype)
     native.call("spike_rate", spike_seq.data_ptr(), out.data_ptr(), math.prod(shape),
-                spike_seq.shape[0], addr, value, div, mod, native.DTYPES[spike_seq.dtype],
+                spike_seq.shape[0], *p.args(), native.DTYPES[spike_seq.dtype],
                 native.threads())
-    del keep
+    del p
     return out
 
 
@@ -140,14 +126,13 @@ def if_rate_cpu(q: torch.Tensor, v_init, v_threshold, strict: bool, time_steps: 
     if not native.takes(q, "if_rate") or q.ndim < 1 or q.numel() == 0 or not q.is_contiguous():
         return None
     shape = q.shape
-    p = _param(v_threshold, shape, q.dtype)
+    p = param(v_threshold, shape, q.dtype)
     if p is None:
         return None
-    keep, addr, value, div, mod = p
     v, v0 = _state(v_init, shape, q.dtype)
     out = torch.empty(shape, dtype=q.dtype)
-    native.call("if_rate", q.data_ptr(), v.data_ptr(), *v0[1:], out.data_ptr(), addr, value, div,
-                mod, q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
+    native.call("if_rate", q.data_ptr(), v.data_ptr(), *v0, out.data_ptr(), *p.args(),
+                q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
                 native.threads())
-    del keep, v0
+    del p, v0
     return out, v
