@@ -12,7 +12,7 @@ The CUDA kernels keep fp32 state, so their reference runs on the input upcast to
 """
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -39,7 +39,8 @@ class Combination:
     detach_reset: bool = False
 
     def key(self) -> tuple:
-        return ("if_loop",) + astuple(self)
+        return ("if_loop", self.direction, self.device, self.dtype, self.current, self.rounding,
+                self.theta, self.v0, self.surrogate, self.detach_reset)
 
 
 def _surrogate(snippet):

@@ -120,20 +120,20 @@ def select(requested: str, x_seq: torch.Tensor, v_init, v_threshold, *, strict: 
     """``(path, reason)`` for this call; ``v_init`` and ``v_threshold`` as the path will get
     them (their form decides the combination a first-use check covers). ``rounding``: the
     firing rule's name (``"floor"``, ``"round"``, ``"ceil"``), ``None`` for another V0."""
-    from . import check  # noqa: PLC0415 -- it imports this module
-
-    combination = check.Combination(
-        "backward" if needs_grad else "forward", str(x_seq.device), x_seq.dtype, current,
-        rounding or ("ceil" if strict else "v0"), form(v_threshold), form(v_init),
-        _surrogate_key(surrogate_function) if needs_grad else None, bool(detach_reset))
+    def checked(path: str) -> Optional[str]:
+        from . import check  # noqa: PLC0415 -- it imports this module
+        c = check.Combination(
+            "backward" if needs_grad else "forward", str(x_seq.device), x_seq.dtype, current,
+            rounding or ("ceil" if strict else "v0"), form(v_threshold), form(v_init),
+            _surrogate_key(surrogate_function) if needs_grad else None, bool(detach_reset))
+        return verify.check(path, c.key(), lambda: check.run(path, c))
 
     def cpu_path():
         return (cpu_reason(x_seq, v_init, v_threshold, surrogate_function, needs_grad)
-                or verify.check("cpu", combination.key(), lambda: check.run("cpu", combination)))
+                or checked("cpu"))
 
     def cupy_path():
-        return (unavailable_reason(x_seq, surrogate_function, needs_grad)
-                or verify.check("cupy", combination.key(), lambda: check.run("cupy", combination)))
+        return unavailable_reason(x_seq, surrogate_function, needs_grad) or checked("cupy")
 
     return paths.select(OP, requested, x_seq, {"cpu": cpu_path, "cupy": cupy_path})
 
