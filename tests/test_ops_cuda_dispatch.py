@@ -12,7 +12,7 @@ import torch
 from cuda_host import HERE, host  # noqa: F401 -- the fixture
 from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
-from sj_qvm.ops import native, paths, verify
+from sj_qvm.ops import diagnose, native, paths, verify
 from sj_qvm.ops.if_loop import check, dispatch, launch, surrogates
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
@@ -142,8 +142,9 @@ def test_backend_argument_and_fallback(caplog, monkeypatch):
     fallbacks = [r for r in caplog.records if "falls back" in r.getMessage()]
     assert len(fallbacks) == 1 and "switched off" in fallbacks[0].getMessage()
     assert node.last_dispatch[0] == "torch"
-    info = dispatch.diagnose(node)
-    assert info["last"] == node.last_dispatch and isinstance(info["cupy"][0], bool)
+    info = diagnose(node, show=False)
+    assert info["last"]["0:QVMIFNode"] == ("auto", node.last_dispatch)
+    assert isinstance(info["cupy"]["works"], bool)
     node.backend = "cupy"
     functional.reset_net(node)
     with pytest.raises(dispatch.BackendUnavailable, match="cannot run: input is on cpu"):

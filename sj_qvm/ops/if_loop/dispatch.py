@@ -191,8 +191,3 @@ def if_multi_step(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False
     out = run(chosen[0], x_seq, v_init, v_threshold, strict, current, surrogate_function,
               detach_reset, store_v_seq, needs_grad)
     return (*out, chosen)
-
-
-def diagnose(node=None) -> dict:
-    """``{"cupy": (ok, why), "last": (path, reason) of node's last multi-step call or None}``."""
-    return {"cupy": cupy_status(), "last": getattr(node, "last_dispatch", None)}
