@@ -88,7 +88,7 @@ else
 import torch
 
 from sj_qvm._compat import surrogate
-from sj_qvm.ops.if_loop import if_rate_cupy
+from sj_qvm.ops.if_rate import if_rate_cupy
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 from sj_qvm.ops.if_loop.cupy import LAUNCHES
 

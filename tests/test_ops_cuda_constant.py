@@ -9,7 +9,8 @@ import torch
 from cuda_host import host  # noqa: F401 -- the fixture
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
-from sj_qvm.ops.if_loop import if_constant_cupy, if_rate_cupy, launch
+from sj_qvm.ops.if_loop import if_constant_cupy, launch
+from sj_qvm.ops.if_rate import if_rate_cupy
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 ROUNDINGS = ("floor", "round", "ceil")

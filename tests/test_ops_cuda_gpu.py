@@ -221,7 +221,8 @@ def test_constant_current_form_bit_identical(v_init):
 
 def test_rate_kernel_equals_the_per_sample_rate():
     """``if_rate_cupy`` (counts only) against the rate of the spike train on the same device."""
-    from sj_qvm.ops.if_loop import if_constant_cupy, if_rate_cupy  # noqa: PLC0415
+    from sj_qvm.ops.if_loop import if_constant_cupy  # noqa: PLC0415
+    from sj_qvm.ops.if_rate import if_rate_cupy  # noqa: PLC0415
     T = 5
     q = (torch.rand(16, 3, 40, device=DEV) * 1.4 - 0.2)
     theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1)

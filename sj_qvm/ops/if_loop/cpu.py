@@ -17,7 +17,7 @@ import torch
 from .. import buffers, native
 from ..kernel_args import Param, param
 
-__all__ = ["if_multi_step_cpu", "spike_rate", "if_rate_cpu"]
+__all__ = ["if_multi_step_cpu", "spike_rate"]
 
 
 def layout_reason(x_seq: torch.Tensor, kernel: str = "if_forward") -> Optional[str]:
@@ -115,24 +115,3 @@ def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> t
                 native.threads())
     del p
     return out
-
-
-def if_rate_cpu(q: torch.Tensor, v_init, v_threshold, strict: bool, time_steps: int):
-    """T IF steps on the constant current ``q: [N, *]``, keeping only the counts:
-    ``(N * theta / T [N, *], V_T [N, *])``, or ``None`` when the kernel cannot take the call.
-
-    The same loop as :func:`if_multi_step_cpu` on ``q`` broadcast over T, followed by
-    :func:`spike_rate`, without writing the ``[T, N, *]`` spike train (bit-identical results)."""
-    if not native.takes(q, "if_rate") or q.ndim < 1 or q.numel() == 0 or not q.is_contiguous():
-        return None
-    shape = q.shape
-    p = param(v_threshold, shape, q.dtype)
-    if p is None:
-        return None
-    v, v0 = _state(v_init, shape, q.dtype)
-    out = torch.empty(shape, dtype=q.dtype)
-    native.call("if_rate", q.data_ptr(), v.data_ptr(), *v0, out.data_ptr(), *p.args(),
-                q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
-                native.threads())
-    del p, v0
-    return out, v

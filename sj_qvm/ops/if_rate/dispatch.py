@@ -8,8 +8,9 @@ import torch
 from .. import paths, verify
 from ..if_loop import check, cpu
 from ..if_loop import dispatch as loop
-from ..if_loop.constant import if_count_cupy
-from ..if_loop.inference import if_multi_step_torch
+from .cpu import if_rate_cpu
+from .cupy import if_count_cupy
+from .torch import if_rate_torch
 
 OP = "if_rate"
 
@@ -43,11 +44,9 @@ def select(requested: str, q: torch.Tensor, v_init, v_threshold, *, strict: bool
 def run(path: str, q: torch.Tensor, time_steps: int, v_init, v_threshold, strict: bool = False):
     """``(N * theta / T [N, *] in q's dtype, V_T [N, *])`` on ``path`` (V_T fp32 on cupy)."""
     if path == "torch":
-        spikes, v, _ = if_multi_step_torch(q.unsqueeze(0).expand(time_steps, *q.shape), v_init,
-                                           v_threshold, strict, "expected")
-        return spikes.sum(0) * v_threshold / time_steps, v
+        return if_rate_torch(q, time_steps, v_init, v_threshold, strict)
     if path == "cpu":
-        res = cpu.if_rate_cpu(q, v_init, v_threshold, strict, time_steps)
+        res = if_rate_cpu(q, v_init, v_threshold, strict, time_steps)
         if res is None:
             raise paths.BackendUnavailable(f"{OP} backend='cpu' cannot run: "
                                            f"{_cpu_reason(q, v_init, v_threshold)}")
