@@ -9,7 +9,7 @@ from numbers import Real
 import torch
 
 from . import _compat
-from .checks import (ROUNDINGS, check_bool, check_choice, check_current, check_float_input,
+from .checks import (ROUNDINGS, check_bool, check_current, check_float_input,
                      check_positive_finite, check_step_mode, step_forward)
 from .functional import if_step, matched_v0
 from .ops import paths
