@@ -110,7 +110,7 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
         v0, th = node.kernel_inputs(x)
         # As the node's own forward would choose (an explicit backend that cannot run raises).
         path, reason = if_rate.select(node.backend, x, v0, th, strict=node.strict,
-                                      rounding=rounding, time_steps=T)
+                                      rounding=rounding)
         if path == "torch":
             return None
         if path == "cupy":

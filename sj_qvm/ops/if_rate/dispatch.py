@@ -24,8 +24,8 @@ def _cupy_reason(q):
 
 
 def select(requested: str, q: torch.Tensor, v_init, v_threshold, *, strict: bool = False,
-           rounding=None, time_steps: int = 4) -> tuple[str, str]:
-    """``(path, reason)`` for :func:`run` on ``q: [N, *]``."""
+           rounding=None) -> tuple[str, str]:
+    """``(path, reason)`` for :func:`run` on ``q: [N, *]`` (the check covers T = 1 and 4)."""
     c = check.Combination("forward", str(q.device), q.dtype, "expected",
                           rounding or ("ceil" if strict else "v0"), loop.form(v_threshold),
                           loop.form(v_init))
@@ -63,7 +63,7 @@ def run(path: str, q: torch.Tensor, time_steps: int, v_init, v_threshold, strict
 def if_rate(q: torch.Tensor, time_steps: int, v_init, v_threshold, strict: bool = False, *,
             backend: str = "auto"):
     """:func:`select`, then :func:`run`: ``(rate, V_T, (path, reason))``. No autograd."""
-    chosen = select(backend, q, v_init, v_threshold, strict=strict, time_steps=time_steps)
+    chosen = select(backend, q, v_init, v_threshold, strict=strict)
     return (*run(chosen[0], q, time_steps, v_init, v_threshold, strict), chosen)
 
 
