@@ -344,7 +344,7 @@ class QVMIFNode(_compat.BaseNode):
         return spike
 
     def _multi_step(self, x_seq: torch.Tensor, v):
-        """T steps from state ``v`` on the path :mod:`~sj_qvm.ops.if_loop.backend` selects:
+        """T steps from state ``v`` on the path :mod:`~sj_qvm.ops.if_loop.dispatch` selects:
         ``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], V_T [N, *], v_seq [T, N, *] or None)``."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
             got = (f"shape {tuple(x_seq.shape)}" if isinstance(x_seq, torch.Tensor)

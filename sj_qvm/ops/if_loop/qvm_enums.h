@@ -1,6 +1,6 @@
 /* Every id and flag that crosses from Python into the kernels, in one header: the CUDA kernels
  * (if_loop.cuh) and the compiled CPU kernels (_cpu.c, _cpu_kernels.h, _cpu_quant.h) include it,
- * and sj_qvm/ops/if_loop/enums.py reads its `enum { NAME = int }` entries for the Python side
+ * and sj_qvm/ops/enums.py reads its `enum { NAME = int }` entries for the Python side
  * (launch.py, surrogates.py, native.py, quant_relu/cpu.py). The CPU extension also exports the
  * values it was built with (_cpu.ENUMS), and enums.guard refuses an extension that disagrees. */
 #pragma once
