@@ -56,7 +56,7 @@ setup(
             "sj_qvm.ops._cpu",
             sources=["sj_qvm/ops/_cpu.c"],
             depends=["sj_qvm/ops/_cpu_kernels.h", "sj_qvm/ops/_cpu_quant.h",
-                     "sj_qvm/ops/_cpu_split.h"],
+                     "sj_qvm/ops/_cpu_split.h", "sj_qvm/ops/if_loop/qvm_enums.h"],
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-pthread"] if unix else [],
             extra_link_args=["-pthread"] if unix else [],
             optional=True,

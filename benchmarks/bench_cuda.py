@@ -99,9 +99,9 @@ def main() -> int:
         return 0
     from sj_qvm import QVMIFNode
     from sj_qvm._compat import SJ_VERSION, IFNode, functional
-    from sj_qvm.ops.if_loop import backend
+    from sj_qvm.ops.if_loop import dispatch
     from sj_qvm.ops.if_loop.cupy import LAUNCHES
-    ok, why = backend.cupy_status()
+    ok, why = dispatch.cupy_status()
     if not ok:
         print(f"bench_cuda: the kernels cannot run here: {why}", file=sys.stderr)
         return 1

@@ -46,11 +46,8 @@ class Fallback:
         self.node = node
 
     def __call__(self, x):
-        saved, native.ENABLED = native.ENABLED, False
-        try:
+        with native.disabled():
             return self.node(x)
-        finally:
-            native.ENABLED = saved
 
 
 def child(args) -> None:

@@ -18,6 +18,7 @@ page faults on some VMs), and prints for each, as medians of interleaved rounds 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -41,15 +42,13 @@ from sj_qvm.ops.quant_relu import quant_relu  # noqa: E402
 def with_build(f, simd=None, enabled=True):
     """``f`` run with the kernels' vector build ``simd`` (None: as is) or the kernels off."""
     def run():
-        saved_on = native.ENABLED
         saved = native.simd() if simd is not None else None
-        native.ENABLED = enabled and saved_on
         if simd is not None:
             native.simd(simd)
         try:
-            return f()
+            with contextlib.nullcontext() if enabled else native.disabled():
+                return f()
         finally:
-            native.ENABLED = saved_on
             if saved is not None:
                 native.simd(saved)
     return run

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA kernels: one prepared script for a short GPU session (about five
-# minutes), in three phases, each reported on its own:
+# minutes), in four phases, each reported on its own:
 #   1. tests    the GPU suite (tests/test_ops_cuda_gpu.py, and test_ops_cuda_gpu_edges.py:
 #               training step, Parameter theta, offset views in f32/f16/bf16 with the kernel
 #               width that ran, T*N > 2^31, CUDA-graph capture and replay, subnormal theta and x,
@@ -9,13 +9,20 @@
 #   2. memcheck compute-sanitizer --tool memcheck on a small run of every kernel (each dtype and
 #               vector width, forward, byte spikes, count) and the backward; skipped where
 #               compute-sanitizer or a GPU is missing;
-#   3. bench    benchmarks/bench_cuda.py (one JSON line per row; a row that fails says why).
+#   3. verify   benchmarks/verify_all.py: the first-use check (sj_qvm.ops.verify) of every
+#               combination of the CUDA kernels (dtype, current, firing rule, scalar or
+#               per-channel theta and V0, forward and backward, the rate kernel) and of the CPU
+#               build, against the torch reference, with the time each check takes;
+#   4. bench    benchmarks/bench_cuda.py (one JSON line per row; a row that fails says why).
 # Run it in the repo root on a CUDA machine with torch, cupy (the `cuda12`/`cuda13` extra),
 # pytest and nvcc:
 #        bash benchmarks/gpu_check.sh                 # results in $OUT (default: a new temp folder)
 # It writes $OUT/gpu_check-<device name>.txt (environment with cupy.show_config(), each phase's
-# output and a summary), and $OUT/bench.jsonl. Without a GPU the phases skip cleanly (a dry run).
-# Caps (seconds): GPU_CHECK_TESTS_S=180, GPU_CHECK_MEMCHECK_S=90, GPU_CHECK_BENCH_S=90; the
+# output and a summary), $OUT/verify.json, $OUT/bench.jsonl and $OUT/results.json (the device
+# name, each phase's exit status, the checks' summary and the benchmark rows: the figures for
+# benchmarks/RESULTS.md). Without a GPU the GPU phases skip cleanly (a dry run).
+# Caps (seconds): GPU_CHECK_TESTS_S=180, GPU_CHECK_MEMCHECK_S=90, GPU_CHECK_VERIFY_S=120,
+# GPU_CHECK_BENCH_S=90; the
 # benchmark's arguments: GPU_CHECK_BENCH_ARGS (default "--n 1M 16M 128M --repeats 5").
 # It needs spikingjelly (sj_qvm's host, and the benchmark's reference). Where it is not installed
 # and the GPU machine is offline, first run on a networked machine, in the repo root,
@@ -81,7 +88,7 @@ else
 import torch
 
 from sj_qvm._compat import surrogate
-from sj_qvm.ops.if_loop import if_rate_cupy
+from sj_qvm.ops.if_rate import if_rate_cupy
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
@@ -111,7 +118,12 @@ EOF
   memcheck_rc=$?
 fi
 
-echo "=== phase 3: benchmark"
+echo "=== phase 3: first-use checks of every combination"
+timeout -k 10 "${GPU_CHECK_VERIFY_S:-120}" python3 benchmarks/verify_all.py --repeats 3 \
+  --json "$OUT/verify.json"
+verify_rc=$?
+
+echo "=== phase 4: benchmark"
 # The arguments are meant to split:
 # shellcheck disable=SC2086
 timeout -k 10 "${GPU_CHECK_BENCH_S:-90}" python3 benchmarks/bench_cuda.py \
@@ -136,6 +148,21 @@ cat "$OUT/bench.jsonl"
 echo "=== summary (device: ${device:-none}; 124 = the phase ran past its cap)"
 echo "phase 1 tests:    rc=$tests_rc"
 echo "phase 2 memcheck: rc=$memcheck_rc"
-echo "phase 3 bench:    rc=$bench_rc"
+echo "phase 3 verify:   rc=$verify_rc"
+echo "phase 4 bench:    rc=$bench_rc"
+python3 - "$OUT" "${device:-none}" "$tests_rc" "$memcheck_rc" "$verify_rc" "$bench_rc" <<'EOF'
+import json, os, sys
+out, device, *rcs = sys.argv[1:]
+path = lambda name: os.path.join(out, name)
+rows = ([json.loads(line) for line in open(path("bench.jsonl")) if line.startswith("{")]
+        if os.path.exists(path("bench.jsonl")) else [])
+verify = json.load(open(path("verify.json"))) if os.path.exists(path("verify.json")) else None
+results = {"device": device, "phases": dict(zip(("tests", "memcheck", "verify", "bench"), rcs)),
+           "verify": verify["summary"] if verify else None, "bench": rows}
+with open(path("results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+print("results.json:", path("results.json"))
+EOF
 echo "results: $RESULTS"
-[[ $tests_rc == 0 && ($memcheck_rc == 0 || $memcheck_rc == skipped) && $bench_rc == 0 ]]
+[[ $tests_rc == 0 && ($memcheck_rc == 0 || $memcheck_rc == skipped) && $verify_rc == 0
+   && $bench_rc == 0 ]]

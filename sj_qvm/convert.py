@@ -32,9 +32,9 @@ from .functional import expected_current
 from .graph import (ConversionError, QVMTracer, check_model, fold_batchnorm, qualify,  # noqa: F401
                     set_submodule, trace)
 from .neuron import QVMIFNode
-from .ops.if_loop import backend as _backend
-from .ops.if_loop.constant import if_count_cupy
-from .ops.if_loop.cpu import if_rate_cpu, spike_rate
+from .ops import paths
+from .ops.if_rate import dispatch as if_rate
+from .ops.if_loop.cpu import spike_rate
 from .pool import ConvertedMaxPool
 from .quant import QuantReLU, channel_view
 from .supported import MAX_POOLS, check_node
@@ -97,30 +97,27 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
 
     def _rate_unobserved(self, x: torch.Tensor, T: int) -> Optional[torch.Tensor]:
         """``N * theta / T`` without the ``[T, B, *]`` spike train, when nothing can observe the
-        train (no hook on the node, no ``store_v_seq``, no autograd) and a counting kernel takes
-        ``x``: the CUDA one (``qvm_if_count``) where the node's backend would run the fused
-        kernels on ``x``, else the compiled CPU one. The node's ``v`` is updated as by its own
-        forward (fp32 from the CUDA kernel, as there). ``None`` otherwise (the node then runs as
-        usual)."""
+        train (no hook on the node, no ``store_v_seq``, no autograd) and the node's backend
+        selects a compiled counting kernel for ``x`` (:mod:`sj_qvm.ops.if_rate`: the CUDA one
+        for CUDA inputs, the C one for CPU inputs). The node's ``v`` and ``last_dispatch`` are
+        updated as by its own forward (``v`` fp32 from the CUDA kernel, as there). ``None``
+        otherwise (the node then runs as usual)."""
         node = self.node
         if (node._forward_hooks or node._forward_pre_hooks or _global_hooks()
-                or node.store_v_seq or node._needs_grad(x)):
+                or node.store_v_seq or node.needs_grad(x)):
             return None
-        # As the node's own forward would choose (an explicit "cupy" that cannot run raises).
-        path, _ = _backend.select(node.backend, x.unsqueeze(0), node.surrogate_function, False)
+        rounding = node.v_init if isinstance(node.v_init, str) else None
+        v0, th = node.kernel_inputs(x)
+        # As the node's own forward would choose (an explicit backend that cannot run raises).
+        path, reason = if_rate.select(node.backend, x, v0, th, strict=node.strict,
+                                      rounding=rounding)
+        if path == "torch":
+            return None
         if path == "cupy":
-            v0 = node._fresh_v(x) if isinstance(node.v, torch.Tensor) else \
-                node._v0_for(x, torch.float32)
-            counts, node.v = if_count_cupy(x, T, v0, node._theta_for(x, torch.float32),
-                                           node.strict)
-            node.last_dispatch = ("cupy", "per-sample layer, spike train unobserved: counts only")
-            return counts.to(x.dtype) * self._theta(x) / T  # as spike_rate: sum * theta / T
-        v0 = node._fresh_v(x) if isinstance(node.v, torch.Tensor) else node._v0_for(x)
-        res = if_rate_cpu(x, v0, node._theta_for(x), node.strict, T)
-        if res is None:
-            return None
-        out, node.v = res
-        node.last_dispatch = ("native", "per-sample layer, spike train unobserved: counts only")
+            v0, th = node.kernel_inputs(x, dtype=torch.float32)
+        out, node.v = if_rate.run(path, x, T, v0, th, node.strict)
+        node.last_dispatch = (path, f"{reason}; per-sample layer, spike train unobserved: "
+                                    "counts only")
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +131,7 @@ class SpikingActivation(nn.Module, _MultiStepOnly):
             if out is not None:
                 return out
             spikes = self.node(x.unsqueeze(0).expand(T, *x.shape))
-            return spike_rate(spikes, self._theta(x))
+            return spike_rate(spikes, self._theta(x), compiled=self.node.last_dispatch[0] == "cpu")
         spikes = self.node(x.reshape(T, x.shape[0] // T, *x.shape[1:]))
         spikes = spikes.flatten(0, 1)
         if not self.binary:
@@ -265,7 +262,7 @@ def _levels_of(ann: nn.Module) -> dict:
 
 def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "expected", *,
             warn: bool = True, schedule: Optional[str] = None,
-            fold_theta: Optional[bool] = None) -> QVMNetwork:
+            fold_theta: Optional[bool] = None, backend: str = "auto") -> QVMNetwork:
     """Convert an ANN with :class:`~sj_qvm.QuantReLU` activations into a QVM SNN.
 
     Args:
@@ -282,6 +279,9 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
             spiking layer's θ into the weights of the conv/linear layers it feeds, so that
             layers exchange binary spikes (:mod:`sj_qvm.fold`); ``False`` keeps ``theta * s_t``,
             the reference twin. θ stays on each node as ``v_threshold``.
+        backend: every spiking node's ``backend`` (:mod:`sj_qvm.ops.paths`): ``"auto"``,
+            ``"torch"`` (pure PyTorch, also for the per-sample rate), ``"cpu"`` or ``"cupy"``
+            (raise when their kernels cannot run); each node's ``last_dispatch`` says which ran.
     Returns:
         :class:`QVMNetwork`, input ``[T, B, *]``, output ``[T, B, *]``. At T = L in expected mode
         every neuron's spike count equals the ANN's integer level and ``out.mean(0)`` equals the
@@ -294,6 +294,7 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
     check_model(ann)
     check_current(current)
     check_bool(warn, "warn")
+    paths.check_backend(backend)
     levels = _levels_of(ann)
     if not levels:
         raise ConversionError("the ANN has no QuantReLU activation; train it with sj_qvm.QuantReLU "
@@ -339,7 +340,8 @@ def convert(ann: nn.Module, time_steps: Optional[int] = None, current: str = "ex
                                       "it must be finite and > 0 (the layer is dead; see the "
                                       "threshold initialisation advice in QuantReLU)")
             theta = gamma.item() if gamma.ndim == 0 else gamma.clone()
-            node_ = QVMIFNode(v_threshold=theta, v_init=m.rounding, current=current, step_mode="m")
+            node_ = QVMIFNode(v_threshold=theta, v_init=m.rounding, current=current, step_mode="m",
+                              backend=backend)
             set_submodule(gm, node.target, SpikingActivation(node_))
         elif type(m) in MAX_POOLS:
             src = node.args[0]

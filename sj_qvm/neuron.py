@@ -9,11 +9,11 @@ from numbers import Real
 import torch
 
 from . import _compat
-from .checks import (ROUNDINGS, check_bool, check_choice, check_current, check_float_input,
+from .checks import (ROUNDINGS, check_bool, check_current, check_float_input,
                      check_positive_finite, check_step_mode, step_forward)
 from .functional import if_step, matched_v0
-from .ops.if_loop import backend as _backend
-from .ops.if_loop import if_multi_step_bptt, if_multi_step_cupy, if_multi_step_inference
+from .ops import paths
+from .ops.if_loop import dispatch
 from .quant import channel_view
 
 
@@ -113,12 +113,14 @@ class QVMIFNode(_compat.BaseNode):
         step_mode: ``"s"`` (input ``[N, *]``) or ``"m"`` (input ``[T, N, *]``, output ``[T, N, *]``).
         store_v_seq: in multi-step mode keep ``self.v_seq: [T, N, *]`` (V_t after reset); a
             loss on it gets its gradient through BPTT, as on ``self.v`` and the spikes.
-        backend: multi-step path, ``"auto"`` (the fused CUDA kernels for CUDA inputs when CuPy
-            works, else torch, with one logged reason), ``"torch"`` or ``"cupy"`` (raises when
-            the kernels cannot run). ``self.last_dispatch`` and
-            :func:`sj_qvm.ops.if_loop.backend.diagnose` say which path ran and why. On the
-            kernels the state is fp32 for every input dtype, so ``self.v`` is fp32. SJ 0.14's
-            ``backend="torch"`` and ``"cupy"`` mean the same here.
+        backend: multi-step path (:mod:`sj_qvm.ops.paths`): ``"auto"`` (the compiled kernels
+            for the input's device when they can run, the fused CUDA kernels for CUDA inputs,
+            the C kernels for CPU ones; else torch, with one logged reason), ``"torch"`` (pure
+            PyTorch), ``"cpu"`` or ``"cupy"`` (raise when their kernels cannot run).
+            ``self.last_dispatch`` is ``(path, reason)`` of the last multi-step call, and
+            :func:`sj_qvm.ops.diagnose` shows the rest. On the CUDA kernels the state is fp32
+            for every input dtype, so ``self.v`` is fp32. SJ 0.14's ``backend="torch"`` and
+            ``"cupy"`` mean the same here.
         v_reset: keyword only; ``None`` (soft reset). A number (SJ's hard reset, its default 0.0)
             raises ValueError: QVM's exactness needs the soft reset.
         cupy_fp32_inference: keyword only, SJ 0.0.0.0.14's flag; ``True`` is ignored with a
@@ -238,17 +240,17 @@ class QVMIFNode(_compat.BaseNode):
 
     @property
     def supported_backends(self):
-        return _backend.BACKENDS
+        return paths.BACKENDS
 
     @property
     def backend(self) -> str:
-        """``"auto"``, ``"torch"`` or ``"cupy"`` (overrides SJ 0.0.0.0.14's ``MemoryModule.backend``,
-        so its ``functional.set_backend`` works too)."""
+        """``"auto"``, ``"torch"``, ``"cpu"`` or ``"cupy"`` (overrides SJ 0.0.0.0.14's
+        ``MemoryModule.backend``, so its ``functional.set_backend`` works too)."""
         return self._backend
 
     @backend.setter
     def backend(self, value: str):
-        check_choice(value, _backend.BACKENDS, "backend")
+        paths.check_backend(value)
         object.__setattr__(self, "_backend", value)
 
     @property
@@ -290,6 +292,16 @@ class QVMIFNode(_compat.BaseNode):
             v0 = _broadcastable(v0.to(dtype=dtype or x.dtype, device=x.device), x, "v_init")
         return v0
 
+    def kernel_inputs(self, x: torch.Tensor, v=None, dtype=None) -> tuple:
+        """``(V0 or the state, theta)`` as every multi-step path reads them, for a step input
+        ``x: [N, *]``: theta as a float or a view that broadcasts over ``x``; V0 likewise in its
+        compact form (float, per-channel view) while ``v`` (default ``self.v``) is the reset's
+        float sentinel, else the carried state ``[N, *]`` (as it is). Both in ``dtype`` (default
+        ``x``'s; the CUDA kernels read fp32)."""
+        v = self.v if v is None else v
+        v = self._fresh_v(x, v) if isinstance(v, torch.Tensor) else self._v0_for(x, dtype)
+        return v, self._theta_for(x, dtype)
+
     def initial_v(self, x: torch.Tensor) -> torch.Tensor:
         """V0 as a tensor of ``x``'s shape ``[N, *]`` and dtype."""
         return torch.zeros_like(x) + self._v0_for(x)
@@ -307,7 +319,8 @@ class QVMIFNode(_compat.BaseNode):
             v = self.initial_v(x)
         return v
 
-    def _needs_grad(self, x: torch.Tensor, v=None) -> bool:
+    def needs_grad(self, x: torch.Tensor, v=None) -> bool:
+        """Whether a forward on ``x`` from state ``v`` (default ``self.v``) needs autograd."""
         v = self.v if v is None else v
         return torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters(recurse=False))
@@ -323,7 +336,7 @@ class QVMIFNode(_compat.BaseNode):
             raise ValueError(f"single-step input must be a tensor [N, *], got {got}")
         check_float_input(x)
         v = self._fresh_v(x, v)
-        surrogate = self.surrogate_function if self._needs_grad(x, v) else None
+        surrogate = self.surrogate_function if self.needs_grad(x, v) else None
         return if_step(x, v, self._theta_for(x), self.strict, surrogate, self.detach_reset)
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -331,7 +344,7 @@ class QVMIFNode(_compat.BaseNode):
         return spike
 
     def _multi_step(self, x_seq: torch.Tensor, v):
-        """T steps from state ``v`` on the path :mod:`~sj_qvm.ops.if_loop.backend` selects:
+        """T steps from state ``v`` on the path :mod:`~sj_qvm.ops.if_loop.dispatch` selects:
         ``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], V_T [N, *], v_seq [T, N, *] or None)``."""
         if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 2 or x_seq.shape[0] == 0:
             got = (f"shape {tuple(x_seq.shape)}" if isinstance(x_seq, torch.Tensor)
@@ -339,28 +352,19 @@ class QVMIFNode(_compat.BaseNode):
             raise ValueError("multi-step input must be x_seq: [T, N, *] (time-steps first, T >= 1, "
                              f"at least 2 dims), got {got}")
         check_float_input(x_seq)
-        needs_grad = self._needs_grad(x_seq, v)
-        path, reason = _backend.select(self.backend, x_seq, self.surrogate_function, needs_grad)
-        self.last_dispatch = (path, reason)
+        needs_grad = self.needs_grad(x_seq, v)
         x0 = x_seq[0]
-        if path == "cupy":
-            # The kernels read V0 in its compact form (float, per-channel, per-neuron).
-            v = self._fresh_v(x0, v) if isinstance(v, torch.Tensor) else \
-                self._v0_for(x0, torch.float32)
-            return if_multi_step_cupy(
-                x_seq, v, self._theta_for(x0, torch.float32), self.strict, self.current,
-                self.surrogate_function if needs_grad else None, self.detach_reset,
-                self.store_v_seq)
-        # V0 in its compact form (float, per-channel view) unless a state is carried over: the
-        # loops broadcast it, so no [N, *] tensor of V0 is built first.
-        v = self._fresh_v(x0, v) if isinstance(v, torch.Tensor) else self._v0_for(x0)
-        th = self._theta_for(x0)
-        if needs_grad:
-            return if_multi_step_bptt(x_seq, v, th, self.strict, self.current,
-                                      self.surrogate_function, self.detach_reset,
-                                      self.store_v_seq)
-        return if_multi_step_inference(x_seq, v, th, self.strict, self.current,
-                                       store_v_seq=self.store_v_seq)
+        v0, th = self.kernel_inputs(x0, v)
+        path, reason = dispatch.select(
+            self.backend, x_seq, v0, th, strict=self.strict, current=self.current,
+            surrogate_function=self.surrogate_function, detach_reset=self.detach_reset,
+            needs_grad=needs_grad, rounding=self._v_init_mode)
+        self.last_dispatch = (path, reason)
+        if path == "cupy" and x_seq.dtype != torch.float32:  # the kernels read fp32
+            v0, th = self.kernel_inputs(x0, v, torch.float32)
+        return dispatch.run(path, x_seq, v0, th, self.strict, self.current,
+                            self.surrogate_function if needs_grad else None, self.detach_reset,
+                            self.store_v_seq, needs_grad)
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         spike_seq, self.v, v_seq = self._multi_step(x_seq, self.v)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .ops.quant_relu import quant_relu, quant_relu_levels
+from .ops import paths
+from .ops.quant_relu import quant_relu_levels, quant_relu_path
+from .ops.quant_relu import dispatch as _dispatch
+from .ops.quant_relu.fused import needs_grad
 from .checks import ROUNDINGS, check_levels, check_positive_finite, check_rounding
 from .ops.quant_relu.reference import quantize_level, quant_relu_levels_ref
 
@@ -36,6 +39,10 @@ class QuantReLU(nn.Module):
             the matching neuron V0 = 0, theta/2 or theta.
         threshold: gamma > 0, a float (one learnable scalar) or a 1-D sequence/tensor of per-channel
             values (channel = dim 1 of the input).
+        backend: ``"auto"`` (the compiled CPU kernels where they can run, else torch, with one
+            logged reason), ``"torch"`` (pure PyTorch) or ``"cpu"`` (raises where the kernels
+            cannot run); ``"cupy"`` raises (there is no CUDA kernel). ``self.last_dispatch`` is
+            ``(path, reason)`` of the last forward (:mod:`sj_qvm.ops.paths`).
 
     Shapes: ``x: [B, *]`` -> ``a: [B, *]`` with ``a in {gamma/L * M : M = 0..L}``.
 
@@ -58,11 +65,14 @@ class QuantReLU(nn.Module):
     zeroes small activations. Use a smaller learning rate or no weight decay for gamma if it drifts.
     """
 
-    def __init__(self, levels: int, rounding: str = "round", threshold: float = 4.0):
+    def __init__(self, levels: int, rounding: str = "round", threshold: float = 4.0,
+                 backend: str = "auto"):
         super().__init__()
         self.levels = check_levels(levels)
         self.rounding = check_rounding(rounding)
         self.threshold = nn.Parameter(check_positive_finite(threshold, "threshold").clone())
+        self.backend = paths.check_backend(backend)
+        self.last_dispatch = None
 
     def gamma(self, ndim: int) -> torch.Tensor:
         """The threshold gamma, broadcastable over an input of ``ndim`` dims."""
@@ -76,7 +86,10 @@ class QuantReLU(nn.Module):
         return quant_relu_levels(x, gamma, self.levels, self.rounding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return quant_relu(x, self.gamma(x.ndim), self.levels, self.rounding)
+        gamma = self.gamma(x.ndim)
+        self.last_dispatch = _dispatch.select(getattr(self, "backend", "auto"), x, gamma,
+                                              self.levels, self.rounding, needs_grad(x, gamma))
+        return quant_relu_path(x, gamma, self.levels, self.rounding, self.last_dispatch[0])
 
     def extra_repr(self) -> str:
         t = self.threshold

@@ -93,11 +93,8 @@ def test_the_longest_recomputed_and_the_shortest_stored_sequence_match_the_torch
     x = torch.rand(T, 20, dtype=torch.float64) * 0.1
     v0, theta = torch.zeros(20, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
     got = _run(x, theta, v0, False, "instant", surrogate.ATan(), False)
-    saved, native.ENABLED = native.ENABLED, False
-    try:
+    with native.disabled():
         ref = _run(x, theta, v0, False, "instant", surrogate.ATan(), False)
-    finally:
-        native.ENABLED = saved
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 

@@ -8,8 +8,12 @@ import torch.nn as nn
 from nets import build
 from sj_qvm import QuantReLU, QVMIFNode, convert
 from sj_qvm.analysis import compare_levels
+from sj_qvm.ops import native
 
 ROUNDINGS = ("floor", "round", "ceil")
+# Every backend that runs here ("auto" is "cpu" on CPU tensors where the kernels are built).
+BACKENDS = ["torch", pytest.param("cpu", marks=pytest.mark.skipif(
+    not native.available(), reason=f"the compiled CPU kernels: {native.unavailable_reason()}"))]
 LEVELS = (1, 2, 4, 8, 16)
 
 
@@ -23,13 +27,15 @@ def _active_levels(ann, x):
     return torch.cat([M.flatten() for _, M in ann_levels(ann, x)]).unique().numel()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("schedule", ["per_sample", "per_step"])
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_n_equals_m_float64(arch, rounding, schedule):
-    for L in LEVELS:
+def test_n_equals_m_float64(arch, rounding, schedule, backend):
+    # The torch path up to L = 4 (every rule and level boundary already), to keep the suite fast.
+    for L in LEVELS if backend != "torch" else LEVELS[:3]:
         ann, x = build(arch, L, rounding)
-        snn = convert(ann, schedule=schedule)
+        snn = convert(ann, schedule=schedule, backend=backend)
         assert snn.time_steps == L
         bad, total = mismatches(ann, snn, x)
         assert bad == 0, f"{arch} {rounding} L={L}: {bad}/{total} neurons with N != M"
@@ -68,10 +74,11 @@ def boundary_net(L, rounding, theta):
                          QuantReLU(L, rounding, theta)).double().eval(), n
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("L", LEVELS)
 @pytest.mark.parametrize("theta", [1.0, 0.75, 2.5])
-def test_boundaries_z_integer_half_and_zero(rounding, L, theta):
+def test_boundaries_z_integer_half_and_zero(rounding, L, theta, backend):
     ann, n = boundary_net(L, rounding, theta)
     # z = j/2 for j = -4 .. 2L+..: every integer k and k + 1/2 in [-2, L+2), exactly representable.
     z = (torch.arange(n, dtype=torch.float64) - 4) / 2
@@ -79,22 +86,24 @@ def test_boundaries_z_integer_half_and_zero(rounding, L, theta):
     assert torch.equal(x[0] * L / theta, z)
     zero = torch.zeros(1, n, dtype=torch.float64)
     for inp, schedule in itertools.product((x, zero), ("per_sample", "per_step")):
-        bad, _ = mismatches(ann, convert(ann, schedule=schedule), inp)
+        bad, _ = mismatches(ann, convert(ann, schedule=schedule, backend=backend), inp)
         assert bad == 0
     # The levels really are the half-up / floor / ceil of the constructed z.
     expected = {"floor": torch.floor(z), "round": torch.floor(z + 0.5), "ceil": torch.ceil(z)}[rounding]
     assert torch.equal(ann[1].level(x)[0], expected.clamp(0, L))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_neuron_alone_at_every_boundary(rounding):
+def test_neuron_alone_at_every_boundary(rounding, backend):
     for L, theta in itertools.product(LEVELS, [1.0, 0.375, 3.0]):
         z = torch.arange(-2 * L, 2 * (L + 2) + 1, dtype=torch.float64) / 2
         q = z * theta / L
         M = QuantReLU(L, rounding, theta).level(q)
-        node = QVMIFNode(theta, rounding, current="expected", step_mode="m")
+        node = QVMIFNode(theta, rounding, current="expected", step_mode="m", backend=backend)
         N = node(q.expand(L, -1).contiguous()).sum(0)
         assert torch.equal(N, M), (L, theta)
+        assert node.last_dispatch[0] == backend
         assert torch.equal(N, M.to(torch.float32).double())
 
 

@@ -71,7 +71,9 @@ def test_sj_014_backend_values():
     """'torch' and 'cupy' are honoured (the same names mean the same paths); 'lava' cannot be."""
     assert QVMIFNode(backend="torch").backend == "torch"
     assert QVMIFNode(backend="cupy").backend == "cupy"
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'torch', 'cupy'\), "
+    assert QVMIFNode(backend="cpu").backend == "cpu"
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'torch', 'cpu', "
+                                         r"'cupy'\), "
                                          r"got 'lava'"):
         QVMIFNode(backend="lava")
 

@@ -7,7 +7,8 @@ import torch
 
 from cuda_host import host  # noqa: F401 -- the fixture
 from sj_qvm.functional import if_multi_step_ref
-from sj_qvm.ops.if_loop import if_rate_cupy, launch
+from sj_qvm.ops.if_loop import launch
+from sj_qvm.ops.if_rate import if_rate_cupy
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 

@@ -9,7 +9,8 @@ import torch
 from cuda_host import host  # noqa: F401 -- the fixture
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
-from sj_qvm.ops.if_loop import if_constant_cupy, if_rate_cupy, launch
+from sj_qvm.ops.if_loop import if_constant_cupy, launch
+from sj_qvm.ops.if_rate import if_rate_cupy
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 ROUNDINGS = ("floor", "round", "ceil")
@@ -217,14 +218,14 @@ def test_a_per_sample_layer_counts_with_the_cuda_kernel_where_the_node_would_run
     it does on a GPU; the host build stands in for it): only ``qvm_if_count`` runs, no spike
     train, and the output is the quantized ANN's, as on the spike-train path."""
     from sj_qvm._compat import functional  # noqa: PLC0415
-    from sj_qvm.ops.if_loop import backend  # noqa: PLC0415
+    from sj_qvm.ops.if_rate import dispatch as rate  # noqa: PLC0415
     ann, snn = _qvm_pair(rounding)
     x = torch.rand(6, 2, 5, 5) * 2 - 0.5
     with torch.no_grad():
         want = ann(x)
         reference = snn(x.unsqueeze(0).expand(4, *x.shape)).mean(0)
         functional.reset_net(snn)
-        monkeypatch.setattr(backend, "select", lambda *a: ("cupy", "faked for the host build"))
+        monkeypatch.setattr(rate, "select", lambda *a, **k: ("cupy", "faked for the host build"))
         recording.calls.clear()
         got = snn(x.unsqueeze(0).expand(4, *x.shape)).mean(0)
     assert [c[0].split("_v")[0] for c in recording.calls] == ["qvm_if_count_f32"] * 2

@@ -12,7 +12,8 @@ import torch
 from cuda_host import HERE, host  # noqa: F401 -- the fixture
 from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
-from sj_qvm.ops.if_loop import backend, launch, surrogates, trial
+from sj_qvm.ops import diagnose, native, paths, verify
+from sj_qvm.ops.if_loop import check, dispatch, launch, surrogates
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 
 
@@ -49,7 +50,7 @@ def test_torch_compile_matches_eager(host):
 @pytest.fixture
 def kernels_on_cpu(host, monkeypatch):
     """Let QVMIFNode's dispatch send CPU tensors to the kernel path (the host build)."""
-    monkeypatch.setattr(backend, "unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(dispatch, "unavailable_reason", lambda *a: None)
     return host
 
 
@@ -128,24 +129,25 @@ def test_a_training_step_moves_theta_and_v0_like_torch(kernels_on_cpu, current):
 
 
 # ---- dispatch without CUDA --------------------------------------------------------------------
-def test_backend_argument_and_fallback(caplog):
+def test_backend_argument_and_fallback(caplog, monkeypatch):
     node = QVMIFNode(step_mode="m")
-    assert node.backend == "auto" and node.supported_backends == ("auto", "torch", "cupy")
+    assert node.backend == "auto" and node.supported_backends == ("auto", "torch", "cpu", "cupy")
     with pytest.raises(ValueError, match="backend must be one of"):
         QVMIFNode(backend="triton")
-    backend._logged.clear()
-    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
+    monkeypatch.setattr(paths, "_logged", set())
+    with caplog.at_level(logging.DEBUG, logger="sj_qvm"), native.disabled():
         node(torch.rand(2, 3))
         functional.reset_net(node)
         node(torch.rand(2, 3))
     fallbacks = [r for r in caplog.records if "falls back" in r.getMessage()]
-    assert len(fallbacks) == 1 and "cpu" in fallbacks[0].getMessage()
+    assert len(fallbacks) == 1 and "switched off" in fallbacks[0].getMessage()
     assert node.last_dispatch[0] == "torch"
-    info = backend.diagnose(node)
-    assert info["last"] == node.last_dispatch and isinstance(info["cupy"][0], bool)
+    info = diagnose(node, show=False)
+    assert info["last"]["0:QVMIFNode"] == ("auto", node.last_dispatch)
+    assert isinstance(info["cupy"]["works"], bool)
     node.backend = "cupy"
     functional.reset_net(node)
-    with pytest.raises(backend.BackendUnavailable, match="cannot run: input is on cpu"):
+    with pytest.raises(dispatch.BackendUnavailable, match="cannot run: input is on cpu"):
         node(torch.rand(2, 3))
 
 
@@ -170,61 +172,71 @@ class WrongRunner:
 
 @pytest.fixture
 def tried_on_cpu(host, monkeypatch):
-    """The dispatch as on a GPU, for CPU inputs: the input checks pass, and the device's first
-    run goes through whatever runner the test registers for "cpu" (the host build by default)."""
-    monkeypatch.setattr(backend, "input_reason", lambda *a: None)
-    monkeypatch.setattr(backend, "_device_status", {})
-    monkeypatch.setattr(backend, "_logged", set())
+    """The dispatch as on a GPU, for CPU inputs: ``"auto"`` picks the CUDA path, the input checks
+    pass, and the first-use check goes through whatever runner the test registers for "cpu"
+    (the host build by default)."""
+    monkeypatch.setattr(dispatch, "input_reason", lambda *a: None)
+    monkeypatch.setattr(paths, "native_path", lambda x: "cupy")
+    monkeypatch.setattr(verify, "_status", {})
+    monkeypatch.setattr(paths, "_logged", set())
     yield host
     launch.register_runner("cpu", host)
 
 
 @pytest.mark.parametrize("runner", [RaisingRunner, WrongRunner])
-def test_auto_falls_back_when_the_first_run_fails_and_cupy_raises(tried_on_cpu, caplog, runner):
+def test_auto_falls_back_when_the_first_use_check_fails_and_cupy_raises(tried_on_cpu, caplog,
+                                                                         runner):
     launch.register_runner("cpu", runner(tried_on_cpu) if runner is WrongRunner else runner())
     x = torch.rand(4, 2, 3, 8) * 1.2
     want = QVMIFNode(0.7, "round", step_mode="m", backend="torch")(x)
     node = QVMIFNode(0.7, "round", step_mode="m")
-    with caplog.at_level(logging.DEBUG, logger="sj_qvm"):
+    with caplog.at_level(logging.DEBUG, logger="sj_qvm"), \
+            pytest.warns(RuntimeWarning, match="cupy kernels failed their first-use check"):
         for _ in range(2):
             functional.reset_net(node)
             assert torch.equal(node(x), want)
     why = ("RuntimeError: CUDA_ERROR_NO_BINARY_FOR_GPU (injected)" if runner is RaisingRunner
-           else "RuntimeError: the training step's spikes differs from the reference on cpu")
-    assert node.last_dispatch == ("torch", f"backend='auto' fell back: the kernels' first run "
-                                           f"on cpu failed: {why}")
+           else "spikes (forward check) differs from the reference by up to 1")
+    assert node.last_dispatch[0] == "torch" and why in node.last_dispatch[1]
+    assert "if_loop, forward, cpu, torch.float32, instant, round, scalar, scalar" in \
+        node.last_dispatch[1]
     fallbacks = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
     assert len(fallbacks) == 1 and why in fallbacks[0]  # one logged reason
     node.backend = "cupy"
     functional.reset_net(node)
-    with pytest.raises(backend.BackendUnavailable, match="first run on cpu failed: RuntimeError"):
+    with pytest.raises(dispatch.BackendUnavailable, match="failed their first-use check"):
         node(x)
 
 
-def test_auto_takes_the_kernels_after_their_first_run_agrees(tried_on_cpu):
-    """The converse: with the host build as the runner, the first run (a training step and an
-    inference) passes, once; then the node runs the kernels."""
+def test_auto_takes_the_kernels_after_their_first_use_check_agrees(tried_on_cpu):
+    """The converse: with the host build as the runner, the check (a forward on the boundary
+    case) passes, once; then the node runs the kernels."""
     tried_on_cpu.launches.clear()
     node = QVMIFNode(0.7, "round", step_mode="m")
     x = torch.rand(4, 2, 3, 8) * 1.2
     out = node(x)
     assert node.last_dispatch[0] == "cupy"
-    first_run = ["qvm_if_forward_f32_same_v4", "qvm_if_backward_f32_v4", "qvm_if_forward_f32_u8_v4"]
-    assert tried_on_cpu.launches == first_run + ["qvm_if_forward_f32_same_v4"]
+    assert tried_on_cpu.launches == ["qvm_if_forward_f32_same_v4"] * 2  # the check, the call
     functional.reset_net(node)
-    assert torch.equal(node(x), out) and len(tried_on_cpu.launches) == 5  # tried once only
-    with torch.inference_mode():  # the first run works whatever mode the call comes in
-        trial.run(torch.device("cpu"))
+    assert torch.equal(node(x), out) and len(tried_on_cpu.launches) == 3  # checked once only
+    c = check.Combination("backward", "cpu", torch.float32, "expected", "round", "tensor",
+                          "tensor", surrogates.snippet(surrogate.Sigmoid()))
+    with torch.inference_mode():  # the check works whatever mode the call comes in
+        assert verify.check("cupy", c.key(), lambda: check.run("cupy", c)) is None
 
 
 def test_nothing_is_tried_inside_cuda_graph_capture(monkeypatch):
     """An untried device during capture: the reason says to warm up, and is not kept (the
     first call after the capture tries the device); a kernel's first launch is refused."""
-    monkeypatch.setattr(backend, "_device_status", {})
+    monkeypatch.setattr(dispatch, "_device_status", {})
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    reason = backend.device_reason(torch.device("cuda", 0))
+    reason = dispatch.device_reason(torch.device("cuda", 0))
     assert "CUDA graph is being captured; run one call before capture" in reason
-    assert backend._device_status == {}
+    assert dispatch._device_status == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    reason = verify.check("cupy", ("if_loop", "forward", "cuda:0"), lambda: None)
+    assert "not been checked" in reason and "CUDA graph is being captured" in reason
+    assert ("cupy", "if_loop", "forward", "cuda:0") not in verify._status
     from sj_qvm.ops.if_loop.cupy import CupyRunner  # noqa: PLC0415 -- imports no CuPy
     with pytest.raises(RuntimeError, match="qvm_if_count_f32_v1 has not run on cuda:0 yet and "
                                            "a CUDA graph is being captured"):
@@ -238,7 +250,7 @@ def test_unsupported_surrogate_is_a_reason():
     reason = surrogates.unsupported_reason(surrogate.PiecewiseQuadratic())
     assert "PiecewiseQuadratic has no CUDA snippet" in reason
     x = torch.rand(2, 3, device="meta", requires_grad=True)
-    assert backend.unavailable_reason(x, surrogate.Sigmoid(), True).startswith("input is on meta")
+    assert dispatch.unavailable_reason(x, surrogate.Sigmoid(), True).startswith("input is on meta")
 
 
 def test_import_does_not_import_cupy():

@@ -12,7 +12,8 @@ from cuda_host import GPU_ONLY
 from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
-from sj_qvm.ops.if_loop import backend
+from sj_qvm.ops import verify
+from sj_qvm.ops.if_loop import dispatch as backend
 from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
 from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
@@ -34,7 +35,10 @@ def test_kernels_are_available_here():
     assert ok, why
     x = torch.rand(2, 4, device=DEV)
     assert backend.unavailable_reason(x, surrogate.Sigmoid(), True) is None
-    assert backend.device_reason(DEV) is None  # the first run (a training step) agreed
+    assert backend.device_reason(DEV) is None  # if_loop.cu builds and loads here
+    node = QVMIFNode(0.7, "round", step_mode="m", backend="cupy")
+    node(torch.rand(4, 2, 3, device=DEV, requires_grad=True)).sum().backward()
+    assert not any(verify.status().values())  # the first-use checks agreed
 
 
 @pytest.mark.parametrize("current", ["instant", "expected"])
@@ -119,7 +123,8 @@ def test_node_batch_size_changes_and_sentinel():
     node.to(DEV)
     ref = QVMIFNode(torch.tensor([0.5, 0.7, 0.9]), "round", step_mode="m", backend="torch")
     ref.to(DEV)
-    assert backend.device_reason(DEV) is None  # the device's first run, before counting
+    assert backend.device_reason(DEV) is None
+    node(torch.rand(4, 2, 3, 7, 7, device=DEV))  # the first-use check, before counting
     for batch in (8, 3, 5):
         functional.reset_net(node)
         functional.reset_net(ref)
@@ -216,7 +221,8 @@ def test_constant_current_form_bit_identical(v_init):
 
 def test_rate_kernel_equals_the_per_sample_rate():
     """``if_rate_cupy`` (counts only) against the rate of the spike train on the same device."""
-    from sj_qvm.ops.if_loop import if_constant_cupy, if_rate_cupy  # noqa: PLC0415
+    from sj_qvm.ops.if_loop import if_constant_cupy  # noqa: PLC0415
+    from sj_qvm.ops.if_rate import if_rate_cupy  # noqa: PLC0415
     T = 5
     q = (torch.rand(16, 3, 40, device=DEV) * 1.4 - 0.2)
     theta = torch.tensor([0.4, 0.9, 1.3], device=DEV).view(3, 1)

@@ -8,7 +8,8 @@ import torch
 
 from sj_qvm import QuantReLU
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop.cpu import if_multi_step_cpu, if_rate_cpu, spike_rate
+from sj_qvm.ops.if_loop.cpu import if_multi_step_cpu, spike_rate
+from sj_qvm.ops.if_rate import if_rate_cpu
 from sj_qvm.ops.quant_relu import quant_relu, quant_relu_ref
 
 from native_settings import both_ways

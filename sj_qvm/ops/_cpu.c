@@ -7,7 +7,8 @@
  *
  * quant_relu(x, out, n, dtype, g_addr, g_value, g_div, g_mod, levels, rounding, threads)
  *   out[i] = clip(Q(x[i] * L / gamma), 0, L) * gamma / L, NaN -> 0, for i < n;
- *   rounding 0 floor, 1 round (half-up, floor(z + 1/2)), 2 ceil. The operations and their
+ *   rounding ROUND_FLOOR, ROUND_HALF_UP (floor(z + 1/2)) or ROUND_CEIL, and dtype DT_F32 or
+ *   DT_F64 (if_loop/qvm_enums.h, as every id below). The operations and their
  *   order are those of ops/quant_relu/fused.py, so the results are bit-identical.
  *   (The IF loops reset with V = U - theta * s, s in {0, 1}: branch-free, and exact.)
  *
@@ -65,6 +66,12 @@
 #include "_cpu_kernels.h"
 #include "_cpu_split.h"
 
+/* The kernel tables (_cpu_split.h) are indexed by dtype. */
+_Static_assert(DT_F32 == 0 && DT_F64 == 1, "KERNELS[simd][kind][dtype] needs DT_F32 0, DT_F64 1");
+#define BAD_DTYPE(d) ((d) != DT_F32 && (d) != DT_F64)
+#define BAD_ROUNDING(r) ((r) != ROUND_FLOOR && (r) != ROUND_HALF_UP && (r) != ROUND_CEIL)
+#define BAD_SURROGATE(s) ((s) != SG_SIGMOID && (s) != SG_ATAN)
+
 static int check_threads(Py_ssize_t threads)
 {
     if (threads < 1 || threads > MAX_THREADS) {
@@ -84,7 +91,7 @@ static PyObject *quant_relu(PyObject *self, PyObject *args)
                           &g_div, &g_mod, &levels, &rounding, &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || g_div < 1 || g_mod < 1 || levels < 1
-        || rounding < 0 || rounding > 2 || dtype < 0 || dtype > 1) {
+        || BAD_ROUNDING(rounding) || BAD_DTYPE(dtype)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "quant_relu: bad size, levels, rounding or dtype");
         return NULL;
@@ -112,7 +119,7 @@ static PyObject *if_forward(PyObject *self, PyObject *args)
                           &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || v0_div < 1
-        || v0_mod < 1 || (x_tstride != 0 && x_tstride != n) || dtype < 0 || dtype > 1) {
+        || v0_mod < 1 || (x_tstride != 0 && x_tstride != n) || BAD_DTYPE(dtype)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "if_forward: bad size, T, stride or dtype");
         return NULL;
@@ -141,8 +148,8 @@ static PyObject *spike_rate(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KKniKdnnin:spike_rate", &spike, &out, &n, &T, &th_addr,
                           &th_value, &th_div, &th_mod, &dtype, &threads))
         return NULL;
-    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
-        || dtype > 1) {
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1
+        || BAD_DTYPE(dtype)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "spike_rate: bad size, T or dtype");
         return NULL;
@@ -169,7 +176,7 @@ static PyObject *if_rate(PyObject *self, PyObject *args)
                           &th_mod, &n, &T, &strict, &dtype, &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || v0_div < 1
-        || v0_mod < 1 || dtype < 0 || dtype > 1) {
+        || v0_mod < 1 || BAD_DTYPE(dtype)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "if_rate: bad size, T or dtype");
         return NULL;
@@ -198,8 +205,8 @@ static PyObject *if_backward(PyObject *self, PyObject *args)
                           &th_div, &th_mod, &n, &T, &strict, &expected, &detach, &sg_id, &p0,
                           &p1, &dtype, &threads))
         return NULL;
-    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1 || dtype < 0
-        || dtype > 1 || sg_id < 0 || sg_id > 1) {
+    if (check_threads(threads) || n < 0 || T < 1 || th_div < 1 || th_mod < 1
+        || BAD_DTYPE(dtype) || BAD_SURROGATE(sg_id)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "if_backward: bad size, T, surrogate or dtype");
         return NULL;
@@ -235,7 +242,7 @@ static PyObject *quant_relu_backward(PyObject *self, PyObject *args)
                           &threads))
         return NULL;
     if (check_threads(threads) || n < 0 || g_div < 1 || g_mod < 1 || levels < 1
-        || rounding < 0 || rounding > 2 || dtype < 0 || dtype > 1) {
+        || BAD_ROUNDING(rounding) || BAD_DTYPE(dtype)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError,
                             "quant_relu_backward: bad size, levels, rounding or dtype");
@@ -334,7 +341,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
  * source). 2: if_backward takes g_v_seq. 3: quant_relu_backward sums dL/dgamma itself.
  * 4: min_share(). 5: if_backward takes x, x_tstride and V_0, to recompute h where h is 0.
  * 6: if_forward and if_rate take V_0 (v0_fill and its index form) to fill v themselves.
- * 7: pool() and the OPENMP constant. */
+ * 7: pool() and the OPENMP constant. 8: the ids of if_loop/qvm_enums.h, exported as ENUMS. */
 PyMODINIT_FUNC PyInit__cpu(void)
 {
     PyObject *m = PyModule_Create(&module);
@@ -344,7 +351,16 @@ PyMODINIT_FUNC PyInit__cpu(void)
 #else
     const int openmp = 0;
 #endif
-    if (m && (PyModule_AddIntConstant(m, "ABI", 7) < 0
+    PyObject *enums = m ? Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "SG_NONE", SG_NONE, "SG_SIGMOID", SG_SIGMOID,
+        "SG_ATAN", SG_ATAN, "ROUND_FLOOR", ROUND_FLOOR, "ROUND_HALF_UP", ROUND_HALF_UP,
+        "ROUND_CEIL", ROUND_CEIL, "DT_F32", DT_F32, "DT_F64", DT_F64) : NULL;
+    if (m && (!enums || PyModule_AddObject(m, "ENUMS", enums) < 0)) {
+        Py_XDECREF(enums);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (m && (PyModule_AddIntConstant(m, "ABI", 8) < 0
               || PyModule_AddIntConstant(m, "OPENMP", openmp) < 0
               || PyModule_AddIntConstant(m, "RECOMPUTE_MAX_T", RECOMPUTE / 8) < 0)) {
         Py_DECREF(m);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include "if_loop/qvm_enums.h"
 
 typedef struct {
     uintptr_t x, out, spike, v, v_seq, h, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, p_addr, v0_addr;
@@ -264,7 +265,7 @@ static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
         type *g_x = (type *)t->g_x, *g_v0 = (type *)t->g_v0, *g_th = (type *)t->g_th;       \
         const type *x = (const type *)t->x, *v0 = (const type *)t->v;                       \
         const ptrdiff_t N = t->n, ts = t->x_tstride;                                       \
-        const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == 1; \
+        const int T = t->T, strict = t->strict, detach = t->detach, atan_sg = t->sg_id == SG_ATAN; \
         const int recompute = h == NULL, mean = t->expected && ts != 0;                     \
         const int constant = t->expected || ts == 0;                                        \
         const ptrdiff_t step = recompute && RECOMPUTE / T < BLK ? RECOMPUTE / T : BLK;     \

@@ -63,9 +63,9 @@ static inline double ceil_d(double z)
         const type L = (type)t->levels, inv = (type)1 / L;                                 \
         const int r = t->rounding, pow2 = POW2(t->levels);                                 \
         SEGMENTS(type, t, {                                                                \
-            if (r == 0) {                                                                  \
+            if (r == ROUND_FLOOR) {                                                        \
                 QUANT_LOOP(type, FLOOR(z))                                                 \
-            } else if (r == 1) {                                                           \
+            } else if (r == ROUND_HALF_UP) {                                               \
                 QUANT_LOOP(type, FLOOR(z + (type)0.5))                                     \
             } else {                                                                       \
                 QUANT_LOOP(type, CEIL(z))                                                  \
@@ -127,9 +127,9 @@ QUANT_RELU(double_avx2, double, __builtin_floor, __builtin_ceil, AVX2)
     }
 
 #define QUANT_BACK_ROUNDINGS(type, FLOOR, CEIL, WX, WG)                                    \
-    if (r == 0) {                                                                          \
+    if (r == ROUND_FLOOR) {                                                                \
         QUANT_BACK_SEGMENT(type, FLOOR(z), WX, WG)                                         \
-    } else if (r == 1) {                                                                   \
+    } else if (r == ROUND_HALF_UP) {                                                       \
         QUANT_BACK_SEGMENT(type, FLOOR(z + (type)0.5), WX, WG)                             \
     } else {                                                                               \
         QUANT_BACK_SEGMENT(type, CEIL(z), WX, WG)                                          \

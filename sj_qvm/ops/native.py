@@ -2,9 +2,10 @@
 loading them, switching them off, choosing their vector build (:func:`simd`) and their threads
 (:func:`pool`), and counting their calls.
 
-``CALLS[name]`` counts each kernel run (tests use it to prove the fast path ran, so that a silent
-fallback to torch cannot pass). ``ENABLED = False`` (or ``SJ_QVM_NO_NATIVE=1`` in the environment)
-sends every call to the torch paths, which give the same results.
+``CALLS[name]`` counts each kernel run on a caller's data (tests use it to prove the fast path
+ran, so that a silent fallback to torch cannot pass; the first-use checks of :mod:`.verify` are
+not counted). Whether the kernels may run is :mod:`.settings`' ``native`` (``SJ_QVM_NO_NATIVE=1``
+in the environment, or :func:`disabled` for a block, turns them off).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Optional
 
 import torch
 
+from . import enums, settings
+
 try:
     from . import _cpu as _module
     IMPORT_ERROR: Optional[str] = None
@@ -24,47 +27,84 @@ except ImportError as e:  # no C compiler at install time: the torch paths run
     IMPORT_ERROR = f"{e} (build it with `python setup.py build_ext --inplace`)"
 
 #: The signatures this source calls (``ABI`` in _cpu.c); a build from an older source is not used.
-ABI = 7
+ABI = 8
 if _module is not None and getattr(_module, "ABI", 1) != ABI:
     IMPORT_ERROR = (f"sj_qvm.ops._cpu was built from another source (ABI "
                     f"{getattr(_module, 'ABI', 1)}, this source needs {ABI}); rebuild it with "
                     "`python setup.py build_ext --inplace`")
     _module = None
+if _module is not None:
+    try:  # the ids it was built with must be the header's
+        enums.guard(getattr(_module, "ENUMS", {}))
+    except ValueError as e:
+        IMPORT_ERROR, _module = f"sj_qvm.ops._cpu: {e}", None
 
-ENABLED = os.environ.get("SJ_QVM_NO_NATIVE", "") in ("", "0")
 CALLS: Counter = Counter()
-DTYPES = {torch.float32: 0, torch.float64: 1}
+DTYPES = {torch.float32: enums.VALUES["DT_F32"], torch.float64: enums.VALUES["DT_F64"]}
+_counting = [True]
 
 
 @contextlib.contextmanager
 def disabled():
-    """Within the block every op takes its torch path (as with ``SJ_QVM_NO_NATIVE=1``)."""
-    global ENABLED
-    saved, ENABLED = ENABLED, False
+    """Within the block the compiled kernels are off (as with ``SJ_QVM_NO_NATIVE=1``):
+    ``backend="auto"`` takes torch."""
+    with settings.configured(native=False):
+        yield
+
+
+@contextlib.contextmanager
+def uncounted():
+    """Kernel runs within the block are not counted in :data:`CALLS` (first-use checks)."""
+    saved, _counting[0] = _counting[0], False
     try:
         yield
     finally:
-        ENABLED = saved
+        _counting[0] = saved
+
+
+def unavailable_reason(kernel: Optional[str] = None) -> Optional[str]:
+    """Why the compiled CPU kernels (``kernel`` among them) cannot run at all (``None``: they
+    can): the extension is not built, is stale, lacks the kernel, or is switched off."""
+    if _module is None:
+        return f"the compiled CPU kernels are not loaded: {IMPORT_ERROR}"
+    if not settings.get().native:
+        return ("the compiled CPU kernels are switched off (SJ_QVM_NO_NATIVE=1, or "
+                "sj_qvm.ops.settings.configure(native=False))")
+    if kernel is not None and not hasattr(_module, kernel):
+        return f"the compiled CPU extension lacks {kernel} (rebuild it)"
+    return None
 
 
 def available() -> bool:
-    return _module is not None and ENABLED
+    return unavailable_reason() is None
+
+
+def input_reason(x: torch.Tensor, kernel: str) -> Optional[str]:
+    """Why ``kernel`` cannot run on ``x`` (``None``: it can): it needs the extension and a CPU
+    float32/float64 tensor."""
+    why = unavailable_reason(kernel)
+    if why is not None:
+        return why
+    if x.device.type != "cpu":
+        return f"input is on {x.device}, the compiled CPU kernels need a CPU tensor"
+    if x.dtype not in DTYPES:
+        return f"dtype {x.dtype} (the compiled CPU kernels take float32 and float64)"
+    return None
 
 
 def takes(x: torch.Tensor, kernel: str) -> bool:
-    """Whether ``kernel`` can run on ``x``: a CPU float32/float64 tensor, and the extension is
-    built and has it (an extension built from an older source may lack a kernel)."""
-    return (available() and x.device.type == "cpu" and x.dtype in DTYPES
-            and hasattr(_module, kernel))
+    """Whether ``kernel`` can run on ``x`` (:func:`input_reason` is None)."""
+    return input_reason(x, kernel) is None
 
 
 def threads() -> int:
-    return max(1, min(64, torch.get_num_threads()))
+    return settings.threads()
 
 
 def call(name: str, *args) -> None:
     getattr(_module, name)(*args)
-    CALLS[name] += 1
+    if _counting[0]:
+        CALLS[name] += 1
 
 
 def simd(level: Optional[int] = None) -> int:
@@ -128,11 +168,19 @@ def _pthreads_after_fork() -> None:
     _module.pool(0)
 
 
+#: Why :func:`pool` had its value at import (shown by :func:`sj_qvm.ops.diagnose`).
+POOL_AT_IMPORT = "pthreads: the extension is not loaded"
+if _module is not None:
+    POOL_AT_IMPORT = "pthreads: the extension was built without OpenMP"
 if getattr(_module, "OPENMP", 0):
     if hasattr(os, "register_at_fork"):  # whoever switched the pool on, a child leaves it
         os.register_at_fork(after_in_child=_pthreads_after_fork)
     if shares_torch_pool():
         _module.pool(1)
+        POOL_AT_IMPORT = "OpenMP: the process maps one OpenMP runtime, torch's"
+    else:
+        POOL_AT_IMPORT = ("pthreads: the process does not map exactly one OpenMP runtime (or "
+                          "is not Linux), so the extension's pool would not be torch's")
 
 
 def min_share(value: Optional[int] = None) -> int:

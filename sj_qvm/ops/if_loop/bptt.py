@@ -86,18 +86,32 @@ def if_multi_step_bptt(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = 
 
     ``v_init`` and ``v_threshold`` are floats or tensors broadcastable to ``[N, *]``; tensors that
     require grad get gradients. Needs a surrogate: use the inference path when no grad is needed.
-    On CPU float32/float64 with SJ's Sigmoid or ATan it runs the compiled kernels of
-    :mod:`.bptt_cpu` where they are built; this module's loop is their fallback.
+    ``backend="auto"`` of :mod:`.dispatch`: on CPU float32/float64 with SJ's Sigmoid or ATan the
+    compiled kernels of :mod:`.bptt_cpu` where they are built, else
+    :func:`if_multi_step_bptt_torch`.
     """
     check_current(current)
     if surrogate_function is None:
         raise ValueError("surrogate_function is required for BPTT")
-    as_t = lambda a: a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=x_seq.dtype,
-                                                                         device=x_seq.device)
-    from .bptt_cpu import if_multi_step_bptt_cpu  # noqa: PLC0415 -- it imports this module
-    out = if_multi_step_bptt_cpu(x_seq, as_t(v_init), as_t(v_threshold), strict, current,
-                                 surrogate_function, detach_reset, store_v_seq)
-    if out is not None:
-        return out
-    return _IFLoopBPTT.apply(x_seq, as_t(v_init), as_t(v_threshold), strict, current,
-                             surrogate_function, detach_reset, store_v_seq)
+    from . import dispatch  # noqa: PLC0415 -- it imports this module
+    v_init, v_threshold = dispatch.as_tensor(v_init, x_seq), dispatch.as_tensor(v_threshold, x_seq)
+    path, _ = dispatch.select("auto" if not x_seq.is_cuda else "torch", x_seq, v_init,
+                              v_threshold, strict=strict, current=current,
+                              surrogate_function=surrogate_function, detach_reset=detach_reset,
+                              needs_grad=True)
+    return dispatch.run(path, x_seq, v_init, v_threshold, strict, current, surrogate_function,
+                        detach_reset, store_v_seq, needs_grad=True)
+
+
+def if_multi_step_bptt_torch(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                             current: str = "instant",
+                             surrogate_function: Optional[Callable] = None,
+                             detach_reset: bool = False, store_v_seq: bool = False):
+    """The torch loop with the hand-written backward (any device and dtype): same signature
+    and results as :func:`if_multi_step_bptt`."""
+    check_current(current)
+    if surrogate_function is None:
+        raise ValueError("surrogate_function is required for BPTT")
+    from .dispatch import as_tensor  # noqa: PLC0415
+    return _IFLoopBPTT.apply(x_seq, as_tensor(v_init, x_seq), as_tensor(v_threshold, x_seq),
+                             strict, current, surrogate_function, detach_reset, store_v_seq)

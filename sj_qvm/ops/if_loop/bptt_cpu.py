@@ -16,9 +16,10 @@ from typing import Optional
 import torch
 
 from .. import buffers, native
-from . import surrogates
+from .. import verify
+from . import cpu, surrogates
 from .bptt import _reduce_to
-from .cpu import _param
+from ..kernel_args import param
 
 
 def _addr(t: Optional[torch.Tensor]) -> int:
@@ -36,7 +37,7 @@ class _IFLoopCPU(torch.autograd.Function):
                 theta_param):
         T, shape = x_seq.shape[0], x_seq.shape[1:]
         n = math.prod(shape)
-        keep, th_addr, th_value, th_div, th_mod = theta_param
+        th_args = theta_param.args()
         recompute = T <= recompute_max_t()
         v0 = v_init.detach().expand(shape).contiguous()
         v = v0.clone()
@@ -46,7 +47,7 @@ class _IFLoopCPU(torch.autograd.Function):
         x_tstride = x_seq.stride(0) if T > 1 else n
         native.call("if_forward", x_seq.data_ptr(), x_tstride, spike.data_ptr(), v.data_ptr(),
                     0, 0, 0.0, 1, 1,  # v already holds V_0
-                    _addr(v_seq), _addr(h), th_addr, th_value, th_div, th_mod, n, T,
+                    _addr(v_seq), _addr(h), *th_args, n, T,
                     int(strict), int(expected), native.DTYPES[x_seq.dtype], native.threads())
         if recompute:  # the backward recomputes h from x_seq and V_0
             ctx.save_for_backward(x_seq, v0, v_init, v_threshold)
@@ -59,8 +60,8 @@ class _IFLoopCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_spike, g_v, g_vseq):
         h_or_x, v0, v_init, theta = ctx.saved_tensors
-        strict, expected, (sg_id, p0, p1), detach_reset, (_, th_addr, th_value, th_div,
-                                                          th_mod), recompute, x_tstride = ctx.args
+        strict, expected, (sg_id, p0, p1), detach_reset, theta_param, recompute, x_tstride = \
+            ctx.args
         T, shape = h_or_x.shape[0], h_or_x.shape[1:]
         n = math.prod(shape)
         h, x = (None, h_or_x) if recompute else (h_or_x, None)
@@ -73,36 +74,35 @@ class _IFLoopCPU(torch.autograd.Function):
         g_th = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[2] else None
         native.call("if_backward", _addr(h), _addr(x), x_tstride, _addr(v0), _addr(g_spike),
                     _addr(g_v), _addr(g_vseq), g_x.data_ptr(), _addr(g_v0), _addr(g_th),
-                    th_addr, th_value, th_div, th_mod, n, T, int(strict), int(expected),
+                    *theta_param.args(), n, T, int(strict), int(expected),
                     int(detach_reset), sg_id, p0, p1, native.DTYPES[dtype], native.threads())
+        g_x = verify.tamper("if_loop", "backward", g_x)
         return (g_x, None if g_v0 is None else _reduce_to(g_v0, v_init),
                 None if g_th is None else _reduce_to(g_th, theta), None, None, None, None, None,
                 None)
 
 
+def call_reason(x_seq, v_init, v_threshold, surrogate_function) -> Optional[str]:
+    """Why the kernels cannot take this training call (``None``: they can): as
+    :func:`.cpu.call_reason`, and a surrogate in the table (:mod:`.surrogates`)."""
+    why = (cpu.call_reason(x_seq, v_init, v_threshold, "if_backward")
+           or cpu.param_reason(v_init, x_seq, "v_init"))
+    if why is not None:
+        return why
+    if surrogate_function is None:
+        return "the BPTT kernels need a surrogate function"
+    return surrogates.unsupported_reason(surrogate_function)
+
+
 def if_multi_step_bptt_cpu(x_seq, v_init: torch.Tensor, v_threshold: torch.Tensor, strict,
                            current, surrogate_function, detach_reset, store_v_seq):
     """As :func:`.bptt.if_multi_step_bptt` (tensors ``v_init`` and ``v_threshold``), or ``None``
-    when the kernels cannot take the call (not built or off, not CPU float32/float64, a step
-    that is not one contiguous block, a surrogate outside the table, or tensors of another
-    dtype)."""
-    if not native.takes(x_seq, "if_backward") or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+    when the kernels cannot take the call (:func:`call_reason` says why)."""
+    if call_reason(x_seq, v_init, v_threshold, surrogate_function) is not None:
         return None
-    T, shape = x_seq.shape[0], x_seq.shape[1:]
-    n = math.prod(shape)
-    if n == 0 or not x_seq[0].is_contiguous() or (T > 1 and x_seq.stride(0) not in (0, n)):
-        return None
-    if v_init.dtype != x_seq.dtype or v_init.device != x_seq.device:
-        return None
-    try:
-        sg = surrogates.snippet(surrogate_function)
-    except surrogates.UnsupportedSurrogate:
-        return None
-    if sg[0] == surrogates.SG_NONE:
-        return None
-    theta_param = _param(v_threshold.detach() if v_threshold.ndim else v_threshold.item(),
-                         shape, x_seq.dtype)
-    if theta_param is None:
-        return None
+    shape = x_seq.shape[1:]
+    sg = surrogates.snippet(surrogate_function)
+    theta_param = param(v_threshold.detach() if v_threshold.ndim else v_threshold.item(),
+                        shape, x_seq.dtype)
     return _IFLoopCPU.apply(x_seq, v_init, v_threshold, bool(strict), current == "expected", sg,
                             bool(detach_reset), bool(store_v_seq), theta_param)

@@ -3,9 +3,8 @@ in, the same current at each of T steps.
 
 * :func:`if_constant_cupy`: ``[T, B, *]`` spikes out (``F_CONSTANT``: the kernel reads q at every
   step, no ``[T, B, *]`` input is built); autograd as :func:`.autograd.if_multi_step_cupy`.
-* :func:`if_count_cupy`: only the counts N and V_T out; :func:`if_rate_cupy`: ``N * theta / T``
-  and V_T out (``qvm_if_count``, if_rate.cuh): for
-  a layer whose spike train nobody reads, as :func:`.cpu.if_rate_cpu` on the CPU. No autograd.
+* :func:`sj_qvm.ops.if_rate.cupy.if_count_cupy` and ``if_rate_cupy``: only the counts (or
+  ``N * theta / T``) and V_T out (``qvm_if_count``, if_rate.cuh), the rate op's CUDA path.
 
 Both equal the torch reference on q repeated over T bit for bit (fp32), in either current: the
 T-mean of T equal steps is the step itself.
@@ -18,8 +17,7 @@ import torch
 from torch import Tensor
 
 from ...checks import check_int
-from . import launch
-from .autograd import _split, if_multi_step_cupy
+from .autograd import if_multi_step_cupy
 
 
 def _check(q, time_steps) -> int:
@@ -46,28 +44,4 @@ def if_constant_cupy(q: Tensor, time_steps: int, v_init, v_threshold, strict: bo
                               store_v_seq, spike_dtype)
 
 
-def if_count_cupy(q: Tensor, time_steps: int, v_init, v_threshold, strict: bool = False,
-                  name: str = "if_count_cupy"):
-    """``(N [B, *] fp32, V_T [B, *] fp32)``: the spike counts of T steps on ``q: [B, *]`` and
-    the final membrane potential, without the spike train. No gradient: raises when autograd
-    would need one."""
-    T = _check(q, time_steps)
-    theta, theta_value = _split(v_threshold, "v_threshold", q.device)
-    v0, v0_value = _split(v_init, "v_init", q.device)
-    tensors = [t for t in (q, theta, v0) if t is not None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        raise ValueError(f"{name} has no backward; use if_constant_cupy under autograd")
-    return launch.count(q, theta, theta_value, v0, v0_value, bool(strict), True, T)
-
-
-def if_rate_cupy(q: Tensor, time_steps: int, v_init, v_threshold, strict: bool = False):
-    """``(N * theta / T [B, *] in q's dtype, V_T [B, *] fp32)`` for T steps on ``q: [B, *]``,
-    without the spike train; ``N * theta / T`` is computed as ``spike_seq.sum(0) * theta / T``
-    is (counts are exact integers), so it equals that of :func:`if_constant_cupy`'s spikes.
-    No gradient: raises when autograd would need one."""
-    counts, v = if_count_cupy(q, time_steps, v_init, v_threshold, strict, "if_rate_cupy")
-    th = v_threshold.to(q.dtype) if isinstance(v_threshold, Tensor) else v_threshold
-    return counts.to(q.dtype) * th / time_steps, v
-
-
-__all__ = ["if_constant_cupy", "if_count_cupy", "if_rate_cupy"]
+__all__ = ["if_constant_cupy"]

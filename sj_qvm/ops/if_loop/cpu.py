@@ -15,40 +15,61 @@ from typing import Optional
 import torch
 
 from .. import buffers, native
-from .launch import index_form
+from ..kernel_args import Param, param
 
-__all__ = ["if_multi_step_cpu", "spike_rate", "if_rate_cpu"]
+__all__ = ["if_multi_step_cpu", "spike_rate"]
+
+
+def layout_reason(x_seq: torch.Tensor, kernel: str = "if_forward") -> Optional[str]:
+    """Why the compiled kernel cannot read ``x_seq: [T, N, *]`` (``None``: it can): the
+    extension, a CPU float32/float64 tensor, each step one contiguous block."""
+    why = native.input_reason(x_seq, kernel)
+    if why is not None:
+        return why
+    if x_seq.ndim < 2 or x_seq.shape[0] == 0:
+        return f"x_seq must be [T, N, *] with T >= 1, got shape {tuple(x_seq.shape)}"
+    n = math.prod(x_seq.shape[1:])
+    if n and (not x_seq[0].is_contiguous()
+              or (x_seq.shape[0] > 1 and x_seq.stride(0) not in (0, n))):
+        return (f"x_seq's steps are not one contiguous block each (strides {x_seq.stride()}); "
+                "pass x_seq.contiguous()")
+    return None
+
+
+def param_reason(p, like: torch.Tensor, name: str, same_dtype: bool = True) -> Optional[str]:
+    """Why the kernels cannot read ``p`` (theta or V0) beside the input ``like``."""
+    if isinstance(p, torch.Tensor) and ((same_dtype and p.dtype != like.dtype)
+                                        or p.device != like.device):
+        return (f"{name} is {p.dtype} on {p.device}, the input {like.dtype} on {like.device} "
+                "(the compiled kernels read both in the input's dtype)")
+    if not isinstance(p, (torch.Tensor, Real)):
+        return f"{name} must be a float or a tensor, got {type(p).__name__}"
+    return None
+
+
+def call_reason(x_seq: torch.Tensor, v_init, v_threshold, kernel: str = "if_forward"):
+    """Why the kernel cannot take this call (``None``: it can). A CPU ``v_init`` of another
+    dtype is taken (the state buffer is filled from it in Python)."""
+    return (layout_reason(x_seq, kernel) or param_reason(v_threshold, x_seq, "v_threshold")
+            or param_reason(v_init, x_seq, "v_init", same_dtype=False))
 
 
 def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
                       current: str = "instant", store_v_seq: bool = False) -> Optional[tuple]:
     """``(spike_seq [T, N, *], v [N, *], v_seq or None)``, or ``None`` when the kernel cannot take
-    this call (not built or switched off, not CPU float32/float64, a step that is not one
-    contiguous block, or a threshold of another dtype)."""
-    if not native.takes(x_seq, "if_forward") or x_seq.ndim < 2 or x_seq.shape[0] == 0:
+    this call (:func:`call_reason` says why)."""
+    if call_reason(x_seq, v_init, v_threshold) is not None:
         return None
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)
-    if n == 0 or not x_seq[0].is_contiguous() or (T > 1 and x_seq.stride(0) not in (0, n)):
-        return None
-    if isinstance(v_threshold, torch.Tensor):
-        if v_threshold.dtype != x_seq.dtype or v_threshold.device != x_seq.device:
-            return None
-        th, th_div, th_mod = index_form(v_threshold, shape, x_seq.dtype)
-        th_addr, th_value = th.data_ptr(), 0.0
-        if th_mod == 1:  # one value: a scalar, so the loop runs unsegmented
-            th, th_addr, th_value = None, 0, th.item()
-    elif isinstance(v_threshold, Real):
-        th, th_div, th_mod, th_addr, th_value = None, 1, 1, 0, float(v_threshold)
-    else:
-        return None
+    th = param(v_threshold, shape, x_seq.dtype)
     v, v0 = _state(v_init, shape, x_seq.dtype)
     spike_seq = buffers.empty(x_seq.shape, x_seq.dtype)
     v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
     native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
-                spike_seq.data_ptr(), v.data_ptr(), *v0[1:],
+                spike_seq.data_ptr(), v.data_ptr(), *v0,
                 0 if v_seq is None else v_seq.data_ptr(), 0,
-                th_addr, th_value, th_div, th_mod, n, T, int(bool(strict)),
+                *th.args(), n, T, int(bool(strict)),
                 int(current == "expected"), native.DTYPES[x_seq.dtype], native.threads())
     del th, v0  # kept alive through the call
     return spike_seq, v, v_seq
@@ -56,70 +77,41 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
 
 def _state(v_init, shape, dtype):
     """``(v, v0)``: the ``[N, *]`` state buffer the kernel runs in place, and the kernel's V_0
-    arguments ``(keep-alive, fill, addr, value, div, mod)``. The kernel writes V_0 into each block
-    of v itself (no pass of its own over v) wherever it can read ``v_init`` (a float, or a CPU
-    tensor of ``dtype`` that broadcasts to ``shape``); otherwise v is filled here."""
+    arguments ``(fill, *Param)``. The kernel writes V_0 into each block of v itself (no pass of
+    its own over v) wherever it can read ``v_init`` (:func:`..kernel_args.param`); otherwise v is
+    filled here."""
     v = torch.empty(shape, dtype=dtype)
-    p = _param(v_init, shape, dtype)
+    p = param(v_init, shape, dtype)
     if p is None:
         v.copy_(torch.as_tensor(v_init, dtype=dtype).expand_as(v))
-        return v, (None, 0, 0, 0.0, 1, 1)
-    keep, addr, value, div, mod = p
-    return v, (keep, 1, addr, value, div, mod)
+        return v, _V0Args(0, Param(None, 0, 0.0))
+    return v, _V0Args(1, p)
 
 
-def _param(p, shape, dtype):
-    """``(keep-alive, addr, value, div, mod)`` of a float or tensor parameter, or ``None`` when
-    the kernels cannot read it (a tensor of another dtype or device)."""
-    if isinstance(p, torch.Tensor):
-        if p.dtype != dtype or p.device.type != "cpu":
-            return None
-        t, div, mod = index_form(p, shape, dtype)
-        if mod == 1:  # one value: a scalar, so the loops run unsegmented
-            return None, 0, t.item(), 1, 1
-        return t, t.data_ptr(), 0.0, div, mod
-    if isinstance(p, Real):
-        return None, 0, float(p), 1, 1
-    return None
+class _V0Args(tuple):
+    """``(fill, addr, value, div, mod)`` that keeps V_0's buffer alive while it is held."""
+
+    def __new__(cls, fill: int, p: Param):
+        self = super().__new__(cls, (fill,) + p.args())
+        self.keep = p.tensor
+        return self
 
 
-def spike_rate(spike_seq: torch.Tensor, v_threshold) -> torch.Tensor:
+def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> torch.Tensor:
     """``N * theta / T`` with ``N = spike_seq.sum(0)``, ``T = spike_seq.shape[0]``:
     ``[T, N, *] -> [N, *]``, the mean current a per-sample layer passes on; ``v_threshold`` a float or a tensor broadcastable to ``[N, *]``.
     Computed as ``spike_seq.sum(0) * theta / T`` (in that order, so that N == M gives the ANN's
-    ``M * gamma / L`` bit for bit), in one compiled pass where it can."""
+    ``M * gamma / L`` bit for bit), in one compiled pass where it can and ``compiled`` (the
+    node's loop ran the ``cpu`` path), else in torch."""
     shape = spike_seq.shape[1:]
-    ok = (native.takes(spike_seq, "spike_rate") and spike_seq.is_contiguous()
+    ok = (compiled and native.takes(spike_seq, "spike_rate") and spike_seq.is_contiguous()
           and spike_seq.numel() > 0)
-    p = _param(v_threshold, shape, spike_seq.dtype) if ok else None
+    p = param(v_threshold, shape, spike_seq.dtype) if ok else None
     if p is None:
         return spike_seq.sum(0) * v_threshold / spike_seq.shape[0]
-    keep, addr, value, div, mod = p
     out = torch.empty(shape, dtype=spike_seq.dtype)
     native.call("spike_rate", spike_seq.data_ptr(), out.data_ptr(), math.prod(shape),
-                spike_seq.shape[0], addr, value, div, mod, native.DTYPES[spike_seq.dtype],
+                spike_seq.shape[0], *p.args(), native.DTYPES[spike_seq.dtype],
                 native.threads())
-    del keep
+    del p
     return out
-
-
-def if_rate_cpu(q: torch.Tensor, v_init, v_threshold, strict: bool, time_steps: int):
-    """T IF steps on the constant current ``q: [N, *]``, keeping only the counts:
-    ``(N * theta / T [N, *], V_T [N, *])``, or ``None`` when the kernel cannot take the call.
-
-    The same loop as :func:`if_multi_step_cpu` on ``q`` broadcast over T, followed by
-    :func:`spike_rate`, without writing the ``[T, N, *]`` spike train (bit-identical results)."""
-    if not native.takes(q, "if_rate") or q.ndim < 1 or q.numel() == 0 or not q.is_contiguous():
-        return None
-    shape = q.shape
-    p = _param(v_threshold, shape, q.dtype)
-    if p is None:
-        return None
-    keep, addr, value, div, mod = p
-    v, v0 = _state(v_init, shape, q.dtype)
-    out = torch.empty(shape, dtype=q.dtype)
-    native.call("if_rate", q.data_ptr(), v.data_ptr(), *v0[1:], out.data_ptr(), addr, value, div,
-                mod, q.numel(), int(time_steps), int(bool(strict)), native.DTYPES[q.dtype],
-                native.threads())
-    del keep, v0
-    return out, v

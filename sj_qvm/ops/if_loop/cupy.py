@@ -19,7 +19,8 @@ import torch
 
 SOURCE = Path(__file__).with_name("if_loop.cu")
 # What if_loop.cu includes:
-HEADERS = tuple(SOURCE.with_name(h) for h in ("if_loop.cuh", "if_float.cuh", "if_rate.cuh"))
+HEADERS = tuple(SOURCE.with_name(h) for h in ("if_loop.cuh", "if_float.cuh", "if_rate.cuh",
+                                             "qvm_enums.h"))
 BLOCK = 256
 
 #: kernel name -> number of launches in this process (the sentinel for tests).

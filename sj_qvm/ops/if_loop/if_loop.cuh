@@ -21,31 +21,13 @@
 #pragma once
 
 #include "if_float.cuh"
+#include "qvm_enums.h"
 
 namespace qvm {
 
 typedef long long i64;
 
-// Forward flags (sj_qvm/ops/if_loop/enums.py reads these enums for the Python side).
-enum {
-    F_STRICT = 1,         // fire on h > 0 instead of h >= 0
-    F_EXPECTED = 2,       // every step receives the mean current q
-    F_STORE_V_SEQ = 4,    // write V_t for every t
-    F_STORE_H = 8,        // write h_t for the backward pass (training)
-    F_THETA_TENSOR = 16,  // theta read from an array, else theta_value
-    F_V0_TENSOR = 32,     // V0 read from an array, else v0_value
-    F_CONSTANT = 2048,    // x is one [N] current, the same at every step (x_t = x_0)
-};
-// Backward flags (F_STRICT, F_EXPECTED and F_THETA_TENSOR as above).
-enum {
-    B_GRAD_V = 64,        // an upstream gradient for the final v
-    B_GRAD_V_SEQ = 128,   // an upstream gradient for v_seq
-    B_DETACH_RESET = 256, // the reset term carries no gradient to s_t
-    B_NEED_V0 = 512,      // write dL/dV0 per neuron
-    B_NEED_THETA = 1024,  // write dL/dtheta per neuron
-};
-// Surrogate ids (read by sj_qvm/ops/if_loop/enums.py for surrogates.py).
-enum { SG_NONE = -1, SG_SIGMOID = 0, SG_ATAN = 1 };  // SG_NONE: spikes carry no gradient
+// The flags and surrogate ids (F_*, B_*, SG_*) are in qvm_enums.h, outside the namespace.
 
 // ---- the per-neuron arithmetic ---------------------------------------------------------------
 // One soft-reset IF step; returns h = U - theta, updates v, sets the spike.

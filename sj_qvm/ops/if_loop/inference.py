@@ -1,7 +1,8 @@
 """No-grad multi-step IF loop that writes in place and stores nothing for backward.
 
-On CPU float32/float64 inputs it runs the compiled kernel of :mod:`.cpu` when that is built
-(one pass over memory); the torch loop below is its fallback, with the same results.
+``backend="auto"`` of :mod:`.dispatch` on CPU inputs: the compiled kernel of :mod:`.cpu` where it
+is built (one pass over memory), else :func:`if_multi_step_torch`, the torch loop, with the same
+results (the only path for other devices).
 
 Same signature as its twin :func:`sj_qvm.functional.if_multi_step_ref` (a test compares the two
 ``inspect.signature``\\ s) and bit-identical spikes and V_T. ``surrogate_function`` and
@@ -19,7 +20,6 @@ import torch
 
 from ...checks import check_current
 from ...functional import expected_current
-from .cpu import if_multi_step_cpu
 
 
 def _check_surrogate(surrogate_function) -> None:
@@ -37,10 +37,11 @@ def if_multi_step_inference(x_seq: torch.Tensor, v_init, v_threshold, strict: bo
     """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``."""
     check_current(current)
     _check_surrogate(surrogate_function)
-    out = if_multi_step_cpu(x_seq, v_init, v_threshold, strict, current, store_v_seq)
-    if out is not None:
-        return out
-    return if_multi_step_torch(x_seq, v_init, v_threshold, strict, current, store_v_seq=store_v_seq)
+    from . import dispatch  # noqa: PLC0415 -- it imports this module
+    path, _ = dispatch.select("auto" if not x_seq.is_cuda else "torch", x_seq, v_init,
+                              v_threshold, strict=strict, current=current)
+    return dispatch.run(path, x_seq, v_init, v_threshold, strict, current,
+                        store_v_seq=store_v_seq)
 
 
 @torch.no_grad()

@@ -21,9 +21,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .enums import VALUES as _FLAGS
+from ..enums import VALUES as _FLAGS
 
-# The kernels' flag bits, read from if_loop.cuh.
+# The kernels' flag bits, read from qvm_enums.h.
 F_STRICT, F_EXPECTED, F_STORE_V_SEQ, F_STORE_H, F_THETA_TENSOR, F_V0_TENSOR, F_CONSTANT = (
     _FLAGS[k] for k in ("F_STRICT", "F_EXPECTED", "F_STORE_V_SEQ", "F_STORE_H", "F_THETA_TENSOR",
                         "F_V0_TENSOR", "F_CONSTANT"))

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .enums import VALUES as _IDS
+from ..enums import VALUES as _IDS
 
-# The kernels' surrogate ids, read from if_loop.cuh.
+# The kernels' surrogate ids, read from qvm_enums.h.
 SG_NONE, SG_SIGMOID, SG_ATAN = _IDS["SG_NONE"], _IDS["SG_SIGMOID"], _IDS["SG_ATAN"]
 
 _TABLE = {

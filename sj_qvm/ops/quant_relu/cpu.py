@@ -2,28 +2,13 @@
 same operations in the same order as :func:`.fused._forward`, so bit-identical to it."""
 from __future__ import annotations
 
-from numbers import Real
 from typing import Optional
 
 import torch
 
 from .. import native
-from ..if_loop.launch import index_form
-from ...checks import ROUNDINGS
-
-
-def _gamma_param(x: torch.Tensor, gamma):
-    """``(keep-alive, addr, value, div, mod)`` for the kernels, or ``None``."""
-    if isinstance(gamma, torch.Tensor):
-        if gamma.dtype != x.dtype or gamma.device != x.device:
-            return None
-        g, div, mod = index_form(gamma.detach(), x.shape, x.dtype)
-        if mod == 1:
-            return None, 0, g.item(), 1, 1
-        return g, g.data_ptr(), 0.0, div, mod
-    if isinstance(gamma, Real):
-        return None, 0, float(gamma), 1, 1
-    return None
+from ..kernel_args import param
+from ..enums import ROUNDING_IDS
 
 
 def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int, rounding: str,
@@ -36,19 +21,19 @@ def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int
         return None
     if need_gamma and not isinstance(gamma, torch.Tensor):
         return None
-    p = _gamma_param(x, gamma)
+    p = param(gamma, x.shape, x.dtype)
     if p is None:
         return None
-    keep, addr, value, div, mod = p
+    mod = p.mod
     xc, gc = x.contiguous(), g.contiguous()
     g_x = torch.empty_like(xc) if need_x else None
     threads = native.threads()
     acc = torch.zeros(threads, mod, dtype=torch.float64) if need_gamma else None
     native.call("quant_relu_backward", xc.data_ptr(), gc.data_ptr(),
                 0 if g_x is None else g_x.data_ptr(), 0 if acc is None else acc.data_ptr(),
-                xc.numel(), native.DTYPES[x.dtype], addr, value, div, mod, levels,
-                ROUNDINGS.index(rounding), threads)
-    del keep
+                xc.numel(), native.DTYPES[x.dtype], *p.args(), levels,
+                ROUNDING_IDS[rounding], threads)
+    del p
     g_gamma = None
     if acc is not None:
         total = acc.sum(0).to(x.dtype)
@@ -65,20 +50,12 @@ def quant_relu_cpu(x: torch.Tensor, gamma, levels: int, rounding: str) -> Option
     another dtype, whose type promotion the torch path must do)."""
     if not native.takes(x, "quant_relu") or x.numel() == 0:
         return None
-    if isinstance(gamma, torch.Tensor):
-        if gamma.dtype != x.dtype or gamma.device != x.device:
-            return None
-        g, g_div, g_mod = index_form(gamma.detach(), x.shape, x.dtype)
-        g_addr, g_value = g.data_ptr(), 0.0
-        if g_mod == 1:  # one value: pass it as a scalar, so the loop runs unsegmented
-            g, g_addr, g_value = None, 0, g.item()
-    elif isinstance(gamma, Real):
-        g, g_div, g_mod, g_addr, g_value = None, 1, 1, 0, float(gamma)
-    else:
+    g = param(gamma, x.shape, x.dtype)
+    if g is None:
         return None
     xc = x.contiguous()
     out = torch.empty_like(xc)
     native.call("quant_relu", xc.data_ptr(), out.data_ptr(), xc.numel(), native.DTYPES[x.dtype],
-                g_addr, g_value, g_div, g_mod, levels, ROUNDINGS.index(rounding), native.threads())
+                *g.args(), levels, ROUNDING_IDS[rounding], native.threads())
     del g  # kept alive through the call
     return out
