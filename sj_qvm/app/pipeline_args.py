@@ -71,6 +71,11 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--calibrate-instant", action="store_true",
                    help="also evaluate the instant current with the first layer's V0 fitted to "
                    "it on 64 training sequences at each T (sj_qvm.streaming.calibrate_instant)")
+    p.add_argument("--finetune-instant", type=int, default=0, metavar="EPOCHS",
+                   help="also evaluate the SNN fine-tuned in the instant current for EPOCHS "
+                   "epochs (surrogate BPTT, each batch at T = L, 2L or 4L; "
+                   "sj_qvm.streaming_finetune.finetune_instant), its output read over the second "
+                   "half of the steps (sj_qvm.streaming.delayed_readout); 0: not")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
                        "(log.jsonl is cut back to the checkpoint's epoch); without a checkpoint "
@@ -98,6 +103,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
         lambda: check_levels(args.levels, "--levels"),
         lambda: check_int(args.frames, "--frames", minimum=1),
         lambda: check_int(args.epochs, "--epochs", minimum=0),
+        lambda: check_int(args.finetune_instant, "--finetune-instant", minimum=0),
         lambda: check_int(args.batch_size, "--batch-size", minimum=1),
         lambda: check_int(args.width, "--width", minimum=1),
         lambda: check_int(args.seed, "--seed", minimum=0),
