@@ -43,13 +43,15 @@ def calibrated_snn(ann, time_steps: int, spec, root, args, device):
 
 
 def multi_t_batches(spec, root, time_steps, frames: int, size: int, batch_size: int,
-                    seed: int = 0):
+                    seed: int = 0, augment: bool = True):
     """``batches(epoch)`` for :func:`sj_qvm.streaming_finetune.finetune_instant`: the training
-    set (augmented) in a fresh order each epoch, each batch ``(frames [B, T, 2, size, size],
+    set (augmented as the ANN was trained, unless ``augment`` is False) in a fresh order each
+    epoch, each batch ``(frames [B, T, 2, size, size],
     labels [B])`` at a T drawn from ``time_steps``, its events integrated into T frames and
     scaled by T / ``frames`` (so that their mean over T is the ANN's input)."""
     time_steps = tuple(time_steps)
-    sets = {T: Frames(spec.make(root, True, T), size, scale=T / frames, train=True, flip=spec.flip)
+    sets = {T: Frames(spec.make(root, True, T), size, scale=T / frames, train=augment,
+                     flip=spec.flip)
             for T in time_steps}
     n = len(sets[time_steps[0]])
 
