@@ -89,9 +89,10 @@ def ann_finetuned(ann, train_ds, prepare, epochs, lr, seed):
     return ann.eval()
 
 
-def measure(run: Path, spec, remedies, epochs: int, lr: float) -> dict:
+def measure(run: Path, spec, remedies, epochs: int, lr: float, seed=None) -> dict:
     ann, a = load_run(run, spec)
     root = Path(a["root"])
+    seed = a["seed"] if seed is None else seed  # the fine-tunes' data order and augmentation
     tests = {T: test_set(spec, a, T) for T in TS}
     x4, y4 = tests[a["frames"]]
     ann_acc = 100 * (ann(x4.mean(0)).argmax(1) == y4).float().mean().item()
@@ -118,7 +119,8 @@ def measure(run: Path, spec, remedies, epochs: int, lr: float) -> dict:
             continue
         t0 = time.perf_counter()
         snn = convert(ann, current="instant", warn=False)
-        batches = multi_t_batches(spec, root, Ts, a["frames"], a["size"], 32, a["seed"])
+        torch.manual_seed(seed)
+        batches = multi_t_batches(spec, root, Ts, a["frames"], a["size"], 32, seed)
         finetune_instant(snn, ann, batches, epochs, lr=lr, learn_v_init=learn, progress=False)
         train_s = time.perf_counter() - t0
         sweep(name, lambda T: snn, train_s=train_s)
@@ -128,11 +130,11 @@ def measure(run: Path, spec, remedies, epochs: int, lr: float) -> dict:
         if name not in remedies:
             continue
         t0 = time.perf_counter()
-        tuned = ann_finetuned(ann, train4, prep, epochs, lr, a["seed"])
+        tuned = ann_finetuned(ann, train4, prep, epochs, lr, seed)
         acc = 100 * (tuned(x4.mean(0)).argmax(1) == y4).float().mean().item()
         sweep(name, instant(tuned), train_s=time.perf_counter() - t0, ann=round(acc, 2))
     return {"run": str(run), "dataset": spec.name, "ann": ann_acc, "test_samples": len(y4),
-            "epochs": epochs, "lr": lr, "rows": rows}
+            "epochs": epochs, "lr": lr, "seed": seed, "rows": rows}
 
 
 def main(argv=None):
@@ -141,6 +143,8 @@ def main(argv=None):
     p.add_argument("--remedies", nargs="+", choices=REMEDIES, default=list(REMEDIES))
     p.add_argument("--epochs", type=int, default=3, help="fine-tune epochs (SNN and ANN)")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tune learning rate (Adam)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the fine-tunes' seed (None: the run's)")
     p.add_argument("--json", type=Path, help="append every figure here (one JSON per run)")
     args = p.parse_args(argv)
     if len(args.runs) % 2:
@@ -149,7 +153,7 @@ def main(argv=None):
                                  registry.EMULATED_DIGITS)}
     torch.manual_seed(0)
     for run, name in zip(args.runs[::2], args.runs[1::2]):
-        res = measure(Path(run), specs[name], args.remedies, args.epochs, args.lr)
+        res = measure(Path(run), specs[name], args.remedies, args.epochs, args.lr, args.seed)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(res) + "\n")
