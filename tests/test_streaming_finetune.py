@@ -6,7 +6,8 @@ Gradients: StreamedLogits' gradients (weights, biases, a learned V0, the input) 
 hand-written twin on the reference IF loop (``if_multi_step_ref``), under a random upstream
 gradient. Converse, measured on a tiny emulated release: without the fine-tune the instant
 current's output is further from the ANN's on unseen sequences, at every T it streams. The
-pipeline flag adds the row and leaves the expected current exact.
+pipeline flag adds the row and leaves the expected current exact (its refusal for a held
+--input: tests/test_streaming.py).
 """
 import json
 
@@ -198,14 +199,3 @@ def test_pipeline_flag_adds_the_finetuned_row(tmp_path, capsys):
     assert res["mismatched_neurons"] == 0
     printed = capsys.readouterr().out
     assert "\n  instant, tuned " in printed and "\ninstant, tuned: the instant current" in printed
-
-
-def test_pipeline_flag_needs_a_streaming_input(tmp_path, capsys):
-    argv = ["--tiny", "--epochs", "0", "--finetune-instant", "2", "--input", "stack",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
-    with pytest.raises(SystemExit) as e:
-        pipeline.main(EMULATED_DIGITS, argv)
-    assert e.value.code == 2
-    assert "--finetune-instant fine-tunes the instant current of a streaming --input" in \
-        capsys.readouterr().err
-    assert not (tmp_path / "cache").exists()  # refused before any release is written

@@ -29,7 +29,7 @@ from .optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from ..atomic import LinkError
 from .evaluate import check_exact, convert_and_report, evaluate_ann, promises_exact
-from .pipeline_args import RESUME_FLAGS, build_parser, parse
+from .pipeline_args import RESUME_FLAGS, build_parser, parse_release
 from .registry import CIFAR10_DVS, DVS_GESTURE, DatasetSpec
 from .report import format_epoch, format_summary, format_written
 from .run_folder import (CHECKPOINT, LOG, append_log, check_folder, check_fresh, prepare,
@@ -154,7 +154,7 @@ def run(args, spec: DatasetSpec) -> dict:
 def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
     """The example's entry point: 0 when exact at T = L (or nothing is promised), 1 when not,
     2 for a usage or input error (one line on stderr)."""
-    args = parse(spec, argv, prog)
+    args, spec = parse_release(spec, argv, prog)
     try:
         res = run(args, spec)
     except (FileNotFoundError, FileExistsError, NotADirectoryError, LinkError, CheckpointError,

@@ -35,6 +35,8 @@ class DatasetSpec:
     input: str = "mean"        # the default --input (sj_qvm.datasets.representations)
     paper_input: str = "mean"  # the --input of --paper
     held_frames: int = 4       # the default --frames of a held (non-streaming) --input
+    emulated_sources: bool = False  # its example offers --emulated and --images DIR (releases
+    # emulated in this dataset's layout)
 
 
 # -- the two datasets ---------------------------------------------------------------------------
@@ -94,7 +96,7 @@ DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture
                     "--paper (93.75% at T = 4, L = 4)", order_pairs=((3, 4), (5, 6)),
                     input="stack", paper_input="stack", held_frames=16)
 CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
-                    "--paper (84.50% at T = 4, L = 4)")
+                    "--paper (84.50% at T = 4, L = 4)", emulated_sources=True)
 
 
 # -- releases emulated from real images (sj_qvm.datasets.emulate_dvs) ----------------------------
