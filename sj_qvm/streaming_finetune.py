@@ -78,8 +78,9 @@ def finetune_instant(snn: QVMNetwork, ann: nn.Module,
     One step on a batch ``(frames [B, T, *], labels [B])`` (T may change from batch to batch):
     ``out = mean_t snn(frames)_t``, ``loss = cross_entropy(out, labels) + KL(softmax(ann(f)) ||
     softmax(out))`` with ``f = frames.mean(1)``, the ANN's input (frames scaled so that their
-    mean over T is the ANN's input at every T, as the DVS pipeline does). Adam at ``lr``; every
-    weight and bias of ``snn`` is trained, θ is not (it is folded into the next layer's weights).
+    mean over T is the ANN's input at every T, as the DVS pipeline does). Adam at ``lr`` (1e-3:
+    3e-4 lost 0.5 to 3.5 points in ``benchmarks/RESULTS.md``); every weight and bias of ``snn``
+    is trained, θ is not (it is folded into the next layer's weights).
 
     Args:
         snn: a converted :class:`~sj_qvm.convert.QVMNetwork` of ``ann``.

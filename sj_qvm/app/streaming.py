@@ -12,7 +12,7 @@ from ..datasets.frames_dataset import Frames, to_time_major
 from ..streaming import calibrate_instant
 from ..streaming_finetune import finetune_instant
 
-__all__ = ["CALIBRATED", "CALIBRATION_SAMPLES", "FINETUNED", "FINETUNE_LR", "calibration_sequences",
+__all__ = ["CALIBRATED", "CALIBRATION_SAMPLES", "FINETUNED", "calibration_sequences",
            "calibrated_snn", "finetune_time_steps", "finetuned_snn", "multi_t_batches"]
 
 #: The ``snn_accuracy`` key (``results.json``) of the calibrated instant-current row.
@@ -21,8 +21,6 @@ CALIBRATED = "instant_calibrated"
 CALIBRATION_SAMPLES = 64
 #: The ``snn_accuracy`` key of the fine-tuned instant-current row (delayed readout).
 FINETUNED = "instant_finetuned"
-#: The fine-tune's learning rate (Adam), measured in ``benchmarks/streaming_remedies.py``.
-FINETUNE_LR = 1e-3
 
 
 def calibration_sequences(spec, root, time_steps: int, frames: int, size: int,
@@ -78,5 +76,4 @@ def finetuned_snn(ann, spec, root, args, device):
     batches = multi_t_batches(spec, root, finetune_time_steps(args.levels), args.frames,
                               args.size, args.batch_size, args.seed)
     torch.manual_seed(args.seed)
-    return finetune_instant(snn, ann, batches, args.finetune_instant, lr=FINETUNE_LR,
-                            rounding=args.rounding, progress=not args.quiet)
+    return finetune_instant(snn, ann, batches, args.finetune_instant, progress=not args.quiet)
