@@ -97,7 +97,8 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
         if T == args.frames or not rep.streams:
             ds = test_ds  # a held representation is computed from the recording's T frames
         else:  # integrate the events into T frames, scaled so their mean is the ANN's input
-            ds = Frames(spec.make(root, False, T), args.size, scale=T / args.frames)
+            ds = Frames(spec.make(root, False, T, progress=not args.quiet), args.size,
+                        scale=T / args.frames)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
         steps = None if rep.streams else T
         for current in ("instant", "expected"):

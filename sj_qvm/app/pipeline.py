@@ -47,7 +47,7 @@ def _release_root(args, spec: DatasetSpec, rank: int) -> Path:
         return Path(args.root)
     root = Path(args.cache_dir) / (spec.name + ("_tiny" if args.tiny else ""))
     if rank == 0:
-        spec.write_synthetic(root, args.tiny, args.seed)
+        spec.write_synthetic(root, args.tiny, args.seed, progress=not args.quiet)
     ddp.barrier()
     return root
 
@@ -73,8 +73,8 @@ def run(args, spec: DatasetSpec) -> dict:
     # Rank 0 preprocesses into the cache first; the others then only read it.
     for turn in (0, 1):
         if (rank == 0) == (turn == 0):
-            train_base = spec.make(root, True, args.frames)
-            test_base = spec.make(root, False, args.frames)
+            train_base = spec.make(root, True, args.frames, progress=not args.quiet)
+            test_base = spec.make(root, False, args.frames, progress=not args.quiet)
         ddp.barrier()
     train_ds = Frames(train_base, args.size, train=True, flip=spec.flip)
     test_ds = Frames(test_base, args.size)

@@ -24,10 +24,11 @@ FINETUNED = "instant_finetuned"
 
 
 def calibration_sequences(spec, root, time_steps: int, frames: int, size: int,
-                          seed: int = 0) -> torch.Tensor:
+                          seed: int = 0, progress: bool = True) -> torch.Tensor:
     """``[T, B, 2, size, size]``: B = min(64, train samples) training samples (no augmentation)
     integrated into T = ``time_steps`` frames and scaled by T / ``frames``, as the test set is."""
-    ds = Frames(spec.make(root, True, time_steps), size, scale=time_steps / frames)
+    ds = Frames(spec.make(root, True, time_steps, progress=progress), size,
+                scale=time_steps / frames)
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     picked = order[:CALIBRATION_SAMPLES].tolist()
     return to_time_major(torch.stack([ds[i][0] for i in picked]))
@@ -36,19 +37,21 @@ def calibration_sequences(spec, root, time_steps: int, frames: int, size: int,
 def calibrated_snn(ann, time_steps: int, spec, root, args, device):
     """The instant-current SNN of ``ann`` at T = ``time_steps``, its first layer's V0 fitted."""
     snn = convert(ann, time_steps=time_steps, current="instant", warn=False).to(device)
-    x_seq = calibration_sequences(spec, root, time_steps, args.frames, args.size, args.seed)
+    x_seq = calibration_sequences(spec, root, time_steps, args.frames, args.size, args.seed,
+                                  not args.quiet)
     return calibrate_instant(snn, x_seq.to(device))
 
 
 def multi_t_batches(spec, root, time_steps, frames: int, size: int, batch_size: int,
-                    seed: int = 0, augment: bool = True):
+                    seed: int = 0, augment: bool = True, progress: bool = True):
     """``batches(epoch)`` for :func:`sj_qvm.streaming_finetune.finetune_instant`: the training
     set (augmented as the ANN was trained, unless ``augment`` is False) in a fresh order each
     epoch, each batch ``(frames [B, T, 2, size, size],
     labels [B])`` at a T drawn from ``time_steps``, its events integrated into T frames and
     scaled by T / ``frames`` (so that their mean over T is the ANN's input)."""
     time_steps = tuple(time_steps)
-    sets = {T: Frames(spec.make(root, True, T), size, scale=T / frames, train=augment,
+    sets = {T: Frames(spec.make(root, True, T, progress=progress), size, scale=T / frames,
+                      train=augment,
                      flip=spec.flip)
             for T in time_steps}
     n = len(sets[time_steps[0]])
@@ -74,6 +77,6 @@ def finetuned_snn(ann, spec, root, args, device):
     epochs on the training set at T in :func:`finetune_time_steps` (one SNN for every T)."""
     snn = convert(ann, current="instant", warn=False).to(device)
     batches = multi_t_batches(spec, root, finetune_time_steps(args.levels), args.frames,
-                              args.size, args.batch_size, args.seed)
+                              args.size, args.batch_size, args.seed, progress=not args.quiet)
     torch.manual_seed(args.seed)
     return finetune_instant(snn, ann, batches, args.finetune_instant, progress=not args.quiet)
