@@ -1,5 +1,5 @@
 """Streaming event frames through a converted SNN: the first layer's V0 fitted to the instant
-current.
+current (:func:`calibrate_instant`), and the delayed readout (:func:`delayed_readout`).
 
 A converted network's first spiking layer receives the raw frame current ``q_t = W x_t + b``. On
 event frames ``x_t`` (sparse counts, most pixels 0 in any one frame) that current swings between
@@ -12,6 +12,10 @@ initial membrane potential V0 until the channel's mean instant spike count over 
 sequences equals its mean expected-current count. Later layers receive spikes, not analog frames;
 fitting their V0 as well lost accuracy on the synthetic releases (``benchmarks/RESULTS.md``), so
 only the first layer is fitted by default.
+
+The charge a streamed sample leaves in the later layers reaches the output some steps after the
+frame that caused it, so the first outputs of a sequence read a net that has seen little of it.
+:func:`delayed_readout` averages the output over the last steps only.
 """
 from __future__ import annotations
 
@@ -21,7 +25,22 @@ from . import _compat
 from .checks import check_int
 from .convert import QVMNetwork
 
-__all__ = ["calibrate_instant", "channel_spike_counts"]
+__all__ = ["READOUT_DELAY", "calibrate_instant", "channel_spike_counts", "delayed_readout"]
+
+#: The delayed readout's default: the output is read from step floor(T / 2) on (the second half).
+READOUT_DELAY = 0.5
+
+
+def delayed_readout(y_seq: torch.Tensor, delay: float = READOUT_DELAY) -> torch.Tensor:
+    """The logits of an output sequence ``y_seq: [T, B, *]`` read late: ``[B, *]``, the mean of
+    ``y_seq[t]`` over the steps ``t >= floor(delay * T)`` (``delay`` in [0, 1); 0 is the plain
+    mean over all T steps; at T = 1 it is always the one step)."""
+    if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay < 1:
+        raise ValueError(f"delay must be a number in [0, 1), got {delay!r}")
+    if not isinstance(y_seq, torch.Tensor) or y_seq.ndim < 2 or y_seq.shape[0] == 0:
+        raise ValueError(f"y_seq must be [T, B, *] with T >= 1, got "
+                         f"{getattr(y_seq, 'shape', type(y_seq))}")
+    return y_seq[int(delay * y_seq.shape[0]):].mean(0)
 
 
 def channel_spike_counts(snn: QVMNetwork, x_seq: torch.Tensor, layer: int) -> torch.Tensor:

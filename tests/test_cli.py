@@ -86,6 +86,23 @@ def test_demo_runs_the_dvs_pipeline_with_its_recipe(argv, epochs, gesture, monke
     # gesture release holds a stack of 16 frames, which keeps the order of events.
     assert (args.input, args.frames) == (("stack", 16) if gesture else ("mean", 3))
     assert str(args.out) == "runs/demo" and not args.resume and not args.overwrite
+    # The streamed digits get the instant-current fine-tune row; the held gesture input has none.
+    assert args.finetune_instant == (0 if gesture else 3)
+
+
+@pytest.mark.parametrize("flag,epochs", [([], 3), (["--finetune-instant", "0"], 0),
+                                         (["--finetune-instant", "5"], 5)])
+def test_demo_finetune_flag(flag, epochs, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "main", lambda spec, a, prog=None: calls.append(a))
+    cli.main(["demo"] + flag)
+    assert pipeline_args.parse(EMULATED_DIGITS, calls[0]).finetune_instant == epochs
+
+
+def test_demo_refuses_a_negative_finetune(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--finetune-instant", "-1"])
+    assert e.value.code == 2 and "--finetune-instant" in capsys.readouterr().err
 
 
 def _tiny_demo(monkeypatch):
@@ -100,7 +117,11 @@ def test_demo_prints_what_it_means_and_where_it_wrote(monkeypatch, tmp_path, cap
     out = tmp_path / "demo"
     argv = ["demo", "--epochs", "1", "--out", str(out), "--cache-dir", str(tmp_path / "syn")]
     assert cli.main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # --quiet (in _tiny_demo) silences every bar: the emulation, the frame caches, the fine-tune.
+    assert "emulating" not in captured.err and "preprocessing" not in captured.err
+    assert "fine-tune" not in captured.err
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == "emulated_digits" and res["synthetic"] and res["epochs"] == 1
     assert res["snn_accuracy"]["expected"]["4"] == res["ann_accuracy"]

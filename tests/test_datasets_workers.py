@@ -69,3 +69,11 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, mechanism):
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
 
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_progress_bar_shows_only_when_asked(progress, capsys):
+    from sj_qvm.datasets import _parallel
+    _parallel.run_tasks(abs, [(-1,), (2,)], ["a", "b"], "counting", num_workers=0,
+                        progress=progress)
+    assert ("counting" in capsys.readouterr().err) == progress

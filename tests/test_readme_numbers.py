@@ -3,7 +3,8 @@
 ``SJ_QVM_SLOW=1 python -m pytest -q -m slow tests/test_readme_numbers.py`` reruns the commands
 that ``examples/dvs_gesture/README.md`` and ``examples/cifar10_dvs/README.md`` give for their
 tables (seed 0) and checks the READMEs' "after" SNN rows against each run's ``results.json``, to
-the READMEs' one decimal, and README.md's float16 / bfloat16 counts against
+the READMEs' one decimal, the emulated-digits demo's table (README.md and the CIFAR10-DVS
+example's) against ``sj-qvm demo``, and README.md's float16 / bfloat16 counts against
 ``benchmarks/low_precision_counts.py``. It takes three to five minutes on 2 cores. Training is
 deterministic for a given torch build and thread count; on another machine a last-digit
 difference means "rerun and update the README".
@@ -42,6 +43,27 @@ def test_dvs_gesture_readme_quotes_the_demo(tmp_path, capsys):
     assert main(["demo", "--gesture", "--out", str(out), "--seed", "0", "--quiet",
                  "--cache-dir", str(tmp_path / "synthetic")]) == 0
     _check_quoted("dvs_gesture", out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SJ_QVM_SLOW") != "1", reason="slow: set SJ_QVM_SLOW=1 to run")
+def test_demo_tables_quote_the_demo(tmp_path, capsys):
+    """README.md's and the CIFAR10-DVS example's tables of ``sj-qvm demo`` (the emulated digits,
+    with its instant-current fine-tune) against the demo itself."""
+    from sj_qvm.app.cli import main
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seed", "0", "--quiet",
+                 "--cache-dir", str(tmp_path / "synthetic")]) == 0
+    res = json.loads((out / "results.json").read_text())
+    ran = lambda key: [round(100 * res["snn_accuracy"][key][T], 1) for T in ("1", "2", "4", "8", "16")]
+    for readme in (ROOT / "README.md", ROOT / "examples" / "cifar10_dvs" / "README.md"):
+        text = readme.read_text()
+        assert _row(text, "SNN, expected current") == ran("expected"), readme
+        assert _row(text, "SNN, instant current, fine-tuned, delayed readout") == \
+            ran("instant_finetuned"), readme
+    assert _row((ROOT / "README.md").read_text(), "SNN, instant current") == ran("instant")
+    assert _row((ROOT / "examples" / "cifar10_dvs" / "README.md").read_text(),
+                "SNN, instant current (one frame per step)") == ran("instant")
 
 
 @pytest.mark.slow

@@ -142,12 +142,14 @@ def test_pipeline_flag_adds_the_calibrated_row(tmp_path, capsys):
     assert "\ninstant, V0 fit: the instant current" in printed
 
 
-def test_pipeline_flag_needs_a_streaming_input(tmp_path, capsys):
-    argv = ["--tiny", "--epochs", "0", "--calibrate-instant", "--input", "stack",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
+@pytest.mark.parametrize("flags,says", [
+    (["--calibrate-instant"], "--calibrate-instant fits"),
+    (["--finetune-instant", "2"], "--finetune-instant fine-tunes")])
+def test_pipeline_flag_needs_a_streaming_input(flags, says, tmp_path, capsys):
+    argv = ["--tiny", "--epochs", "0", "--input", "stack", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "run")] + flags
     with pytest.raises(SystemExit) as e:
         pipeline.main(DVS_GESTURE, argv)
     assert e.value.code == 2
-    assert "--calibrate-instant fits the instant current of a streaming --input" in \
-        capsys.readouterr().err
+    assert f"{says} the instant current of a streaming --input" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # refused before any release is written

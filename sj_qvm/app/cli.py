@@ -20,6 +20,9 @@ DVS_DEMO_ARGS = ["--arch", "vgg", "--width", "8", "--size", "32", "--optimizer",
                  "--lr", "0.005", "--batch-size", "32"]
 #: Training epochs when --epochs is not given.
 DEFAULT_EPOCHS = {"dvs": 16, "digits": 30}
+#: Epochs of the instant-current fine-tune (--finetune-instant) when not given: the emulated
+#: digits demo streams its frames (--input mean); the gesture demo holds its input, nothing to tune.
+DEFAULT_FINETUNE_EPOCHS = {"digits": 3, "gesture": 0}
 
 
 def _epochs(args) -> int:
@@ -32,6 +35,9 @@ def dvs_demo_argv(args) -> list:
                             "--rounding", args.rounding,
                             "--seed", str(args.seed), "--out", str(args.out or "runs/demo"),
                             "--cache-dir", str(args.cache_dir)]
+    tune = args.finetune_instant
+    tune = DEFAULT_FINETUNE_EPOCHS["gesture" if args.gesture else "digits"] if tune is None else tune
+    argv += ["--finetune-instant", str(tune)] if tune else []
     argv += ["--overwrite"] if args.overwrite else []
     argv += ["--resume"] if args.resume else []
     return argv + (["--quiet"] if args.quiet else [])
@@ -112,6 +118,11 @@ def build_parser() -> Parser:
     demo.add_argument("--epochs", type=int, default=None,
                       help=f"training epochs (None: {DEFAULT_EPOCHS['dvs']} for DVS, "
                       f"{DEFAULT_EPOCHS['digits']} for --digits); 0 converts the untrained net")
+    demo.add_argument("--finetune-instant", type=int, default=None, metavar="EPOCHS",
+                      help="DVS: epochs of the SNN's fine-tune in the instant current, a results "
+                      "row of its own (None: "
+                      f"{DEFAULT_FINETUNE_EPOCHS['digits']} for the emulated digits, 0 for "
+                      "--gesture, whose held input does not stream); 0: no fine-tune")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--out", metavar="DIR", help="output folder (None: runs/demo for DVS; "
                       "--digits writes nothing)")
@@ -132,6 +143,8 @@ def main(argv=None) -> int:
     check_values(args.parser, [
         lambda: check_levels(args.levels, "--levels"),
         lambda: args.epochs is None or check_int(args.epochs, "--epochs", minimum=0),
+        lambda: args.finetune_instant is None or check_int(args.finetune_instant,
+                                                           "--finetune-instant", minimum=0),
         lambda: check_int(args.seed, "--seed", minimum=0),
         # The digits job's memory (the DVS demo's is checked by the pipeline's parser).
         lambda: not args.digits or check_fits(*digits_needs(args.levels, args.rounding)),

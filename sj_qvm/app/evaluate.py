@@ -25,7 +25,8 @@ from ..convert import convert
 from ..datasets.frames_dataset import Frames
 from ..datasets.representations import mean_frame, representation
 from ..plots import plot_confusion
-from .streaming import CALIBRATED, calibrated_snn
+from ..streaming import READOUT_DELAY, delayed_readout
+from .streaming import CALIBRATED, FINETUNED, calibrated_snn, finetuned_snn
 
 __all__ = ["predict_ann", "evaluate_ann", "evaluate_snn", "convert_and_report", "check_exact",
            "promises_exact"]
@@ -52,16 +53,17 @@ def evaluate_ann(model, loader, device, rep=mean_frame) -> float:
     return (pred == y).sum().item() / max(1, len(y))
 
 
-def evaluate_snn(snn, loader, device, rep=None, time_steps=None) -> float:
+def evaluate_snn(snn, loader, device, rep=None, time_steps=None, delay: float = 0.0) -> float:
     """Top-1 accuracy of the multi-step SNN on ``(frames [B, T, 2, H, W], label [B])`` batches: it
     reads ``rep.snn_input(frames, time_steps)`` (by default the T frames as ``[T, B, 2, H, W]``)
-    and the prediction is its output's mean over the steps."""
+    and the prediction is its output's mean over the steps (over the steps from
+    ``floor(delay * T)`` on: :func:`sj_qvm.streaming.delayed_readout`)."""
     rep = representation("mean") if rep is None else rep
     correct = total = 0
     with torch.no_grad():
         for frames, y in loader:
             _compat.reset_net(snn)
-            out = snn(rep.snn_input(frames.to(device), time_steps)).mean(0)
+            out = delayed_readout(snn(rep.snn_input(frames.to(device), time_steps)), delay)
             correct += (out.argmax(1).cpu() == y).sum().item()
             total += len(y)
     return correct / max(1, total)
@@ -88,11 +90,15 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
     # The report's T: a streaming SNN runs one step per recorded frame; a held one L steps.
     T_report = args.frames if rep.streams else L
     Ts = sorted(set(args.eval_time_steps) | {T_report})
+    # One fine-tuned SNN streams every T (a streaming --input: pipeline_args).
+    tuned = finetuned_snn(ann, spec, root, args, device) \
+        if getattr(args, "finetune_instant", 0) else None
     for T in tqdm(Ts, desc="SNN over T", disable=args.quiet, leave=False):
         if T == args.frames or not rep.streams:
             ds = test_ds  # a held representation is computed from the recording's T frames
         else:  # integrate the events into T frames, scaled so their mean is the ANN's input
-            ds = Frames(spec.make(root, False, T), args.size, scale=T / args.frames)
+            ds = Frames(spec.make(root, False, T, progress=not args.quiet), args.size,
+                        scale=T / args.frames)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
         steps = None if rep.streams else T
         for current in ("instant", "expected"):
@@ -101,6 +107,9 @@ def convert_and_report(ann, args, spec, root, test_ds, device) -> dict:
         if getattr(args, "calibrate_instant", False):  # a streaming --input (pipeline_args)
             snn = calibrated_snn(ann, T, spec, root, args, device)
             snn_acc.setdefault(CALIBRATED, {})[T] = evaluate_snn(snn, loader, device, rep, steps)
+        if tuned is not None:
+            snn_acc.setdefault(FINETUNED, {})[T] = evaluate_snn(tuned, loader, device, rep, steps,
+                                                                READOUT_DELAY)
 
     # Per-layer report on (up to) 64 test samples at T_report, instant and expected side by side.
     frames = torch.stack([test_ds[i][0] for i in range(min(64, len(test_ds)))]).to(device)

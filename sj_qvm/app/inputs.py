@@ -46,9 +46,11 @@ def check_input(args: argparse.Namespace, parser: argparse.ArgumentParser):
     ``--frames`` is not ``--levels``; a held one runs its own T = L steps whatever the number of
     frames."""
     check_values(parser, [lambda: representation(args.input, "--input").channels(args.frames)])
-    if getattr(args, "calibrate_instant", False) and not representation(args.input).streams:
-        parser.error(f"--calibrate-instant fits the instant current of a streaming --input "
-                     f"(mean); --input {args.input} holds its input constant")
+    for flag, what in (("calibrate_instant", "--calibrate-instant fits"),
+                       ("finetune_instant", "--finetune-instant fine-tunes")):
+        if getattr(args, flag, False) and not representation(args.input).streams:
+            parser.error(f"{what} the instant current of a streaming --input (mean); "
+                         f"--input {args.input} holds its input constant")
     if args.frames != args.levels and representation(args.input).streams:
         warnings.warn(f"--frames {args.frames} != --levels {args.levels}: the SNN runs T = "
                       f"{args.frames} frames, and exactness needs T = L", stacklevel=3)

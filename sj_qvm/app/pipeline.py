@@ -29,7 +29,7 @@ from .optim import continue_schedule, make_optimizer, make_scheduler, plain_args
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from ..atomic import LinkError
 from .evaluate import check_exact, convert_and_report, evaluate_ann, promises_exact
-from .pipeline_args import RESUME_FLAGS, build_parser, parse
+from .pipeline_args import RESUME_FLAGS, build_parser, parse_release
 from .registry import CIFAR10_DVS, DVS_GESTURE, DatasetSpec
 from .report import format_epoch, format_summary, format_written
 from .run_folder import (CHECKPOINT, LOG, append_log, check_folder, check_fresh, prepare,
@@ -47,7 +47,7 @@ def _release_root(args, spec: DatasetSpec, rank: int) -> Path:
         return Path(args.root)
     root = Path(args.cache_dir) / (spec.name + ("_tiny" if args.tiny else ""))
     if rank == 0:
-        spec.write_synthetic(root, args.tiny, args.seed)
+        spec.write_synthetic(root, args.tiny, args.seed, progress=not args.quiet)
     ddp.barrier()
     return root
 
@@ -73,8 +73,8 @@ def run(args, spec: DatasetSpec) -> dict:
     # Rank 0 preprocesses into the cache first; the others then only read it.
     for turn in (0, 1):
         if (rank == 0) == (turn == 0):
-            train_base = spec.make(root, True, args.frames)
-            test_base = spec.make(root, False, args.frames)
+            train_base = spec.make(root, True, args.frames, progress=not args.quiet)
+            test_base = spec.make(root, False, args.frames, progress=not args.quiet)
         ddp.barrier()
     train_ds = Frames(train_base, args.size, train=True, flip=spec.flip)
     test_ds = Frames(test_base, args.size)
@@ -154,7 +154,7 @@ def run(args, spec: DatasetSpec) -> dict:
 def main(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> int:
     """The example's entry point: 0 when exact at T = L (or nothing is promised), 1 when not,
     2 for a usage or input error (one line on stderr)."""
-    args = parse(spec, argv, prog)
+    args, spec = parse_release(spec, argv, prog)
     try:
         res = run(args, spec)
     except (FileNotFoundError, FileExistsError, NotADirectoryError, LinkError, CheckpointError,

@@ -13,10 +13,10 @@ from ..checks import ROUNDINGS, check_int, check_levels, check_positive
 from ..models import ARCHS
 from .arguments import HelpFormatter, Parser, add_version, check_values, paragraphs
 from .inputs import add_input_argument, check_input, fill_input
-from .registry import DatasetSpec
+from .registry import EMULATED_DIGITS, DatasetSpec, emulated_images_spec
 from .resources import check_fits, dvs_needs
 
-__all__ = ["RESUME_FLAGS", "build_parser", "resolve", "parse"]
+__all__ = ["RESUME_FLAGS", "build_parser", "resolve", "release_spec", "parse_release", "parse"]
 
 #: Settings a resumed run must share with its checkpoint (they change the model, data or optimizer).
 RESUME_FLAGS = ("arch", "width", "levels", "rounding", "layer_thresholds", "size", "frames",
@@ -38,6 +38,16 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
                    "synthetic release in the real file formats is written and used")
     p.add_argument("--synthetic", action="store_true", help="use the offline synthetic release "
                    "(what happens anyway when --root is not given)")
+    if spec.emulated_sources:
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--emulated", action="store_true",
+                         help="instead of the synthetic release, DVS recordings emulated offline "
+                         "from scikit-learn's real handwritten digits, in this layout (what "
+                         "`sj-qvm demo` trains on)")
+        src.add_argument("--images", type=Path, metavar="DIR",
+                         help="instead of the synthetic release, DVS recordings emulated from the "
+                         "torchvision folder DIR (MNIST, FashionMNIST or CIFAR-10 as torchvision "
+                         "downloads them), in this layout, written under --cache-dir once")
     p.add_argument("--tiny", action="store_true", help="a very small synthetic release (tests)")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/synthetic"),
                    help="where the synthetic release is written")
@@ -71,6 +81,11 @@ def build_parser(spec: DatasetSpec, prog: Optional[str] = None) -> argparse.Argu
     p.add_argument("--calibrate-instant", action="store_true",
                    help="also evaluate the instant current with the first layer's V0 fitted to "
                    "it on 64 training sequences at each T (sj_qvm.streaming.calibrate_instant)")
+    p.add_argument("--finetune-instant", type=int, default=0, metavar="EPOCHS",
+                   help="also evaluate the SNN fine-tuned in the instant current for EPOCHS "
+                   "epochs (surrogate BPTT, each batch at T = L, 2L or 4L; "
+                   "sj_qvm.streaming_finetune.finetune_instant), its output read over the second "
+                   "half of the steps (sj_qvm.streaming.delayed_readout); 0: not")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
                        "(log.jsonl is cut back to the checkpoint's epoch); without a checkpoint "
@@ -98,6 +113,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
         lambda: check_levels(args.levels, "--levels"),
         lambda: check_int(args.frames, "--frames", minimum=1),
         lambda: check_int(args.epochs, "--epochs", minimum=0),
+        lambda: check_int(args.finetune_instant, "--finetune-instant", minimum=0),
         lambda: check_int(args.batch_size, "--batch-size", minimum=1),
         lambda: check_int(args.width, "--width", minimum=1),
         lambda: check_int(args.seed, "--seed", minimum=0),
@@ -108,10 +124,39 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpar
     return args
 
 
-def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.Namespace:
-    """Parse and check ``argv`` (exit code 2, one line, on a bad value or a run whose memory
-    estimate exceeds the device's: :mod:`.resources`)."""
+def release_spec(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                 spec: DatasetSpec) -> DatasetSpec:
+    """The release the run trains on: ``spec``, or with ``--emulated`` / ``--images DIR`` (where
+    ``spec.emulated_sources``) a release emulated in its layout. Exit code 2, one line, for
+    either beside ``--root``, or an ``--images`` folder that holds no torchvision image folder
+    (the message shows the expected layout)."""
+    emulated, images = getattr(args, "emulated", False), getattr(args, "images", None)
+    if not (emulated or images is not None):
+        return spec
+    if args.root is not None:
+        parser.error(f"--root reads a real release; --{'emulated' if emulated else 'images'} "
+                     "writes an emulated one: give one of them")
+    if emulated:
+        return EMULATED_DIGITS
+    from ..datasets.image_sources import ImagesNotFound
+    try:
+        return emulated_images_spec(images)
+    except ImagesNotFound as e:
+        parser.error(f"--images: {e}")
+
+
+def parse_release(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> tuple:
+    """``(args, release)``: ``argv`` parsed and checked (exit code 2, one line, on a bad value or
+    a run whose memory estimate exceeds the device's: :mod:`.resources`), and the release the run
+    trains on (:func:`release_spec`)."""
     parser = build_parser(spec, prog)
-    args = check_input(resolve(fill_input(parser.parse_args(argv), parser, spec), parser), parser)
+    args = parser.parse_args(argv)
+    spec = release_spec(args, parser, spec)
+    args = check_input(resolve(fill_input(args, parser, spec), parser), parser)
     check_values(parser, [lambda: check_fits(*dvs_needs(args, spec))])  # memory, before any work
-    return args
+    return args, spec
+
+
+def parse(spec: DatasetSpec, argv=None, prog: Optional[str] = None) -> argparse.Namespace:
+    """The ``args`` of :func:`parse_release`."""
+    return parse_release(spec, argv, prog)[0]

@@ -2,9 +2,10 @@
 and CIFAR10-DVS-style releases emulated from real images: scikit-learn's digits, or a torchvision
 folder through :func:`emulated_images_spec`).
 
-A spec's ``make(root, train, frames_number)`` returns the dataset of ``(frames [T, 2, 128, 128],
-label)`` (event counts, split by event number); ``write_synthetic(root, tiny, seed)`` writes the
-offline release (synthetic or emulated) in the real file formats, once.
+A spec's ``make(root, train, frames_number, progress=True)`` returns the dataset of ``(frames
+[T, 2, 128, 128], label)`` (event counts, split by event number); ``write_synthetic(root, tiny,
+seed, progress=True)`` writes the offline release (synthetic or emulated) in the real file
+formats, once. ``progress``: tqdm bars while recordings are emulated or frames are cached.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ class DatasetSpec:
     title: str
     num_classes: int
     flip: bool
-    make: Callable            # (root, train, frames_number) -> Dataset of (frames, label)
-    write_synthetic: Callable  # (root, tiny: bool, seed) -> None; writes the release at root once
+    make: Callable            # (root, train, frames_number, progress=True) -> Dataset of (frames, label)
+    write_synthetic: Callable  # (root, tiny: bool, seed, progress=True) -> None; writes it once
     paper_accuracy: float | None  # None: no published figure
     real_data_help: str
     classes: tuple = ()        # the class names, in label order
@@ -35,11 +36,14 @@ class DatasetSpec:
     input: str = "mean"        # the default --input (sj_qvm.datasets.representations)
     paper_input: str = "mean"  # the --input of --paper
     held_frames: int = 4       # the default --frames of a held (non-streaming) --input
+    emulated_sources: bool = False  # its example offers --emulated and --images DIR (releases
+    # emulated in this dataset's layout)
 
 
 # -- the two datasets ---------------------------------------------------------------------------
-def _gesture(root, train, frames_number):
-    return DVSGesture(root, train=train, frames_number=frames_number, split_by="number")
+def _gesture(root, train, frames_number, progress=True):
+    return DVSGesture(root, train=train, frames_number=frames_number, split_by="number",
+                      progress=progress)
 
 
 def _write_once(root: Path, write, what: str | None = None) -> None:
@@ -56,7 +60,7 @@ def _write_once(root: Path, write, what: str | None = None) -> None:
     write_atomic(marker, stamp)
 
 
-def _gesture_synthetic(root, tiny, seed):
+def _gesture_synthetic(root, tiny, seed, progress=True):  # writes without a bar
     from ..datasets.synthetic import write_dvs_gesture
     if tiny:  # 22 train and 11 test samples
         kw = dict(users=(1, 2, 24), lightings=("fluorescent",), events_per_sample=3000)
@@ -67,11 +71,12 @@ def _gesture_synthetic(root, tiny, seed):
     _write_once(root, lambda: write_dvs_gesture(root, seed=seed, **kw), what)
 
 
-def _cifar(root, train, frames_number):
-    return CIFAR10DVS(root, train=train, frames_number=frames_number, split_by="number")
+def _cifar(root, train, frames_number, progress=True):
+    return CIFAR10DVS(root, train=train, frames_number=frames_number, split_by="number",
+                      progress=progress)
 
 
-def _cifar_synthetic(root, tiny, seed):
+def _cifar_synthetic(root, tiny, seed, progress=True):  # writes without a bar
     from ..datasets.synthetic import write_cifar10_dvs
     # "first900" keeps 90% of each class for training: 9/1 (tiny) or 36/4 files per class.
     kw = dict(samples_per_class=10, events_per_sample=3000) if tiny else dict(samples_per_class=40)
@@ -94,7 +99,7 @@ DVS_GESTURE = _spec("dvs_gesture", "DVS128 Gesture", DVSGesture, False, _gesture
                     "--paper (93.75% at T = 4, L = 4)", order_pairs=((3, 4), (5, 6)),
                     input="stack", paper_input="stack", held_frames=16)
 CIFAR10_DVS = _spec("cifar10_dvs", "CIFAR10-DVS", CIFAR10DVS, True, _cifar, _cifar_synthetic, 0.845,
-                    "--paper (84.50% at T = 4, L = 4)")
+                    "--paper (84.50% at T = 4, L = 4)", emulated_sources=True)
 
 
 # -- releases emulated from real images (sj_qvm.datasets.emulate_dvs) ----------------------------
@@ -120,10 +125,10 @@ def _emulated_stamp(source: str, tiny: bool, seed: int) -> str:
             f"class, seed {seed}, {settings}")
 
 
-def _digits_emulated(root, tiny, seed):
+def _digits_emulated(root, tiny, seed, progress=True):
     from ..datasets.emulated_release import write_digits_release
     _write_once(root, lambda: write_digits_release(root, EMULATED_PER_CLASS[tiny], seed,
-                                                   **_emulated_settings(tiny)),
+                                                   progress=progress, **_emulated_settings(tiny)),
                 _emulated_stamp("sklearn digits", tiny, seed))
 
 
@@ -158,8 +163,9 @@ def emulated_images_spec(images_dir) -> DatasetSpec:
         raise ImagesNotFound(f"{folder}: no single torchvision image folder. {folder_layout_help(folder)}")
     kind = kinds[0]
 
-    def write(root, tiny, seed):
+    def write(root, tiny, seed, progress=True):
         _write_once(root, lambda: write_folder_release(root, folder, EMULATED_PER_CLASS[tiny], seed,
+                                                       progress=progress,
                                                        **_emulated_settings(tiny)),
                     _emulated_stamp(f"{kind} in {folder.resolve()}", tiny, seed))
 

@@ -8,18 +8,25 @@ from pathlib import Path
 from typing import Iterable
 
 from ..report import format_energy
-from .streaming import CALIBRATED
+from .streaming import CALIBRATED, FINETUNED
 
 __all__ = ["EXPLANATION", "format_epoch", "format_summary", "format_written"]
 
 #: The results table's rows: ``snn_accuracy`` key and label (a row shows when its key is there).
-ROWS = (("instant", "instant"), (CALIBRATED, "instant, V0 fit"), ("expected", "expected"))
+ROWS = (("instant", "instant"), (CALIBRATED, "instant, V0 fit"),
+        (FINETUNED, "instant, tuned"), ("expected", "expected"))
 #: Printed under the table when it has the :data:`~.streaming.CALIBRATED` row.
 CALIBRATED_EXPLANATION = """\
 instant, V0 fit: the instant current, with each first-layer channel's initial potential V0 set
   (on training sequences at that T) so that its mean spike count equals the expected current's;
   without it the first layer fires on every positive swing of the frame current and cannot take
   those spikes back (sj_qvm.streaming)."""
+#: Printed under the table when it has the :data:`~.streaming.FINETUNED` row.
+FINETUNED_EXPLANATION = """\
+instant, tuned: the instant current after a short fine-tune of the converted SNN on the training
+  set streamed at T = L, 2L and 4L (surrogate BPTT, cross-entropy + KL to the ANN), its output
+  read over the second half of the steps; it learns to live with the first layers' rectified
+  spikes (sj_qvm.streaming_finetune). The expected row is the converted net, untouched."""
 
 #: Printed under every results table (the DVS pipeline's and the digits job's).
 EXPLANATION = """\
@@ -63,7 +70,9 @@ def format_summary(res: dict) -> str:
                  f"{res['mismatched_neurons_float32']}, from the order of additions)")
     e = res["energy"]["expected"]
     lines.append(format_energy(e))
-    extra = [CALIBRATED_EXPLANATION] if CALIBRATED in res["snn_accuracy"] else []
+    extra = [text for key, text in ((CALIBRATED, CALIBRATED_EXPLANATION),
+                                    (FINETUNED, FINETUNED_EXPLANATION))
+             if key in res["snn_accuracy"]]
     return "\n".join(lines + [EXPLANATION] + extra)
 
 

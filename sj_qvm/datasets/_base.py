@@ -65,12 +65,15 @@ class EventDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, train: bool, frames_number: int | None,
                  split_by: str, transform: Callable | None, target_transform: Callable | None,
-                 num_workers: int | None, cache_dir: str | os.PathLike | None = None):
+                 num_workers: int | None, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True):
         check_bool(bool(train) if isinstance(train, np.bool_) else train, "train")
         check_split_by(split_by)
         if frames_number is not None:
             check_frame_args(frames_number, split_by, self.sensor_size)
         check_workers(num_workers)
+        check_bool(progress, "progress")
+        self.progress = progress  # a tqdm bar while the cache is built
         for name, value in (("transform", transform), ("target_transform", target_transform)):
             if value is not None and not callable(value):
                 raise TypeError(f"{name} must be None or a callable, got {value!r}")
@@ -122,7 +125,8 @@ class EventDataset(Dataset):
         for folder in folders:
             _cache.sweep_stale(folder, current[folder], sources[folder])
         split = "train" if self.train else "test"
-        run_tasks(build, tasks, names, f"{type(self).__name__} {split}: preprocessing", num_workers)
+        run_tasks(build, tasks, names, f"{type(self).__name__} {split}: preprocessing", num_workers,
+                  self.progress)
 
     @staticmethod
     def _entry(folder: Path, key: str, recording: Path) -> tuple[Path, np.ndarray]:

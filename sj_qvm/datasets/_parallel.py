@@ -47,6 +47,7 @@ def run_tasks(
     names: Sequence[str],
     desc: str,
     num_workers: int | None = None,
+    progress: bool = True,
 ) -> None:
     """Call ``function(*task)`` for every task; ``names[i]`` names task i's input file.
 
@@ -54,12 +55,13 @@ def run_tasks(
     torch (and so the event counter) to one thread, as DataLoader workers do. ``num_workers=0``
     runs in this process (for debugging). A failing task cancels the rest and its exception is
     raised here with its type kept and the file named (in the message, or else in a note).
+    ``progress``: a tqdm bar (cleared when done).
     """
     check_workers(num_workers)
     if not tasks:
         return
     workers = default_workers() if num_workers is None else num_workers
-    with tqdm(total=len(tasks), desc=desc, unit="file", leave=False) as bar:
+    with tqdm(total=len(tasks), desc=desc, unit="file", leave=False, disable=not progress) as bar:
         if workers == 0 or len(tasks) == 1:
             for task, name in zip(tasks, names):
                 _call(function, task, name)

@@ -96,7 +96,8 @@ class CIFAR10DVS(EventDataset):
     ``(events, label)`` with ``events`` a structured array of :data:`EVENT_DTYPE`, read straight
     from the AEDAT file (the vectorized reader is as fast as a cache would be).
 
-    Frames are preprocessed once in ``num_workers`` processes into ``cache_dir`` (default
+    Frames are preprocessed once (a tqdm bar unless ``progress`` is False) in ``num_workers``
+    processes into ``cache_dir`` (default
     ``root/sj_qvm_cache``) ``/cifar10_dvs_v2/frames_T{T}_{split_by}/<class>/``, one compressed
     uint8/uint16/uint32 entry per recording, ``cifar10_<class>_<n>.s<size>.m<mtime_ns>.npz``
     (keyed by the recording's size and mtime_ns: a rewritten recording is rebuilt), renamed into
@@ -132,10 +133,11 @@ class CIFAR10DVS(EventDataset):
         target_transform: Callable | None = None,
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
+        progress: bool = True,
     ):
         check_split(split, seed)
         super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers,
-                         cache_dir)
+                         cache_dir, progress)
         self.split = split
         names_by_class = []
         for name in self.classes:

@@ -168,8 +168,8 @@ class DVSGesture(EventDataset):
     (:func:`read_trial_list`), so nothing outside ``root`` is read and nothing outside
     ``cache_dir`` is written. ``train`` must be a bool.
 
-    The first use preprocesses in ``num_workers`` processes (default: CPU count, at most 8; 0 runs
-    in this process) into ``cache_dir`` (default ``root/sj_qvm_cache``): ``dvs_gesture_v2/events``
+    The first use preprocesses (a tqdm bar unless ``progress`` is False) in ``num_workers``
+    processes (default: CPU count, at most 8; 0 runs in this process) into ``cache_dir`` (default ``root/sj_qvm_cache``): ``dvs_gesture_v2/events``
     holds per-sample events, ``dvs_gesture_v2/frames_T{T}_{split_by}`` per-sample frames as
     compressed uint8/uint16/uint32 counts, as ``<userNN_lighting>_<row>.s<size>.m<mtime_ns>.npz``
     (keyed by the recording's size and mtime_ns: a rewritten recording's samples are rebuilt).
@@ -210,9 +210,10 @@ class DVSGesture(EventDataset):
         target_transform: Callable | None = None,
         cache_dir: str | os.PathLike | None = None,
         num_workers: int | None = None,
+        progress: bool = True,
     ):
         super().__init__(root, train, frames_number, split_by, transform, target_transform, num_workers,
-                         cache_dir)
+                         cache_dir, progress)
         self.raw = raw = self.root / self.folder
         trials = self._trials(raw)
         self.samples = [

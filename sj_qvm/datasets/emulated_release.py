@@ -57,7 +57,8 @@ def _emulate_file(image, path: Path, seed, settings: dict) -> None:
 
 
 def write_emulated_release(images, labels, root: str | os.PathLike, *, class_names=None, seed=0,
-                           ids=None, num_workers: int | None = None, **settings) -> Path:
+                           ids=None, num_workers: int | None = None, progress: bool = True,
+                           **settings) -> Path:
     """Emulate a DVS recording of each image and write them as a CIFAR10-DVS release; returns ``root``.
 
     ``images``: ``[N, H, W]`` (or a sequence of ``[H, W]``), uint8 or floating in [0, 1];
@@ -69,8 +70,8 @@ def write_emulated_release(images, labels, root: str | os.PathLike, *, class_nam
     subclass declaring them as its ``classes``. ``seed``: recording ``(label, id)`` is emulated
     with seed ``(seed, label, id)``. ``settings``: :class:`~sj_qvm.datasets.emulator.DVSSettings`
     fields. Files are written atomically, in ``num_workers`` processes (``0``: here), with a
-    progress bar, and flushed to disk before this returns (one ``os.sync`` where there is one,
-    rather than an fsync per file); a class folder that is a symbolic link is refused.
+    progress bar (unless ``progress`` is False), and flushed to disk before this returns (one
+    ``os.sync`` where there is one, rather than an fsync per file); a class folder that is a symbolic link is refused.
     """
     DVSSettings(**settings)  # every setting checked before any work
     check_int(seed, "seed", minimum=0)
@@ -103,7 +104,7 @@ def write_emulated_release(images, labels, root: str | os.PathLike, *, class_nam
         path = root / names[label] / f"cifar10_{names[label]}_{file_id}.aedat"
         tasks.append((image, path, (seed, label, file_id), settings))
         files.append(str(path))
-    run_tasks(_emulate_file, tasks, files, "emulating DVS recordings", num_workers)
+    run_tasks(_emulate_file, tasks, files, "emulating DVS recordings", num_workers, progress)
     if _SYNC_AT_END:
         os.sync()  # every file on disk before the caller marks the release complete
     return root
@@ -139,7 +140,8 @@ def arrange(train: tuple, test: tuple, per_class: int, num_classes: int, seed: i
 
 
 def write_digits_release(root: str | os.PathLike, per_class: int = 200, seed: int = 0,
-                         num_workers: int | None = None, **settings) -> Path:
+                         num_workers: int | None = None, progress: bool = True,
+                         **settings) -> Path:
     """scikit-learn's digits as an emulated release: ``per_class`` files per class (digit ``d``
     in CIFAR10-DVS's class folder ``d``, airplane .. truck). Per class, ``per_class -
     ceil(0.9 per_class)`` digits drawn from ``seed`` are kept for the test split (20 with the
@@ -152,11 +154,12 @@ def write_digits_release(root: str | os.PathLike, per_class: int = 200, seed: in
         test[rng.permutation(np.flatnonzero(labels == label))[:n_test]] = True
     plan = arrange((images[~test], labels[~test]), (images[test], labels[test]), per_class, 10, seed)
     return write_emulated_release(plan[0], plan[1], root, seed=seed, ids=plan[2],
-                                  num_workers=num_workers, **settings)
+                                  num_workers=num_workers, progress=progress, **settings)
 
 
 def write_folder_release(root: str | os.PathLike, images_dir: str | os.PathLike, per_class: int = 200,
-                         seed: int = 0, num_workers: int | None = None, **settings) -> Path:
+                         seed: int = 0, num_workers: int | None = None, progress: bool = True,
+                         **settings) -> Path:
     """A torchvision folder's images (MNIST, FashionMNIST or CIFAR-10, see
     :func:`~sj_qvm.datasets.image_sources.read_image_folder`) as an emulated release:
     ``per_class`` files per class, its test images in the ``"first900"`` test ids and its
@@ -165,4 +168,4 @@ def write_folder_release(root: str | os.PathLike, images_dir: str | os.PathLike,
     _, test_images, test_labels = read_image_folder(images_dir, train=False)
     plan = arrange((train_images, train_labels), (test_images, test_labels), per_class, 10, seed)
     return write_emulated_release(plan[0], plan[1], root, seed=seed, ids=plan[2],
-                                  num_workers=num_workers, **settings)
+                                  num_workers=num_workers, progress=progress, **settings)
