@@ -9,8 +9,8 @@ import torch
 from sj_qvm import QuantReLU, QVMIFNode
 from sj_qvm.functional import if_multi_step_ref
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop.inference import if_multi_step_inference, if_multi_step_torch
-from sj_qvm.ops.quant_relu.fused import quant_relu_levels
+from sj_qvm.ops.if_loop import if_multi_step_inference, if_multi_step_torch
+from sj_qvm.ops.quant_relu.torch import quant_relu_levels
 
 needs_native = pytest.mark.skipif(
     not native.available(),
@@ -231,7 +231,7 @@ def test_unobserved_per_sample_layers_count_without_the_train():
 @pytest.mark.parametrize("current", ["instant", "expected"])
 def test_bptt_kernels_match_the_torch_bptt_under_a_random_gradient(surrogate, current):
     from sj_qvm._compat import surrogate as sj_surrogate
-    from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+    from sj_qvm.ops.if_loop import if_multi_step_bptt
     sg = getattr(sj_surrogate, surrogate)()
     for strict, detach, per_channel in itertools.product((False, True), (False, True),
                                                          (False, True)):

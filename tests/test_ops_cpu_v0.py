@@ -7,7 +7,7 @@ import torch
 from sj_qvm.ops import native
 from sj_qvm.ops.if_loop import cpu
 from sj_qvm.ops.if_rate import if_rate_cpu
-from sj_qvm.ops.if_loop.inference import if_multi_step_torch
+from sj_qvm.ops.if_loop.torch import if_multi_step_torch
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"sj_qvm.ops._cpu not built: {native.IMPORT_ERROR}")

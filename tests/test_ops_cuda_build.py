@@ -21,7 +21,7 @@ from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops.if_loop import cupy as cupy_mod
 from sj_qvm.ops.if_loop import launch
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 
 KERNELS = sorted(
     [f"qvm_if_forward_{d}_{s}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8))

@@ -10,7 +10,7 @@ import torch
 from sj_qvm import QuantReLU
 from sj_qvm._compat import surrogate
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+from sj_qvm.ops.if_loop import if_multi_step_bptt
 from sj_qvm.ops.if_loop.cpu import if_multi_step_cpu, spike_rate
 from sj_qvm.ops.if_rate import if_rate_cpu
 

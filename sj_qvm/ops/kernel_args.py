@@ -4,7 +4,7 @@ A parameter (θ, γ or V0) reaches every kernel in one form, :class:`Param`: a s
 where ``addr`` is 0, else the element ``(i / div) % mod`` of a contiguous buffer for the flat
 neuron index i (:func:`sj_qvm.ops.if_loop.launch.index_form`: a per-channel ``[C, 1, ...]`` or a
 per-neuron tensor without copying it). :func:`param` is the one function that builds it, for
-the IF loop's θ and V0 (``if_loop/cpu.py``, ``if_loop/bptt_cpu.py``) and QuantReLU's γ
+the IF loop's θ and V0 (``if_loop/cpu.py``, ``if_rate/cpu.py``) and QuantReLU's γ
 (``quant_relu/cpu.py``); the ids that travel beside it are named in ``if_loop/qvm_enums.h``
 (:mod:`.enums`).
 """

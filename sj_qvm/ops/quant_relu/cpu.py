@@ -1,5 +1,5 @@
 """QuantReLU's forward as one pass of the compiled CPU kernel (:mod:`sj_qvm.ops.native`); the
-same operations in the same order as :func:`.fused._forward`, so bit-identical to it."""
+same operations in the same order as :func:`.torch._forward`, so bit-identical to it."""
 from __future__ import annotations
 
 from typing import Optional
@@ -15,7 +15,7 @@ def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int
                             need_x: bool, need_gamma: bool):
     """``(dL/dx [B, *] or None, dL/dgamma in gamma's shape or None)`` of the STE in one pass
     (the kernel sums gamma's terms per gamma value, in float64), or ``None`` when the kernel
-    cannot take the call; see :mod:`.fused` for the formulas."""
+    cannot take the call; see :mod:`.torch` for the formulas."""
     if (not native.takes(x, "quant_relu_backward") or x.numel() == 0 or g.dtype != x.dtype
             or g.shape != x.shape):
         return None
