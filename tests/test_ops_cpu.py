@@ -184,7 +184,7 @@ def test_if_rate_kernel_equals_the_loop_then_the_rate(dtype, strict):
         for th in (theta, torch.tensor([theta, theta / 3, 1.5 * theta], dtype=dtype)):
             v0 = 0.5 * (th if isinstance(th, float) else th)
             before = calls("if_rate")
-            rate, v = if_rate_cpu(q, v0, th, strict, T)
+            rate, v = if_rate_cpu(q, T, v0, th, strict)
             assert calls("if_rate") == before + 1
             s_ref, v_ref, _ = if_multi_step_ref(q.unsqueeze(0).repeat(T, 1, 1), v0, th, strict,
                                                 "expected")

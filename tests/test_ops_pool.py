@@ -101,7 +101,7 @@ def test_if_kernels_agree_on_both_pools(dtype):
         for current in ("instant", "expected"):
             out += list(if_multi_step_cpu(x_seq, 0.5 * theta, theta, False, current,
                                           store_v_seq=True))
-        out += list(if_rate_cpu(q, 0.5 * theta, theta, True, T))
+        out += list(if_rate_cpu(q, T, 0.5 * theta, theta, True))
         out.append(spike_rate(out[0], theta))
         assert native.CALLS["if_forward"] == before + 2
         return out

@@ -88,7 +88,7 @@ def test_if_kernels_builds_agree_bit_for_bit(dtype):
                 for current in ("instant", "expected"):
                     out += list(if_multi_step_cpu(x_seq, 0.5 * theta, theta, strict, current,
                                                   store_v_seq=True))
-                out += list(if_rate_cpu(q.contiguous(), 0.5 * theta, theta, strict, T))
+                out += list(if_rate_cpu(q.contiguous(), T, 0.5 * theta, theta, strict))
                 out.append(spike_rate(out[0], theta))
                 return out
             base, avx = both_builds(run)

@@ -21,6 +21,7 @@ and reads the input where it read h. Above it, the forward stores h as ``[T, N, 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from numbers import Real
 from typing import Optional
 
@@ -29,7 +30,7 @@ import torch
 from .. import buffers, native, verify
 from . import surrogates
 from .torch import _reduce_to
-from ..kernel_args import Param, param
+from ..kernel_args import IFLoopArgs, IFRateArgs, param
 
 __all__ = ["if_multi_step_cpu", "if_multi_step_bptt_cpu", "spike_rate"]
 
@@ -76,39 +77,26 @@ def if_multi_step_cpu(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = F
         return None
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     n = math.prod(shape)
-    th = param(v_threshold, shape, x_seq.dtype)
-    v, v0 = _state(v_init, shape, x_seq.dtype)
+    v, v0 = state(v_init, shape, x_seq.dtype)
+    args = IFLoopArgs(n, T, x_seq.stride(0) if T > 1 else n, param(v_threshold, shape, x_seq.dtype),
+                      bool(strict), current == "expected", native.DTYPES[x_seq.dtype],
+                      native.threads(), v0)
     spike_seq = buffers.empty(x_seq.shape, x_seq.dtype)
     v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
-    native.call("if_forward", x_seq.data_ptr(), x_seq.stride(0) if T > 1 else n,
-                spike_seq.data_ptr(), v.data_ptr(), *v0,
-                0 if v_seq is None else v_seq.data_ptr(), 0,
-                *th.args(), n, T, int(bool(strict)),
-                int(current == "expected"), native.DTYPES[x_seq.dtype], native.threads())
-    del th, v0  # kept alive through the call
+    native.call("if_forward", *args.forward(x_seq, spike_seq, v, v_seq))
     return spike_seq, v, v_seq
 
 
-def _state(v_init, shape, dtype):
-    """``(v, v0)``: the ``[N, *]`` state buffer the kernel runs in place, and the kernel's V_0
-    arguments ``(fill, *Param)``. The kernel writes V_0 into each block of v itself (no pass of
-    its own over v) wherever it can read ``v_init`` (:func:`..kernel_args.param`); otherwise v is
-    filled here."""
+def state(v_init, shape, dtype):
+    """``(v, v0)``: the ``[N, *]`` state buffer the kernel runs in place, and V_0 as the kernel
+    writes it into each block of v itself (no pass of its own over v), a
+    :class:`..kernel_args.Param`, wherever it can read ``v_init``; otherwise v is filled here and
+    ``v0`` is ``None``."""
     v = torch.empty(shape, dtype=dtype)
     p = param(v_init, shape, dtype)
     if p is None:
         v.copy_(torch.as_tensor(v_init, dtype=dtype).expand_as(v))
-        return v, _V0Args(0, Param(None, 0, 0.0))
-    return v, _V0Args(1, p)
-
-
-class _V0Args(tuple):
-    """``(fill, addr, value, div, mod)`` that keeps V_0's buffer alive while it is held."""
-
-    def __new__(cls, fill: int, p: Param):
-        self = super().__new__(cls, (fill,) + p.args())
-        self.keep = p.tensor
-        return self
+    return v, p
 
 
 def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> torch.Tensor:
@@ -124,15 +112,10 @@ def spike_rate(spike_seq: torch.Tensor, v_threshold, compiled: bool = True) -> t
     if p is None:
         return spike_seq.sum(0) * v_threshold / spike_seq.shape[0]
     out = torch.empty(shape, dtype=spike_seq.dtype)
-    native.call("spike_rate", spike_seq.data_ptr(), out.data_ptr(), math.prod(shape),
-                spike_seq.shape[0], *p.args(), native.DTYPES[spike_seq.dtype],
-                native.threads())
-    del p
+    args = IFRateArgs(math.prod(shape), spike_seq.shape[0], p, native.DTYPES[spike_seq.dtype],
+                      native.threads())
+    native.call("spike_rate", *args.spike_rate(spike_seq, out))
     return out
-
-
-def _addr(t: Optional[torch.Tensor]) -> int:
-    return 0 if t is None else t.data_ptr()
 
 
 def recompute_max_t() -> int:
@@ -146,33 +129,28 @@ class _IFLoopCPU(torch.autograd.Function):
                 theta_param):
         T, shape = x_seq.shape[0], x_seq.shape[1:]
         n = math.prod(shape)
-        th_args = theta_param.args()
         recompute = T <= recompute_max_t()
         v0 = v_init.detach().expand(shape).contiguous()
         v = v0.clone()
         spike = buffers.empty(x_seq.shape, x_seq.dtype)
         h = None if recompute else buffers.empty(x_seq.shape, x_seq.dtype)
         v_seq = buffers.empty(x_seq.shape, x_seq.dtype) if store_v_seq else None
-        x_tstride = x_seq.stride(0) if T > 1 else n
-        native.call("if_forward", x_seq.data_ptr(), x_tstride, spike.data_ptr(), v.data_ptr(),
-                    0, 0, 0.0, 1, 1,  # v already holds V_0
-                    _addr(v_seq), _addr(h), *th_args, n, T,
-                    int(strict), int(expected), native.DTYPES[x_seq.dtype], native.threads())
+        args = IFLoopArgs(n, T, x_seq.stride(0) if T > 1 else n, theta_param, strict, expected,
+                          native.DTYPES[x_seq.dtype], native.threads())  # v holds V_0 already
+        native.call("if_forward", *args.forward(x_seq, spike, v, v_seq, h))
         if recompute:  # the backward recomputes h from x_seq and V_0
             ctx.save_for_backward(x_seq, v0, v_init, v_threshold)
         else:
             ctx.save_for_backward(h, None, v_init, v_threshold)
-        ctx.args = (strict, expected, sg, detach_reset, theta_param, recompute, x_tstride)
+        ctx.args = (args, sg, detach_reset, recompute)
         ctx.set_materialize_grads(False)  # an output nobody reads costs no zero tensor
         return spike, v, v_seq
 
     @staticmethod
     def backward(ctx, g_spike, g_v, g_vseq):
         h_or_x, v0, v_init, theta = ctx.saved_tensors
-        strict, expected, (sg_id, p0, p1), detach_reset, theta_param, recompute, x_tstride = \
-            ctx.args
-        T, shape = h_or_x.shape[0], h_or_x.shape[1:]
-        n = math.prod(shape)
+        args, sg, detach_reset, recompute = ctx.args
+        shape = h_or_x.shape[1:]
         h, x = (None, h_or_x) if recompute else (h_or_x, None)
         g_spike = None if g_spike is None else g_spike.contiguous()
         g_v = None if g_v is None else g_v.contiguous()
@@ -181,10 +159,9 @@ class _IFLoopCPU(torch.autograd.Function):
         g_x = buffers.empty(h_or_x.shape, dtype)
         g_v0 = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[1] else None
         g_th = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[2] else None
-        native.call("if_backward", _addr(h), _addr(x), x_tstride, _addr(v0), _addr(g_spike),
-                    _addr(g_v), _addr(g_vseq), g_x.data_ptr(), _addr(g_v0), _addr(g_th),
-                    *theta_param.args(), n, T, int(strict), int(expected),
-                    int(detach_reset), sg_id, p0, p1, native.DTYPES[dtype], native.threads())
+        args = replace(args, threads=native.threads())  # the setting now, as at every call
+        native.call("if_backward", *args.backward(h, x, v0, g_spike, g_v, g_vseq, g_x, g_v0,
+                                                  g_th, sg, detach_reset))
         g_x = verify.tamper("if_loop", "backward", g_x)
         return (g_x, None if g_v0 is None else _reduce_to(g_v0, v_init),
                 None if g_th is None else _reduce_to(g_th, theta), None, None, None, None, None,
