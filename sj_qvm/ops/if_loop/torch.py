@@ -1,6 +1,7 @@
 """The IF loop's ``"torch"`` path: pure PyTorch, any device and dtype, never compiled code. Its
-twin is :func:`sj_qvm.functional.if_multi_step_ref` (:mod:`.reference`); both functions here have
-the twin's signature (a test compares the ``inspect.signature``\\ s) and bit-identical spikes and V_T.
+twin is :func:`sj_qvm.functional.if_multi_step_ref` (:mod:`.reference`); both functions here
+have the twin's signature (a test compares the ``inspect.signature``\\ s) and bit-identical spikes
+and V_T.
 
 * :func:`if_multi_step_torch`: no grad; writes in place and stores nothing for backward.
   ``surrogate_function`` and ``detach_reset`` shape only the backward, so it accepts and ignores
