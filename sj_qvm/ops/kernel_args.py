@@ -7,16 +7,18 @@ so no call site writes a positional list: :class:`IFLoopArgs` (``if_forward``, `
 ``quant_relu_backward``). Buffers are passed to those methods as tensors (``None``: a null pointer,
 which the kernel's flags or sizes say it never reads).
 
-A parameter (θ, γ or V0) reaches every kernel in one form, :class:`Param`: a scalar ``value``
-where ``addr`` is 0, else the element ``(i / div) % mod`` of a contiguous buffer for the flat
-neuron index i (:func:`sj_qvm.ops.if_loop.launch.index_form`: a per-channel ``[C, 1, ...]`` or a
-per-neuron tensor without copying it). :func:`param` is the one function that builds it, for
-the IF loop's θ and V0 (``if_loop/cpu.py``, ``if_rate/cpu.py``) and QuantReLU's γ
-(``quant_relu/cpu.py``); the ids that travel beside it are named in ``if_loop/qvm_enums.h``
-(:mod:`.enums`).
+A parameter (θ, γ or V0) reaches every kernel, C or CUDA, in one form, :class:`Param`: a scalar
+``value`` where there is no buffer, else the element ``(i / div) % mod`` of a contiguous buffer for
+the flat neuron index i (:func:`index_form`: a per-channel ``[C, 1, ...]`` or a per-neuron tensor
+without copying it). :func:`param` builds it for the C kernels (the IF loop's θ and V0 in
+``if_loop/cpu.py`` and ``if_rate/cpu.py``, QuantReLU's γ in ``quant_relu/cpu.py``),
+:func:`cuda_param` for the CUDA kernels (``if_loop/launch.py``, which passes it on with
+:func:`~sj_qvm.ops.if_loop.launch.param_args`); the ids that travel beside it are named in
+``if_loop/qvm_enums.h`` (:mod:`.enums`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Real
 from typing import Optional
@@ -24,7 +26,24 @@ from typing import Optional
 import torch
 
 from .enums import ROUNDING_IDS
-from .if_loop.launch import index_form
+
+
+def index_form(p: Optional[torch.Tensor], shape: torch.Size, dtype: torch.dtype = torch.float32):
+    """``(contiguous 1-D tensor in dtype, div, mod)`` with ``p`` broadcast to ``shape`` at element
+    ``(n / div) % mod`` of the flat index n; ``(None, 1, 1)`` for ``None``."""
+    if p is None:
+        return None, 1, 1
+    padded = (1,) * (len(shape) - p.ndim) + tuple(p.shape)
+    if p.ndim > len(shape) or any(a not in (1, b) for a, b in zip(padded, shape)):
+        raise ValueError(f"a tensor of shape {tuple(p.shape)} does not broadcast to {tuple(shape)}")
+    dims = [i for i, s in enumerate(padded) if s != 1]
+    if not dims:
+        return p.reshape(1).to(dtype).contiguous(), 1, 1
+    i, j = dims[0], dims[-1] + 1
+    if all(padded[k] == shape[k] for k in range(i, j)):
+        return (p.to(dtype).contiguous().reshape(-1), math.prod(shape[j:]),
+                math.prod(shape[i:j]))
+    return p.expand(shape).to(dtype).contiguous().reshape(-1), 1, math.prod(shape)
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,14 @@ def param(p, shape, dtype: torch.dtype) -> Optional[Param]:
     if isinstance(p, Real) and not isinstance(p, bool):
         return Param(None, 0, float(p))
     return None
+
+
+def cuda_param(p: Optional[torch.Tensor], value: float, shape) -> Param:
+    """θ or V0 as the CUDA kernels read it: ``p`` (a tensor already on the input's device, or
+    ``None`` for the scalar ``value``) as an fp32 buffer in :func:`index_form`. The buffer's
+    address is taken at launch, where :func:`sj_qvm.ops.if_loop.launch.array` checks it."""
+    t, div, mod = index_form(p, shape)
+    return Param(t, 0, value, div, mod)
 
 
 def _addr(t: Optional[torch.Tensor]) -> int:
@@ -146,4 +173,4 @@ class QuantArgs:
                 *self.gamma.args(), self.levels, ROUNDING_IDS[self.rounding], self.threads)
 
 
-__all__ = ["Param", "param", "IFLoopArgs", "IFRateArgs", "QuantArgs"]
+__all__ = ["Param", "param", "cuda_param", "index_form", "IFLoopArgs", "IFRateArgs", "QuantArgs"]
