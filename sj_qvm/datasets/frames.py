@@ -15,8 +15,8 @@ window start, so every event is still counted once.
 
 Counting runs in the C extension ``_count`` (one pass over the events, read in place, split over
 ``sj_qvm.ops.settings.threads()`` threads, at most 16, for large recordings) when it was built at
-install time, and otherwise in numpy; :data:`NATIVE` tells which. Both give the same frames, and so does the
-reference twin :func:`events_to_frames_ref`.
+install time, and otherwise in numpy; :data:`NATIVE` tells which. Both give the same frames, and
+so does the reference twin :func:`events_to_frames_ref`.
 """
 
 from __future__ import annotations

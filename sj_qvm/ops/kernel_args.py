@@ -1,4 +1,4 @@
-"""What crosses into the compiled CPU kernels, built in one place.
+"""What crosses into the compiled kernels (C and CUDA), built in one place.
 
 One record per op carries every scalar a kernel takes, and its methods return the positional
 tuple of the C entry point (``sj_qvm/ops/_cpu.c``, whose ``PyArg_ParseTuple`` formats they follow),

@@ -161,8 +161,8 @@ def run(path: str, x_seq: torch.Tensor, v_init, v_threshold, strict: bool = Fals
     elif path == "cpu":
         if needs_grad:
             out = cpu.if_multi_step_bptt_cpu(x_seq, as_tensor(v_init, x_seq),
-                                                  as_tensor(v_threshold, x_seq), strict, current,
-                                                  surrogate_function, detach_reset, store_v_seq)
+                                             as_tensor(v_threshold, x_seq), strict, current,
+                                             surrogate_function, detach_reset, store_v_seq)
         else:
             out = cpu.if_multi_step_cpu(x_seq, v_init, v_threshold, strict, current, store_v_seq)
         if out is None:
