@@ -26,7 +26,8 @@ stream, without copies.
   capture: a warm-up, which compiles and loads the module); a first run inside a capture is
   refused.
 """
-
+# No ``from __future__ import annotations``: torch.library.custom_op reads the annotations below
+# as the ops' schema.
 import collections
 import hashlib
 import math
