@@ -21,7 +21,6 @@ and reads the input where it read h. Above it, the forward stores h as ``[T, N, 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from numbers import Real
 from typing import Optional
 
@@ -159,7 +158,7 @@ class _IFLoopCPU(torch.autograd.Function):
         g_x = buffers.empty(h_or_x.shape, dtype)
         g_v0 = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[1] else None
         g_th = torch.empty(shape, dtype=dtype) if ctx.needs_input_grad[2] else None
-        args = replace(args, threads=native.threads())  # the setting now, as at every call
+        args.threads = native.threads()  # the setting now, as at every call (args is this call's)
         native.call("if_backward", *args.backward(h, x, v0, g_spike, g_v, g_vseq, g_x, g_v0,
                                                   g_th, sg, detach_reset))
         g_x = verify.tamper("if_loop", "backward", g_x)
