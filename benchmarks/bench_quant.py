@@ -9,7 +9,7 @@ page faults on some VMs), and prints for each, as medians of interleaved rounds 
 * a QAT training step (SGD, cross-entropy) of the DVS ``vgg`` (demo settings: width 8, 2x64x64,
   L = 4, per-channel gamma), batch 16: the ReLU twin, QuantReLU (the compiled kernels, AVX2
   build where the CPU has it), the same with the baseline SSE2 build, with the kernels off (the
-  torch ops of ``ops/quant_relu/fused.py``), and the STE chain of autograd ops (the twin);
+  torch ops of ``ops/quant_relu/torch.py``), and the STE chain of autograd ops (the twin);
 * eval inference, batch 64: the DVS ``vgg`` and SpikingJelly's sample MNIST CNN, each QuantReLU
   net against its ReLU twin;
 * the bare op on ``[64, 8, 64, 64]`` float32 (per-channel gamma): forward (no grad) against

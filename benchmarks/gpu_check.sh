@@ -89,7 +89,7 @@ import torch
 
 from sj_qvm._compat import surrogate
 from sj_qvm.ops.if_rate import if_rate_cupy
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
 dev = torch.device("cuda")

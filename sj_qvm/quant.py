@@ -13,7 +13,7 @@ import torch.nn as nn
 from .ops import paths
 from .ops.quant_relu import quant_relu_levels, quant_relu_path
 from .ops.quant_relu import dispatch as _dispatch
-from .ops.quant_relu.fused import needs_grad
+from .ops.quant_relu.torch import needs_grad
 from .checks import ROUNDINGS, check_levels, check_positive_finite, check_rounding
 from .ops.quant_relu.reference import quantize_level, quant_relu_levels_ref
 

@@ -11,7 +11,7 @@ from sj_qvm import QVMIFNode
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+from sj_qvm.ops.if_loop import if_multi_step_bptt
 
 CASES = list(itertools.product(["instant", "expected"], [False, True], [False, True],
                                ["scalar", "channel"]))

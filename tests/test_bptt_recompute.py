@@ -1,5 +1,5 @@
 """The compiled BPTT backward that recomputes h_t = U_t - theta from the saved input and V_0
-(ops/if_loop/bptt_cpu.py) against the same kernel reading the h the forward stored: the same
+(ops/if_loop/cpu.py) against the same kernel reading the h the forward stored: the same
 gradients bit for bit, under random upstream gradients, boundaries included."""
 import itertools
 
@@ -8,8 +8,8 @@ import torch
 
 from sj_qvm._compat import surrogate
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop import bptt_cpu
-from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+from sj_qvm.ops.if_loop import cpu
+from sj_qvm.ops.if_loop import if_multi_step_bptt
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"sj_qvm.ops._cpu not built: {native.IMPORT_ERROR}")
@@ -57,7 +57,7 @@ def test_recomputed_h_gives_the_stored_h_gradients_bit_for_bit(current, dtype, b
         before = native.CALLS["if_backward"]
         got = _run(x, theta, v0, strict, current, sg, detach)
         with monkeypatch.context() as m:
-            m.setattr(bptt_cpu, "recompute_max_t", lambda: 0)  # the forward stores h
+            m.setattr(cpu, "recompute_max_t", lambda: 0)  # the forward stores h
             ref = _run(x, theta, v0, strict, current, sg, detach)
         assert native.CALLS["if_backward"] == before + 2
         for a, b in zip(got, ref, strict=True):
@@ -86,7 +86,7 @@ def test_an_input_changed_in_place_after_the_forward_is_refused():
         s.sum().backward()
 
 
-@pytest.mark.parametrize("T", [bptt_cpu.recompute_max_t(), bptt_cpu.recompute_max_t() + 1])
+@pytest.mark.parametrize("T", [cpu.recompute_max_t(), cpu.recompute_max_t() + 1])
 def test_the_longest_recomputed_and_the_shortest_stored_sequence_match_the_torch_loop(T):
     """At the kernel's bound the blocks are 8 neurons (20 here: two whole and one part); one
     step more and the forward stores h. Both give the torch loop's gradients."""

@@ -125,6 +125,18 @@ def test_large_recordings_use_threads(calls, monkeypatch):
 
 
 @native
+def test_the_counter_obeys_the_one_thread_setting(calls, monkeypatch):
+    """sj_qvm.ops.settings' max_threads caps the counter's threads as it caps the ops' kernels."""
+    from sj_qvm.ops import settings
+    events = random_events(np.random.default_rng(5), 4 * frames_module._EVENTS_PER_THREAD, 128, 128)
+    monkeypatch.setattr(frames_module.torch, "get_num_threads", lambda: 4)
+    with settings.configured(max_threads=2):
+        capped = events_to_frames(events, 4)
+    free = events_to_frames(events, 4)
+    assert calls == [2, 4] and np.array_equal(capped, free)
+
+
+@native
 def test_polarity_is_any_nonzero(calls):
     columns = {
         "t": np.arange(4),

@@ -8,7 +8,7 @@ import torch
 
 from sj_qvm import QVMIFNode
 from sj_qvm.functional import if_multi_step_ref, matched_v0
-from sj_qvm.ops.if_loop import bptt, inference
+from sj_qvm.ops.if_loop import dispatch, torch as torch_path
 
 # The ANN side of the table, written out independently of the package: M = clip(Q(z), 0, L).
 Q = {"floor": math.floor, "round": lambda z: math.floor(z + 0.5), "ceil": math.ceil}
@@ -77,8 +77,8 @@ def test_the_node_takes_v0_and_rule_from_matched_v0(rounding):
     assert torch.equal(node.initial_v(x), v0.view(1, 3, 1).expand(2, 3, 4))
 
 
-@pytest.mark.parametrize("fast", [inference.if_multi_step_inference, inference.if_multi_step_torch,
-                                  bptt.if_multi_step_bptt], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("fast", [dispatch.if_multi_step_inference, torch_path.if_multi_step_torch,
+                                  dispatch.if_multi_step_bptt], ids=lambda f: f.__name__)
 def test_fast_loops_have_the_reference_signature(fast):
     assert inspect.signature(fast) == inspect.signature(if_multi_step_ref)
 
@@ -86,4 +86,4 @@ def test_fast_loops_have_the_reference_signature(fast):
 def test_inference_refuses_store_v_seq_in_the_surrogate_slot():
     """The old 6th positional store_v_seq now lands on surrogate_function: a clear TypeError."""
     with pytest.raises(TypeError, match="surrogate_function must be None or a callable.*keyword"):
-        inference.if_multi_step_inference(torch.rand(2, 3), 0.0, 1.0, False, "instant", True)
+        dispatch.if_multi_step_inference(torch.rand(2, 3), 0.0, 1.0, False, "instant", True)

@@ -9,8 +9,8 @@ import torch
 from sj_qvm import QuantReLU, QVMIFNode
 from sj_qvm.functional import if_multi_step_ref
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop.inference import if_multi_step_inference, if_multi_step_torch
-from sj_qvm.ops.quant_relu.fused import quant_relu_levels
+from sj_qvm.ops.if_loop import if_multi_step_inference, if_multi_step_torch
+from sj_qvm.ops.quant_relu.torch import quant_relu_levels
 
 needs_native = pytest.mark.skipif(
     not native.available(),
@@ -184,7 +184,7 @@ def test_if_rate_kernel_equals_the_loop_then_the_rate(dtype, strict):
         for th in (theta, torch.tensor([theta, theta / 3, 1.5 * theta], dtype=dtype)):
             v0 = 0.5 * (th if isinstance(th, float) else th)
             before = calls("if_rate")
-            rate, v = if_rate_cpu(q, v0, th, strict, T)
+            rate, v = if_rate_cpu(q, T, v0, th, strict)
             assert calls("if_rate") == before + 1
             s_ref, v_ref, _ = if_multi_step_ref(q.unsqueeze(0).repeat(T, 1, 1), v0, th, strict,
                                                 "expected")
@@ -231,7 +231,7 @@ def test_unobserved_per_sample_layers_count_without_the_train():
 @pytest.mark.parametrize("current", ["instant", "expected"])
 def test_bptt_kernels_match_the_torch_bptt_under_a_random_gradient(surrogate, current):
     from sj_qvm._compat import surrogate as sj_surrogate
-    from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+    from sj_qvm.ops.if_loop import if_multi_step_bptt
     sg = getattr(sj_surrogate, surrogate)()
     for strict, detach, per_channel in itertools.product((False, True), (False, True),
                                                          (False, True)):

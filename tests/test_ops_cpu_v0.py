@@ -1,4 +1,4 @@
-"""The compiled IF kernels write V_0 into their state themselves (ops/if_loop/cpu.py ``_state``):
+"""The compiled IF kernels write V_0 into their state themselves (ops/if_loop/cpu.py ``state``):
 every form V_0 takes gives the torch loop's spikes and V bit for bit, and the kernel, not a
 torch pass, did the filling."""
 import pytest
@@ -7,7 +7,7 @@ import torch
 from sj_qvm.ops import native
 from sj_qvm.ops.if_loop import cpu
 from sj_qvm.ops.if_rate import if_rate_cpu
-from sj_qvm.ops.if_loop.inference import if_multi_step_torch
+from sj_qvm.ops.if_loop.torch import if_multi_step_torch
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason=f"sj_qvm.ops._cpu not built: {native.IMPORT_ERROR}")
@@ -47,7 +47,7 @@ def test_the_count_kernel_fills_v0_too(dtype):
     q = (torch.rand(*SHAPE, generator=torch.Generator().manual_seed(2)) * 1.2).to(dtype)
     theta = torch.tensor(0.5, dtype=dtype)
     for name, v0 in _forms(dtype).items():
-        out, v = if_rate_cpu(q, v0, theta, False, 4)
+        out, v = if_rate_cpu(q, 4, v0, theta, False)
         v0_ref = v0.to(dtype) if isinstance(v0, torch.Tensor) else v0
         s_ref, v_ref, _ = if_multi_step_torch(q.expand(4, *SHAPE), v0_ref, theta)
         assert torch.equal(out, s_ref.sum(0) * theta / 4) and torch.equal(v, v_ref), name

@@ -9,7 +9,7 @@ from cuda_host import host  # noqa: F401 -- the fixture
 from sj_qvm.functional import if_multi_step_ref
 from sj_qvm.ops.if_loop import launch
 from sj_qvm.ops.if_rate import if_rate_cupy
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 
 
 # ---- the host runner refuses what the GPU path refuses ----------------------------------------

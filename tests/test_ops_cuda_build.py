@@ -19,9 +19,10 @@ import torch
 from cuda_host import NVCC, OPS_DIR, host, subnormal_case  # noqa: F401 -- the fixture
 from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
+from sj_qvm.ops import kernel_args
 from sj_qvm.ops.if_loop import cupy as cupy_mod
 from sj_qvm.ops.if_loop import launch
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 
 KERNELS = sorted(
     [f"qvm_if_forward_{d}_{s}_v{v}" for d, w in (("f32", 4), ("f16", 8), ("bf16", 8))
@@ -217,16 +218,16 @@ def test_every_v0_form(host, v0):
 
 def test_index_form():
     shape = torch.Size([3, 4, 5])
-    t, div, mod = launch.index_form(torch.arange(4.0).view(4, 1), shape)
+    t, div, mod = kernel_args.index_form(torch.arange(4.0).view(4, 1), shape)
     assert (div, mod) == (5, 4) and t.shape == (4,)
-    t, div, mod = launch.index_form(torch.arange(20.0).view(4, 5), shape)
+    t, div, mod = kernel_args.index_form(torch.arange(20.0).view(4, 5), shape)
     assert (div, mod) == (1, 20)
-    t, div, mod = launch.index_form(torch.tensor(2.0), shape)
+    t, div, mod = kernel_args.index_form(torch.tensor(2.0), shape)
     assert (div, mod) == (1, 1)
-    t, div, mod = launch.index_form(torch.ones(3, 1, 5), shape)
+    t, div, mod = kernel_args.index_form(torch.ones(3, 1, 5), shape)
     assert (div, mod) == (1, 60) and t.numel() == 60
     with pytest.raises(ValueError, match="broadcast"):
-        launch.index_form(torch.ones(2), shape)
+        kernel_args.index_form(torch.ones(2), shape)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

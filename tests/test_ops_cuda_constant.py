@@ -11,7 +11,7 @@ from sj_qvm._compat import surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops.if_loop import if_constant_cupy, launch
 from sj_qvm.ops.if_rate import if_rate_cupy
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 
 ROUNDINGS = ("floor", "round", "ceil")
 

@@ -14,7 +14,7 @@ from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
 from sj_qvm.ops import diagnose, native, paths, verify
 from sj_qvm.ops.if_loop import check, dispatch, launch, surrogates
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 
 
 # ---- custom ops: registrations and torch.compile ----------------------------------------------

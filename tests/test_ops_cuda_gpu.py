@@ -14,7 +14,7 @@ from sj_qvm._compat import functional, surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops import verify
 from sj_qvm.ops.if_loop import dispatch as backend
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
 pytestmark = GPU_ONLY

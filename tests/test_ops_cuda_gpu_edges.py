@@ -10,7 +10,7 @@ from sj_qvm import QVMIFNode
 from sj_qvm._compat import functional, surrogate
 from sj_qvm.functional import if_multi_step_ref, matched_v0
 from sj_qvm.ops.if_rate import if_rate_cupy
-from sj_qvm.ops.if_loop.autograd import if_multi_step_cupy
+from sj_qvm.ops.if_loop.cupy import if_multi_step_cupy
 from sj_qvm.ops.if_loop.cupy import LAUNCHES
 
 pytestmark = GPU_ONLY

@@ -10,7 +10,7 @@ import torch
 from sj_qvm import QuantReLU
 from sj_qvm._compat import surrogate
 from sj_qvm.ops import native
-from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+from sj_qvm.ops.if_loop import if_multi_step_bptt
 from sj_qvm.ops.if_loop.cpu import if_multi_step_cpu, spike_rate
 from sj_qvm.ops.if_rate import if_rate_cpu
 
@@ -101,7 +101,7 @@ def test_if_kernels_agree_on_both_pools(dtype):
         for current in ("instant", "expected"):
             out += list(if_multi_step_cpu(x_seq, 0.5 * theta, theta, False, current,
                                           store_v_seq=True))
-        out += list(if_rate_cpu(q, 0.5 * theta, theta, True, T))
+        out += list(if_rate_cpu(q, T, 0.5 * theta, theta, True))
         out.append(spike_rate(out[0], theta))
         assert native.CALLS["if_forward"] == before + 2
         return out

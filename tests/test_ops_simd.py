@@ -88,7 +88,7 @@ def test_if_kernels_builds_agree_bit_for_bit(dtype):
                 for current in ("instant", "expected"):
                     out += list(if_multi_step_cpu(x_seq, 0.5 * theta, theta, strict, current,
                                                   store_v_seq=True))
-                out += list(if_rate_cpu(q.contiguous(), 0.5 * theta, theta, strict, T))
+                out += list(if_rate_cpu(q.contiguous(), T, 0.5 * theta, theta, strict))
                 out.append(spike_rate(out[0], theta))
                 return out
             base, avx = both_builds(run)
@@ -153,7 +153,7 @@ def test_bptt_kernel_builds_agree_bit_for_bit(dtype):
     random upstream gradient on spikes, V_T and v_seq, every reset rule and firing rule; and a
     far-off h (|alpha h| > 80, where exp_poly clamps) gives the same gradients as libm's."""
     from sj_qvm._compat import surrogate
-    from sj_qvm.ops.if_loop.bptt import if_multi_step_bptt
+    from sj_qvm.ops.if_loop import if_multi_step_bptt
     T = 4
     x = torch.rand(T, 5, 3, 70, dtype=dtype) * 1.4 - 0.2
     x[:, 0, 0, :4] = torch.tensor([60.0, -60.0, 1e4, -1e4], dtype=dtype)  # h far from 0

@@ -14,9 +14,9 @@ window's segment is then empty and the last frame starts at the first event at o
 window start, so every event is still counted once.
 
 Counting runs in the C extension ``_count`` (one pass over the events, read in place, split over
-``torch.get_num_threads()`` threads for large recordings) when it was built at install time, and
-otherwise in numpy; :data:`NATIVE` tells which. Both give the same frames, and so does the
-reference twin :func:`events_to_frames_ref`.
+``sj_qvm.ops.settings.threads()`` threads, at most 16, for large recordings) when it was built at
+install time, and otherwise in numpy; :data:`NATIVE` tells which. Both give the same frames, and
+so does the reference twin :func:`events_to_frames_ref`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..checks import check_choice, check_int
+from ..ops import settings
 from .aedat import DVS128_SENSOR_SIZE
 
 try:
@@ -245,7 +246,7 @@ def _count_native(x, y, p, j_l, j_r, frames: np.ndarray) -> bool:
         )
     ):
         return False
-    threads = max(1, min(torch.get_num_threads(), 16, len(x) // _EVENTS_PER_THREAD))
+    threads = max(1, min(settings.threads(), 16, len(x) // _EVENTS_PER_THREAD))  # 16: _count.c
     bad = _native.count(x, y, p, j_l, j_r, height, width, frames.reshape(-1), threads)
     if bad >= 0:
         raise _outside_sensor(x, y, height, width)

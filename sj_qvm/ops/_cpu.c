@@ -9,7 +9,7 @@
  *   out[i] = clip(Q(x[i] * L / gamma), 0, L) * gamma / L, NaN -> 0, for i < n;
  *   rounding ROUND_FLOOR, ROUND_HALF_UP (floor(z + 1/2)) or ROUND_CEIL, and dtype DT_F32 or
  *   DT_F64 (if_loop/qvm_enums.h, as every id below). The operations and their
- *   order are those of ops/quant_relu/fused.py, so the results are bit-identical.
+ *   order are those of ops/quant_relu/torch.py, so the results are bit-identical.
  *   (The IF loops reset with V = U - theta * s, s in {0, 1}: branch-free, and exact.)
  *
  * if_forward(x, x_tstride, spike, v, v0_fill, v0_addr, v0_value, v0_div, v0_mod, v_seq, h,
@@ -22,7 +22,7 @@
  *   (functional.expected_current), or x_0 itself when x_tstride is 0. spike [T, n] in x's dtype;
  *   v_seq [T, n] (V_t) unless its address is 0; h [T, n] (h_t = U_t - theta, what the backward
  *   reads) unless its address is 0. Same predicate and arithmetic as
- *   ops/if_loop/inference.py, so spikes and V are bit-identical to it.
+ *   ops/if_loop/torch.py, so spikes and V are bit-identical to it.
  *
  * if_backward(h, x, x_tstride, v0, g_spike, g_v, g_v_seq, g_x, g_v0, g_th, th_addr, th_value,
  *             th_div, th_mod, n, T, strict, expected, detach, sg_id, p0, p1, dtype, threads)

@@ -224,7 +224,7 @@ static inline float sigmoid_of_f(float a) { SIGMOID_OF(floor_f, a) }
 AVX2 static inline float sigmoid_of_f_avx2(float a) { SIGMOID_OF(__builtin_floorf, a) }
 static inline double sigmoid_of_d(double a) { return 1.0 / (1.0 + exp(a)); }
 
-/* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/bptt.py):
+/* if_backward: BPTT through T soft-reset steps from h_t = U_t - theta (ops/if_loop/torch.py):
  *   g_V += g_v_seq_t (when given: V_t is v_seq[t] too)
  *   g_s = g_spike_t - theta * g_V  (no reset term if detach);  g_h = sg'(h_t) * g_s
  *   g_theta -= g_h + g_V * s_t;    g_V <- g_V + g_h;   g_x_t = g_V

@@ -78,7 +78,7 @@ QUANT_RELU(double, double, floor_d, ceil_d, )
 QUANT_RELU(float_avx2, float, __builtin_floorf, __builtin_ceilf, AVX2)
 QUANT_RELU(double_avx2, double, __builtin_floor, __builtin_ceil, AVX2)
 
-/* QuantReLU's backward (ops/quant_relu/fused.py): with q = Q(x*L/gamma) and in = [0 < q < L],
+/* QuantReLU's backward (ops/quant_relu/torch.py): with q = Q(x*L/gamma) and in = [0 < q < L],
  * g_x = in ? g : 0, and dL/dgamma = the sum of g * (clip(q, 0, L)/L - (in ? x/gamma : 0)) (NaN
  * levels as 0) over the elements of each gamma value, accumulated in double: the thread of
  * share `part` adds its sums to g_acc[part * mod + (i / div) % mod] (a zeroed [threads, mod]

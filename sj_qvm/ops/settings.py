@@ -10,10 +10,10 @@ from.
 * ``verify``: the compiled paths whose results are checked against the torch reference the first
   time they run a new combination (:mod:`sj_qvm.ops.verify`). Default ``("cpu", "cupy")``;
   ``SJ_QVM_VERIFY`` in the environment sets it (``0`` none, ``cupy``, ``cpu``, ``cpu,cupy``).
-* ``max_threads``: the most threads a compiled CPU kernel of ``sj_qvm.ops`` runs
-  (:func:`threads`: ``min(torch.get_num_threads(), max_threads)``, at most the extension's 64).
-  The event counter of ``sj_qvm.datasets.frames`` keeps its own cap (16 threads, and one per
-  131072 events).
+* ``max_threads``: the most threads a compiled CPU kernel runs (:func:`threads`:
+  ``min(torch.get_num_threads(), max_threads)``), the kernels of ``sj_qvm.ops`` (at most the
+  extension's 64) and the event counter of ``sj_qvm.datasets.frames`` (at most its extension's
+  16, and one per 131072 events).
 
 The compiled kernels' own switches (vector build, thread pool, work per thread) are state of the
 extension: :func:`sj_qvm.ops.native.simd`, :func:`~sj_qvm.ops.native.pool` and

@@ -1,12 +1,16 @@
 """Which path runs the multi-step IF loop, and why: ``backend = "auto" | "torch" | "cpu" |
 "cupy"`` (the rule of :mod:`sj_qvm.ops.paths`).
 
-* ``"torch"``: :func:`.inference.if_multi_step_torch` without autograd, :mod:`.bptt`'s loop with
+* ``"torch"``: :mod:`.torch`, :func:`.torch.if_multi_step_torch` without autograd, the loop with
   a hand-written backward under autograd (pure PyTorch, any device and dtype).
-* ``"cpu"``: the compiled CPU kernels, :mod:`.cpu` and :mod:`.bptt_cpu` (float32/float64 CPU
-  tensors; under autograd SJ's ``Sigmoid`` or ``ATan`` surrogate).
-* ``"cupy"``: the fused CUDA kernels, :func:`.autograd.if_multi_step_cupy` (fp32/fp16/bf16 CUDA
+* ``"cpu"``: the compiled CPU kernels, :mod:`.cpu` (float32/float64 CPU tensors; under autograd
+  SJ's ``Sigmoid`` or ``ATan`` surrogate).
+* ``"cupy"``: the fused CUDA kernels, :func:`.cupy.if_multi_step_cupy` (fp32/fp16/bf16 CUDA
   tensors; the state is fp32).
+
+:func:`if_multi_step` picks the path per call (``backend=``); :func:`if_multi_step_inference`
+(no grad) and :func:`if_multi_step_bptt` (autograd) are ``"auto"`` on a CPU input and ``"torch"``
+on any other.
 
 Each compiled path is checked against :func:`sj_qvm.functional.if_multi_step_ref` the first time
 it meets a new combination (:mod:`.check`, :mod:`sj_qvm.ops.verify`); a combination that fails
@@ -14,17 +18,16 @@ is off for the process. Run one call before capturing a CUDA graph.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from ...checks import check_current
 from .. import paths, verify
-from . import bptt_cpu, cpu, surrogates
-from .autograd import HAS_CUSTOM_OP, if_multi_step_cupy
-from .bptt import if_multi_step_bptt_torch
-from .inference import if_multi_step_torch
+from . import cpu, surrogates
+from .cupy import HAS_CUSTOM_OP, if_multi_step_cupy
 from .launch import DTYPE_TAGS
+from .torch import _check_surrogate, as_tensor, if_multi_step_bptt_torch, if_multi_step_torch
 
 BACKENDS = paths.BACKENDS
 BackendUnavailable = paths.BackendUnavailable
@@ -98,7 +101,7 @@ def unavailable_reason(x_seq: torch.Tensor, surrogate_function, needs_grad: bool
 def cpu_reason(x_seq, v_init, v_threshold, surrogate_function, needs_grad) -> Optional[str]:
     """Why the compiled CPU kernels cannot run this call (``None``: they can)."""
     if needs_grad:
-        return bptt_cpu.call_reason(x_seq, v_init, v_threshold, surrogate_function)
+        return cpu.bptt_call_reason(x_seq, v_init, v_threshold, surrogate_function)
     return cpu.call_reason(x_seq, v_init, v_threshold)
 
 
@@ -157,9 +160,9 @@ def run(path: str, x_seq: torch.Tensor, v_init, v_threshold, strict: bool = Fals
                                  store_v_seq)
     elif path == "cpu":
         if needs_grad:
-            out = bptt_cpu.if_multi_step_bptt_cpu(x_seq, as_tensor(v_init, x_seq),
-                                                  as_tensor(v_threshold, x_seq), strict, current,
-                                                  surrogate_function, detach_reset, store_v_seq)
+            out = cpu.if_multi_step_bptt_cpu(x_seq, as_tensor(v_init, x_seq),
+                                             as_tensor(v_threshold, x_seq), strict, current,
+                                             surrogate_function, detach_reset, store_v_seq)
         else:
             out = cpu.if_multi_step_cpu(x_seq, v_init, v_threshold, strict, current, store_v_seq)
         if out is None:
@@ -168,11 +171,6 @@ def run(path: str, x_seq: torch.Tensor, v_init, v_threshold, strict: bool = Fals
     else:
         raise ValueError(f"path must be one of ('torch', 'cpu', 'cupy'), got {path!r}")
     return (verify.tamper(OP, "forward", out[0]),) + tuple(out[1:])
-
-
-def as_tensor(p, like: torch.Tensor) -> torch.Tensor:
-    return p if isinstance(p, torch.Tensor) else torch.tensor(p, dtype=like.dtype,
-                                                              device=like.device)
 
 
 def if_multi_step(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
@@ -191,3 +189,39 @@ def if_multi_step(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False
     out = run(chosen[0], x_seq, v_init, v_threshold, strict, current, surrogate_function,
               detach_reset, store_v_seq, needs_grad)
     return (*out, chosen)
+
+
+@torch.no_grad()
+def if_multi_step_inference(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                            current: str = "instant", surrogate_function: Optional[Callable] = None,
+                            detach_reset: bool = False, store_v_seq: bool = False):
+    """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``,
+    without autograd: the compiled kernel of :mod:`.cpu` where it takes a CPU input, else
+    :func:`.torch.if_multi_step_torch` (bit-identical results). The twin's signature;
+    ``surrogate_function`` and ``detach_reset`` are accepted and ignored."""
+    check_current(current)
+    _check_surrogate(surrogate_function)
+    path, _ = select("auto" if not x_seq.is_cuda else "torch", x_seq, v_init, v_threshold,
+                     strict=strict, current=current)
+    return run(path, x_seq, v_init, v_threshold, strict, current, store_v_seq=store_v_seq)
+
+
+def if_multi_step_bptt(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                       current: str = "instant", surrogate_function: Optional[Callable] = None,
+                       detach_reset: bool = False, store_v_seq: bool = False):
+    """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``.
+
+    ``v_init`` and ``v_threshold`` are floats or tensors broadcastable to ``[N, *]``; tensors that
+    require grad get gradients. Needs a surrogate: use the inference path when no grad is needed.
+    On CPU float32/float64 with SJ's Sigmoid or ATan the compiled kernels of :mod:`.cpu` where
+    they are built, else :func:`.torch.if_multi_step_bptt_torch`.
+    """
+    check_current(current)
+    if surrogate_function is None:
+        raise ValueError("surrogate_function is required for BPTT")
+    v_init, v_threshold = as_tensor(v_init, x_seq), as_tensor(v_threshold, x_seq)
+    path, _ = select("auto" if not x_seq.is_cuda else "torch", x_seq, v_init, v_threshold,
+                     strict=strict, current=current, surrogate_function=surrogate_function,
+                     detach_reset=detach_reset, needs_grad=True)
+    return run(path, x_seq, v_init, v_threshold, strict, current, surrogate_function,
+               detach_reset, store_v_seq, needs_grad=True)

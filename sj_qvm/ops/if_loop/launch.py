@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..enums import VALUES as _FLAGS
+from ..kernel_args import Param, cuda_param, index_form
 
 # The kernels' flag bits, read from qvm_enums.h.
 F_STRICT, F_EXPECTED, F_STORE_V_SEQ, F_STORE_H, F_THETA_TENSOR, F_V0_TENSOR, F_CONSTANT = (
@@ -51,24 +52,6 @@ def runner_for(device: torch.device):
     return runner
 
 
-def index_form(p: Optional[torch.Tensor], shape: torch.Size, dtype: torch.dtype = torch.float32):
-    """``(contiguous 1-D tensor in dtype, div, mod)`` with ``p`` broadcast to ``shape`` at element
-    ``(n / div) % mod`` of the flat index n; ``(None, 1, 1)`` for ``None``."""
-    if p is None:
-        return None, 1, 1
-    padded = (1,) * (len(shape) - p.ndim) + tuple(p.shape)
-    if p.ndim > len(shape) or any(a not in (1, b) for a, b in zip(padded, shape)):
-        raise ValueError(f"a tensor of shape {tuple(p.shape)} does not broadcast to {tuple(shape)}")
-    dims = [i for i, s in enumerate(padded) if s != 1]
-    if not dims:
-        return p.reshape(1).to(dtype).contiguous(), 1, 1
-    i, j = dims[0], dims[-1] + 1
-    if all(padded[k] == shape[k] for k in range(i, j)):
-        return (p.to(dtype).contiguous().reshape(-1), math.prod(shape[j:]),
-                math.prod(shape[i:j]))
-    return p.expand(shape).to(dtype).contiguous().reshape(-1), 1, math.prod(shape)
-
-
 def lanes(dtype: torch.dtype, n: int, *tensors) -> int:
     """Neurons per thread: 16 bytes of input when every row stays 32-byte aligned, else 1."""
     v = 16 // torch.empty((), dtype=dtype).element_size()
@@ -90,6 +73,13 @@ def array(t: Optional[torch.Tensor], dtype: torch.dtype, device: torch.device,
     if not t.is_contiguous():
         raise ValueError(f"{what} must be contiguous for the kernel, got strides {t.stride()}")
     return t.detach()
+
+
+def param_args(p: Param, device: torch.device, what: str) -> tuple:
+    """theta or V0 (:func:`..kernel_args.cuda_param`) as the kernels' four arguments
+    ``(fp32 array or null, value, div, mod)``."""
+    return (array(p.tensor, torch.float32, device, what), np.float32(p.value), np.int64(p.div),
+            np.int64(p.mod))
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -121,23 +111,20 @@ def forward(x_seq: torch.Tensor, theta: Optional[torch.Tensor], theta_value: flo
     v = torch.empty(shape, dtype=torch.float32, device=x.device)
     v_seq = torch.empty(seq, dtype=torch.float32, device=x.device) if store_v_seq else _empty(x)
     h_seq = torch.empty(seq, dtype=torch.float32, device=x.device) if store_h else _empty(x)
-    th, th_div, th_mod = index_form(theta, shape)
-    vi, v0_div, v0_mod = index_form(v0, shape)
+    th, vi = cuda_param(theta, theta_value, shape), cuda_param(v0, v0_value, shape)
     if n == 0:
         return spike, v, v_seq, h_seq
     flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
              | (F_STORE_V_SEQ if store_v_seq else 0) | (F_STORE_H if store_h else 0)
-             | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0)
-             | (F_CONSTANT if constant else 0))
+             | (F_THETA_TENSOR if th.tensor is not None else 0)
+             | (F_V0_TENSOR if vi.tensor is not None else 0) | (F_CONSTANT if constant else 0))
     vec = lanes(x.dtype, n, x, spike, v, v_seq, h_seq)
     kind = "u8" if spike_dtype in BYTE_SPIKES else "same"
     name = f"qvm_if_forward_{DTYPE_TAGS[x.dtype]}_{kind}_v{vec}"
     dev, f32 = x.device, torch.float32
     args = (array(x, x.dtype, dev, "x_seq"), spike, v, v_seq if store_v_seq else None,
-            h_seq if store_h else None, array(th, f32, dev, "theta"), np.float32(theta_value),
-            np.int64(th_div), np.int64(th_mod), array(vi, f32, dev, "v_init"),
-            np.float32(v0_value), np.int64(v0_div), np.int64(v0_mod),
-            np.int64(n), np.int32(T), np.int32(flags))
+            h_seq if store_h else None, *param_args(th, dev, "theta"),
+            *param_args(vi, dev, "v_init"), np.int64(n), np.int32(T), np.int32(flags))
     runner_for(x.device).launch(name, n // vec, args, x.device)
     return spike, v, v_seq, h_seq
 
@@ -154,18 +141,16 @@ def count(q: torch.Tensor, theta: Optional[torch.Tensor], theta_value: float,
     x = q.contiguous()
     counts = torch.empty(shape, dtype=torch.float32, device=x.device)
     v = torch.empty(shape, dtype=torch.float32, device=x.device)
-    th, th_div, th_mod = index_form(theta, shape)
-    vi, v0_div, v0_mod = index_form(v0, shape)
+    th, vi = cuda_param(theta, theta_value, shape), cuda_param(v0, v0_value, shape)
     if n == 0:
         return counts, v
     flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
-             | (F_THETA_TENSOR if th is not None else 0) | (F_V0_TENSOR if vi is not None else 0))
+             | (F_THETA_TENSOR if th.tensor is not None else 0)
+             | (F_V0_TENSOR if vi.tensor is not None else 0))
     vec = lanes(x.dtype, n, x, counts, v)
     dev, f32 = x.device, torch.float32
-    args = (array(x, x.dtype, dev, "q"), counts, v, array(th, f32, dev, "theta"),
-            np.float32(theta_value), np.int64(th_div), np.int64(th_mod),
-            array(vi, f32, dev, "v_init"), np.float32(v0_value), np.int64(v0_div),
-            np.int64(v0_mod), np.int64(n), np.int32(time_steps), np.int32(flags))
+    args = (array(x, x.dtype, dev, "q"), counts, v, *param_args(th, dev, "theta"),
+            *param_args(vi, dev, "v_init"), np.int64(n), np.int32(time_steps), np.int32(flags))
     runner_for(x.device).launch(f"qvm_if_count_{DTYPE_TAGS[x.dtype]}_v{vec}", n // vec, args,
                                 x.device)
     return counts, v
@@ -193,10 +178,10 @@ def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
     if grad_v_seq is not None and grad_v_seq.numel() == 0:
         grad_v_seq = None
     grad_v_seq = None if grad_v_seq is None else grad_v_seq.to(torch.float32).contiguous()
-    th, th_div, th_mod = index_form(theta, shape)
+    th = cuda_param(theta, theta_value, shape)
     flags = ((F_STRICT if strict else 0) | (F_EXPECTED if expected else 0)
-             | (F_THETA_TENSOR if th is not None else 0) | (B_GRAD_V if grad_v is not None else 0)
-             | (B_GRAD_V_SEQ if grad_v_seq is not None else 0)
+             | (F_THETA_TENSOR if th.tensor is not None else 0)
+             | (B_GRAD_V if grad_v is not None else 0) | (B_GRAD_V_SEQ if grad_v_seq is not None else 0)
              | (B_DETACH_RESET if detach_reset else 0) | (B_NEED_V0 if need_v0 else 0)
              | (B_NEED_THETA if need_theta else 0))
     h = h_seq.contiguous()
@@ -207,12 +192,11 @@ def backward(grad_spike: Optional[torch.Tensor], grad_v: Optional[torch.Tensor],
     args = (array(grad_spike, x_dtype, dev, "grad_spike"), array(grad_v, f32, dev, "grad_v"),
             array(grad_v_seq, f32, dev, "grad_v_seq"), array(h, f32, dev, "h_seq"), grad_x,
             g_v0 if need_v0 else None, g_th if need_theta else None,
-            array(th, f32, dev, "theta"), np.float32(theta_value), np.int64(th_div),
-            np.int64(th_mod), np.int64(n), np.int32(T), np.int32(flags),
+            *param_args(th, dev, "theta"), np.int64(n), np.int32(T), np.int32(flags),
             np.int32(surrogate_id), np.float32(sg_p0), np.float32(sg_p1))
     runner_for(dev).launch(name, n // vec, args, dev)
     return grad_x, g_v0, g_th
 
 
 __all__ = ["array", "forward", "backward", "count", "index_form", "is_constant", "lanes",
-           "register_runner", "runner_for"]
+           "param_args", "register_runner", "runner_for"]

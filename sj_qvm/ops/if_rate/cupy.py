@@ -8,8 +8,7 @@ import torch
 from torch import Tensor
 
 from ..if_loop import launch
-from ..if_loop.autograd import _split
-from ..if_loop.constant import _check
+from ..if_loop.cupy import _split, check_constant
 
 __all__ = ["if_count_cupy", "if_rate_cupy"]
 
@@ -19,7 +18,7 @@ def if_count_cupy(q: Tensor, time_steps: int, v_init, v_threshold, strict: bool 
     """``(N [B, *] fp32, V_T [B, *] fp32)``: the spike counts of T steps on ``q: [B, *]`` and
     the final membrane potential, without the spike train. No gradient: raises when autograd
     would need one."""
-    T = _check(q, time_steps)
+    T = check_constant(q, time_steps)
     theta, theta_value = _split(v_threshold, "v_threshold", q.device)
     v0, v0_value = _split(v_init, "v_init", q.device)
     tensors = [t for t in (q, theta, v0) if t is not None]

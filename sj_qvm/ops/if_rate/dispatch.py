@@ -46,7 +46,7 @@ def run(path: str, q: torch.Tensor, time_steps: int, v_init, v_threshold, strict
     if path == "torch":
         return if_rate_torch(q, time_steps, v_init, v_threshold, strict)
     if path == "cpu":
-        res = if_rate_cpu(q, v_init, v_threshold, strict, time_steps)
+        res = if_rate_cpu(q, time_steps, v_init, v_threshold, strict)
         if res is None:
             raise paths.BackendUnavailable(f"{OP} backend='cpu' cannot run: "
                                            f"{_cpu_reason(q, v_init, v_threshold)}")

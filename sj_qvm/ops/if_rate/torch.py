@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..if_loop.inference import if_multi_step_torch
+from ..if_loop.torch import if_multi_step_torch
 
 __all__ = ["if_rate_torch"]
 

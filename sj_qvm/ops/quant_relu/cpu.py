@@ -1,5 +1,5 @@
 """QuantReLU's forward as one pass of the compiled CPU kernel (:mod:`sj_qvm.ops.native`); the
-same operations in the same order as :func:`.fused._forward`, so bit-identical to it."""
+same operations in the same order as :func:`.torch._forward`, so bit-identical to it."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,15 +7,14 @@ from typing import Optional
 import torch
 
 from .. import native
-from ..kernel_args import param
-from ..enums import ROUNDING_IDS
+from ..kernel_args import QuantArgs, param
 
 
 def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int, rounding: str,
                             need_x: bool, need_gamma: bool):
     """``(dL/dx [B, *] or None, dL/dgamma in gamma's shape or None)`` of the STE in one pass
     (the kernel sums gamma's terms per gamma value, in float64), or ``None`` when the kernel
-    cannot take the call; see :mod:`.fused` for the formulas."""
+    cannot take the call; see :mod:`.torch` for the formulas."""
     if (not native.takes(x, "quant_relu_backward") or x.numel() == 0 or g.dtype != x.dtype
             or g.shape != x.shape):
         return None
@@ -26,14 +25,10 @@ def quant_relu_backward_cpu(x: torch.Tensor, g: torch.Tensor, gamma, levels: int
         return None
     mod = p.mod
     xc, gc = x.contiguous(), g.contiguous()
+    args = QuantArgs(xc.numel(), p, levels, rounding, native.DTYPES[x.dtype], native.threads())
     g_x = torch.empty_like(xc) if need_x else None
-    threads = native.threads()
-    acc = torch.zeros(threads, mod, dtype=torch.float64) if need_gamma else None
-    native.call("quant_relu_backward", xc.data_ptr(), gc.data_ptr(),
-                0 if g_x is None else g_x.data_ptr(), 0 if acc is None else acc.data_ptr(),
-                xc.numel(), native.DTYPES[x.dtype], *p.args(), levels,
-                ROUNDING_IDS[rounding], threads)
-    del p
+    acc = torch.zeros(args.threads, mod, dtype=torch.float64) if need_gamma else None
+    native.call("quant_relu_backward", *args.backward(xc, gc, g_x, acc))
     g_gamma = None
     if acc is not None:
         total = acc.sum(0).to(x.dtype)
@@ -55,7 +50,6 @@ def quant_relu_cpu(x: torch.Tensor, gamma, levels: int, rounding: str) -> Option
         return None
     xc = x.contiguous()
     out = torch.empty_like(xc)
-    native.call("quant_relu", xc.data_ptr(), out.data_ptr(), xc.numel(), native.DTYPES[x.dtype],
-                *g.args(), levels, ROUNDING_IDS[rounding], native.threads())
-    del g  # kept alive through the call
+    args = QuantArgs(xc.numel(), g, levels, rounding, native.DTYPES[x.dtype], native.threads())
+    native.call("quant_relu", *args.forward(xc, out))
     return out

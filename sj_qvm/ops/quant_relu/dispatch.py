@@ -1,5 +1,5 @@
 """Which path runs QuantReLU, and why (the rule of :mod:`sj_qvm.ops.paths`): ``"torch"`` (the
-in-place chain and hand-written backward of :mod:`.fused`), ``"cpu"`` (the compiled kernels of
+in-place chain and hand-written backward of :mod:`.torch`), ``"cpu"`` (the compiled kernels of
 :mod:`.cpu`). There is no CUDA kernel: ``"cupy"`` raises, and ``"auto"`` runs torch on CUDA.
 
 The ``"cpu"`` path is checked against :func:`.reference.quant_relu_ref` the first time it meets a
@@ -17,7 +17,7 @@ import torch
 
 from .. import native, paths, verify
 from ..if_loop.check import TOLERANCE, Z
-from .fused import quant_relu_path
+from .torch import quant_relu_path
 from .reference import quant_relu_ref
 
 OP = "quant_relu"
@@ -44,7 +44,7 @@ def _form(gamma) -> str:
 
 def select(requested: str, x: torch.Tensor, gamma, levels: int, rounding: str,
            needs_grad: bool) -> tuple[str, str]:
-    """``(path, reason)`` for :func:`.fused.quant_relu_path` on ``x: [B, *]``."""
+    """``(path, reason)`` for :func:`.torch.quant_relu_path` on ``x: [B, *]``."""
     key = (OP, "backward" if needs_grad else "forward", str(x.device), x.dtype, rounding,
            _form(gamma))
 

@@ -1,4 +1,5 @@
-"""QuantReLU's fast paths; :mod:`.reference` is their twin.
+"""QuantReLU's ``"torch"`` path, and the autograd function that the ``"cpu"`` path's kernels
+(:mod:`.cpu`) run in; :mod:`.reference` is their twin.
 
 * No autograd needed (``torch.no_grad``, or nothing requires grad): one temporary, written in
   place, ``z = x*L; z /= gamma; Q; clip; NaN -> 0; z *= gamma; z /= L``, the same operations in

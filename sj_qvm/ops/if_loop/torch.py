@@ -1,14 +1,23 @@
-"""Multi-step IF loop with a hand-written BPTT backward (torch ops, any device).
+"""The IF loop's ``"torch"`` path: pure PyTorch, any device and dtype, never compiled code. Its
+twin is :func:`sj_qvm.functional.if_multi_step_ref` (:mod:`.reference`); both functions here
+have the twin's signature (a test compares the ``inspect.signature``\\ s) and bit-identical spikes
+and V_T.
 
-Same signature and results as :func:`sj_qvm.functional.if_multi_step_ref` (spikes and V_T bit-identical,
-gradients equal up to summation order), but it saves only ``h_t = U_t - theta`` and the spikes for
-backward instead of autograd's whole per-step graph. Backward, from t = T down to 1, with
-``sg'_t`` the surrogate derivative at h_t and ``g_V`` the gradient flowing into V_t::
+* :func:`if_multi_step_torch`: no grad; writes in place and stores nothing for backward.
+  ``surrogate_function`` and ``detach_reset`` shape only the backward, so it accepts and ignores
+  them. ``U >= theta`` is tested as ``U - theta >= 0`` in the reference, which IEEE subtraction
+  makes the same predicate, and ``V - theta * s`` with ``s`` in {0, 1} is exact either way. It
+  runs at 4-12x a plain ``clone`` of the input, the compiled kernel of :mod:`.cpu` at about 2x
+  (benchmarks/RESULTS.md).
+* :func:`if_multi_step_bptt_torch`: the loop with a hand-written BPTT backward (gradients equal
+  the twin's up to summation order). It saves only ``h_t = U_t - theta`` and the spikes for
+  backward instead of autograd's whole per-step graph. Backward, from t = T down to 1, with
+  ``sg'_t`` the surrogate derivative at h_t and ``g_V`` the gradient flowing into V_t::
 
-    g_V  += g_v_seq_t                    (V_t is also v_seq[t], when stored)
-    g_h   = (g_s_t - theta * g_V * [not detach_reset]) * sg'_t
-    g_U   = g_V + g_h                    (U_t = V_{t-1} + q_t;  h_t = U_t - theta)
-    g_q_t = g_U;    g_V <- g_U;    g_theta -= g_h + g_V_t * s_t
+      g_V  += g_v_seq_t                    (V_t is also v_seq[t], when stored)
+      g_h   = (g_s_t - theta * g_V * [not detach_reset]) * sg'_t
+      g_U   = g_V + g_h                    (U_t = V_{t-1} + q_t;  h_t = U_t - theta)
+      g_q_t = g_U;    g_V <- g_U;    g_theta -= g_h + g_V_t * s_t
 """
 from __future__ import annotations
 
@@ -18,6 +27,41 @@ import torch
 
 from ...checks import check_current
 from ...functional import expected_current, fire
+
+
+def _check_surrogate(surrogate_function) -> None:
+    # A bool here is a caller still passing store_v_seq as the 6th positional argument.
+    if surrogate_function is not None and not callable(surrogate_function):
+        raise TypeError("surrogate_function must be None or a callable (SJ surrogate), got "
+                        f"{type(surrogate_function).__name__} {surrogate_function!r}; pass "
+                        "store_v_seq by keyword")
+
+
+@torch.no_grad()
+def if_multi_step_torch(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
+                        current: str = "instant", surrogate_function: Optional[Callable] = None,
+                        detach_reset: bool = False, store_v_seq: bool = False):
+    """The torch loop (any device and dtype): same signature and results."""
+    check_current(current)
+    _check_surrogate(surrogate_function)
+    q = expected_current(x_seq) if current == "expected" else None
+    v = torch.empty_like(x_seq[0])
+    v.copy_(torch.as_tensor(v_init, dtype=v.dtype, device=v.device).expand_as(v))
+    spike_seq = torch.empty_like(x_seq)
+    v_seq = torch.empty_like(x_seq) if store_v_seq else None
+    compare = torch.gt if strict else torch.ge
+    scalar = not isinstance(v_threshold, torch.Tensor)
+    for t in range(x_seq.shape[0]):
+        v.add_(x_seq[t] if q is None else q)
+        spike = compare(v, v_threshold)
+        spike_seq[t].copy_(spike)
+        if scalar:
+            v.sub_(spike_seq[t], alpha=v_threshold)
+        else:
+            v.sub_(spike_seq[t] * v_threshold)
+        if v_seq is not None:
+            v_seq[t].copy_(v)
+    return spike_seq, v, v_seq
 
 
 def _reduce_to(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -79,39 +123,19 @@ class _IFLoopBPTT(torch.autograd.Function):
         return g_x, g_v0, g_th, None, None, None, None, None
 
 
-def if_multi_step_bptt(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
-                       current: str = "instant", surrogate_function: Optional[Callable] = None,
-                       detach_reset: bool = False, store_v_seq: bool = False):
-    """``x_seq: [T, N, *]`` -> ``(spike_seq [T, N, *], v [N, *], v_seq [T, N, *] or None)``.
-
-    ``v_init`` and ``v_threshold`` are floats or tensors broadcastable to ``[N, *]``; tensors that
-    require grad get gradients. Needs a surrogate: use the inference path when no grad is needed.
-    ``backend="auto"`` of :mod:`.dispatch`: on CPU float32/float64 with SJ's Sigmoid or ATan the
-    compiled kernels of :mod:`.bptt_cpu` where they are built, else
-    :func:`if_multi_step_bptt_torch`.
-    """
-    check_current(current)
-    if surrogate_function is None:
-        raise ValueError("surrogate_function is required for BPTT")
-    from . import dispatch  # noqa: PLC0415 -- it imports this module
-    v_init, v_threshold = dispatch.as_tensor(v_init, x_seq), dispatch.as_tensor(v_threshold, x_seq)
-    path, _ = dispatch.select("auto" if not x_seq.is_cuda else "torch", x_seq, v_init,
-                              v_threshold, strict=strict, current=current,
-                              surrogate_function=surrogate_function, detach_reset=detach_reset,
-                              needs_grad=True)
-    return dispatch.run(path, x_seq, v_init, v_threshold, strict, current, surrogate_function,
-                        detach_reset, store_v_seq, needs_grad=True)
-
-
 def if_multi_step_bptt_torch(x_seq: torch.Tensor, v_init, v_threshold, strict: bool = False,
                              current: str = "instant",
                              surrogate_function: Optional[Callable] = None,
                              detach_reset: bool = False, store_v_seq: bool = False):
     """The torch loop with the hand-written backward (any device and dtype): same signature
-    and results as :func:`if_multi_step_bptt`."""
+    and results as :func:`.dispatch.if_multi_step_bptt`."""
     check_current(current)
     if surrogate_function is None:
         raise ValueError("surrogate_function is required for BPTT")
-    from .dispatch import as_tensor  # noqa: PLC0415
     return _IFLoopBPTT.apply(x_seq, as_tensor(v_init, x_seq), as_tensor(v_threshold, x_seq),
                              strict, current, surrogate_function, detach_reset, store_v_seq)
+
+
+def as_tensor(p, like: torch.Tensor) -> torch.Tensor:
+    return p if isinstance(p, torch.Tensor) else torch.tensor(p, dtype=like.dtype,
+                                                              device=like.device)
