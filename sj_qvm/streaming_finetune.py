@@ -26,7 +26,7 @@ from . import _compat
 from .checks import check_bool, check_int, check_positive
 from .convert import QVMNetwork
 from .functional import matched_v0
-from .interop.reconstruction import output_kl
+from .interop.reconstruction import distillation
 from .qat import fit
 
 __all__ = ["StreamedLogits", "finetune_instant", "learnable_v_init"]
@@ -94,27 +94,18 @@ def finetune_instant(snn: QVMNetwork, ann: nn.Module,
     if not isinstance(ann, nn.Module):
         raise TypeError(f"ann must be the nn.Module snn was converted from, got "
                         f"{type(ann).__name__}")
-    model = StreamedLogits(snn)
     check_int(epochs, "epochs", minimum=0)
     check_positive(lr, "lr")
     check_bool(learn_v_init, "learn_v_init")
     check_bool(progress, "progress")
+    model = StreamedLogits(snn)  # checks snn, then switches its nodes to the instant current
     if learn_v_init:
         learnable_v_init(snn, rounding)
     params = list(snn.parameters())
     for p in params:
         p.requires_grad_(True)  # convert leaves the folded biases frozen
-    batch = {}
-
-    def keep(frames):  # fit calls it on each batch's input just before the model
-        batch["frames"] = frames
-        return frames
-
-    def loss(out, y):
-        with torch.no_grad():
-            target = ann(batch["frames"].mean(1))
-        return F.cross_entropy(out, y) + output_kl(out, target)
-
+    # The ANN reads the mean frame of the streamed sample [B, T, *].
+    keep, loss = distillation(ann, F.cross_entropy, teacher_input=lambda frames: frames.mean(1))
     mode = ann.training
     ann.eval()
     try:

@@ -104,7 +104,7 @@ def test_delayed_readout_reads_the_later_steps():
 
 def test_bad_arguments_are_refused():
     net = _small_net()
-    snn = convert(net, current="instant", warn=False)
+    snn = convert(net, current="expected", warn=False)
     batches = [(_sparse_frames(), torch.zeros(5, dtype=torch.long))]
     with pytest.raises(TypeError, match="QVMNetwork"):
         finetune_instant(net, net, batches)
@@ -114,6 +114,8 @@ def test_bad_arguments_are_refused():
         finetune_instant(snn, net, batches, -1)
     with pytest.raises(ValueError, match="lr"):
         finetune_instant(snn, net, batches, lr=0.0)
+    # A refused call loses nothing: the nodes keep the current they had.
+    assert {act.node.current for _, act in snn.spiking_layers()} == {"expected"}
     with pytest.raises(ValueError, match=r"\[B, T, \*\]"):
         StreamedLogits(snn)(torch.zeros(5, 4))
 

@@ -20,7 +20,7 @@ from ..qat import fit
 from ..checks import check_bool, check_int, check_levels, check_positive, check_rounding
 from ..quant import QuantReLU
 from .calibration import batch_input, calibrate, check_calibration_args
-from .reconstruction import output_kl
+from .reconstruction import distillation
 
 __all__ = ["quantize", "quantize_graph", "finetune", "has_relu"]
 
@@ -251,16 +251,7 @@ def finetune(qann: nn.Module, dataloader, epochs: int = 1, lr: float = 1e-4,
     prepare, loss, teacher_mode = None, loss_fn, None
     if teacher is not None:
         base = loss_fn if loss_fn is not None else F.cross_entropy
-        batch = {}
-
-        def prepare(x):  # fit calls it on each batch's input just before the model
-            batch["x"] = x
-            return x
-
-        def loss(out, y):
-            with torch.no_grad():
-                target = teacher(batch["x"])
-            return base(out, y) + output_kl(out, target)
+        prepare, loss = distillation(teacher, base)
         teacher_mode = teacher.training
         teacher.eval()
     try:

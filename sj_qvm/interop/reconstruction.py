@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..quant import QuantReLU
 
-__all__ = ["RECONSTRUCT_LR", "Targets", "float_teacher", "default_steps", "reconstructable",
+__all__ = ["RECONSTRUCT_LR", "Targets", "distillation", "float_teacher", "default_steps", "reconstructable",
            "output_kl", "reconstruct"]
 
 RECONSTRUCT_LR = 0.02
@@ -100,6 +100,25 @@ def output_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     t = teacher.float().log_softmax(1)
     s = student.float().log_softmax(1)
     return F.kl_div(s, t, log_target=True, reduction="sum") / student.shape[0]
+
+
+def distillation(teacher: nn.Module, base, teacher_input=None) -> tuple:
+    """``(prepare, loss)`` for :func:`sj_qvm.qat.fit`: ``prepare`` keeps each batch's input ``x``
+    as fit hands it to the model, and ``loss(out, y) = base(out, y) + output_kl(out,
+    teacher(teacher_input(x)))``, the teacher run without gradient (``teacher_input`` None: ``x``
+    itself). The caller puts the teacher in eval mode."""
+    batch = {}
+
+    def prepare(x):
+        batch["x"] = x
+        return x
+
+    def loss(out, y):
+        with torch.no_grad():
+            x = batch["x"]
+            target = teacher(x if teacher_input is None else teacher_input(x))
+        return base(out, y) + output_kl(out, target)
+    return prepare, loss
 
 
 def _cycle(dataloader, steps: int):
